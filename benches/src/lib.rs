@@ -1,0 +1,1 @@
+//! Benchmarks of async-cache beside moka and quick_cache.

@@ -1,0 +1,4 @@
+//! Compiles cache-core's sources with `cfg(shuttle)`.
+fn main() {
+    println!("cargo::rustc-cfg=shuttle");
+}

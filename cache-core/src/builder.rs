@@ -1,0 +1,198 @@
+//! [`CacheBuilder`]: every setting of a [`Cache`], with its default.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::Cache;
+use crate::store::Config;
+
+/// Configures and builds a [`Cache`]. Building needs no async runtime.
+///
+/// | setting | default |
+/// |---|---|
+/// | [`max_size`](Self::max_size) | 128 entries |
+/// | [`default_ttl`](Self::default_ttl) | none: entries never expire |
+/// | [`batch_window`](Self::batch_window) | 5 ms |
+/// | [`max_batch_size`](Self::max_batch_size) | 100 keys |
+/// | [`name`](Self::name) | `"default"` |
+///
+/// # Examples
+///
+/// ```
+/// use std::{sync::Arc, time::Duration};
+/// use async_cache::Cache;
+///
+/// let users: Cache<u64, Arc<String>> = Cache::builder()
+///     .max_size(10_000)
+///     .default_ttl(Duration::from_secs(300))
+///     .batch_window(Duration::from_millis(5))
+///     .max_batch_size(100)
+///     .name("users")
+///     .build();
+/// assert_eq!(users.name(), "users");
+/// assert_eq!(users.metrics().max_size, Some(10_000));
+/// ```
+pub struct CacheBuilder<K, V> {
+    config: Config,
+    _types: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K, V> fmt::Debug for CacheBuilder<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheBuilder")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl<K, V> Default for CacheBuilder<K, V> {
+    fn default() -> Self {
+        CacheBuilder {
+            config: Config {
+                max_size: 128,
+                default_ttl: None,
+                batch_window: Duration::from_millis(5),
+                max_batch_size: 100,
+                name: Arc::from("default"),
+            },
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<K, V> CacheBuilder<K, V> {
+    /// A builder with the defaults in the table above.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The most entries the cache holds; past it the least recently used
+    /// entry is evicted. `0` stores nothing (loads are still single-flight).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_cache::Cache;
+    ///
+    /// let cache = Cache::<u32, u32>::builder().max_size(2).build();
+    /// cache.insert(1, 1);
+    /// cache.insert(2, 2);
+    /// cache.get(&1); // 2 is now the least recently used
+    /// cache.insert(3, 3);
+    /// assert!(cache.contains_key(&1) && !cache.contains_key(&2));
+    /// ```
+    pub fn max_size(mut self, max_size: usize) -> Self {
+        self.config.max_size = max_size;
+        self
+    }
+
+    /// No size bound: entries leave only by TTL, `remove` or `clear`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_cache::Cache;
+    ///
+    /// let cache = Cache::<u64, u64>::builder().unbounded().build();
+    /// for i in 0..1_000 {
+    ///     cache.insert(i, i);
+    /// }
+    /// assert_eq!(cache.len(), 1_000);
+    /// assert_eq!(cache.metrics().max_size, None);
+    /// ```
+    pub fn unbounded(mut self) -> Self {
+        self.config.max_size = usize::MAX;
+        self
+    }
+
+    /// The TTL of entries stored without one of their own (`insert`,
+    /// `get_or_load`, batched loads). A zero TTL stores nothing visible; a TTL
+    /// too large for the clock means "never".
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use async_cache::Cache;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let cache = Cache::<&str, u32>::builder().default_ttl(Duration::from_secs(60)).build();
+    /// cache.insert("a", 1);
+    /// tokio::time::advance(Duration::from_secs(61)).await;
+    /// assert_eq!(cache.get("a"), None);
+    /// # }
+    /// ```
+    pub fn default_ttl(mut self, ttl: Duration) -> Self {
+        self.config.default_ttl = Some(ttl);
+        self
+    }
+
+    /// How long a [`Batched`](crate::Batched) handle collects keys before
+    /// calling its loader. Zero sends at the next yield to the runtime.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use async_cache::Cache;
+    ///
+    /// let cache = Cache::<u64, String>::builder().batch_window(Duration::from_millis(2)).build();
+    /// # drop(cache);
+    /// ```
+    pub fn batch_window(mut self, window: Duration) -> Self {
+        self.config.batch_window = window;
+        self
+    }
+
+    /// The most keys in one `load_batch` call; a larger window is cut into
+    /// several batches. `0` is taken as `1`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_cache::Cache;
+    ///
+    /// let cache = Cache::<u64, String>::builder().max_batch_size(50).build();
+    /// # drop(cache);
+    /// ```
+    pub fn max_batch_size(mut self, max: usize) -> Self {
+        self.config.max_batch_size = max.max(1);
+        self
+    }
+
+    /// The cache's label in metrics (`cache="<name>"`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_cache::Cache;
+    ///
+    /// let cache = Cache::<u64, String>::builder().name("users").build();
+    /// assert_eq!(cache.name(), "users");
+    /// ```
+    pub fn name(mut self, name: impl AsRef<str>) -> Self {
+        self.config.name = Arc::from(name.as_ref());
+        self
+    }
+
+    /// Builds the cache.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_cache::Cache;
+    ///
+    /// let cache: Cache<String, u32> = Cache::builder().build();
+    /// assert_eq!(cache.metrics().max_size, Some(128));
+    /// ```
+    pub fn build(self) -> Cache<K, V>
+    where
+        K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+        V: Clone + Send + Sync + 'static,
+    {
+        Cache::from_config(self.config)
+    }
+}

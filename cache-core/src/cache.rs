@@ -1,0 +1,392 @@
+//! [`Cache`]: the handle users hold.
+
+use std::borrow::Borrow;
+use std::fmt;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::builder::CacheBuilder;
+use crate::stats::Metrics;
+use crate::store::{Config, Store};
+
+/// A concurrent LRU/TTL cache with single-flight loading.
+///
+/// `Cache` is a cheap handle: clones share one cache. It is `Send + Sync`;
+/// lookups take no lock and never wait for a writer. Put big values behind an
+/// `Arc`: every hit clones the value.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use async_cache::Cache;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let cache: Cache<u64, Arc<String>> = Cache::new(1_000);
+///
+/// // Plain map-like use.
+/// cache.insert(1, Arc::new("one".to_string()));
+/// assert_eq!(cache.get(&1).as_deref().map(String::as_str), Some("one"));
+///
+/// // Cache-aside with single-flight: concurrent misses run the loader once.
+/// let two = cache.get_or_load(2, || async { Arc::new("two".to_string()) }).await;
+/// assert_eq!(*two, "two");
+/// assert_eq!(cache.metrics().loads, 1);
+/// # }
+/// ```
+pub struct Cache<K, V> {
+    pub(crate) store: Arc<Store<K, V>>,
+}
+
+impl<K, V> Clone for Cache<K, V> {
+    fn clone(&self) -> Self {
+        Cache {
+            store: Arc::clone(&self.store),
+        }
+    }
+}
+
+impl<K, V> fmt::Debug for Cache<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cache")
+            .field("name", &self.store.config.name)
+            .field("max_size", &self.store.config.max_size)
+            .field("default_ttl", &self.store.config.default_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, V> Cache<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// An LRU cache of at most `max_size` entries, without TTL.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_cache::Cache;
+    ///
+    /// let cache = Cache::<String, u32>::new(1_000);
+    /// cache.insert("a".to_string(), 1);
+    /// assert_eq!(cache.get("a"), Some(1));
+    /// ```
+    pub fn new(max_size: usize) -> Self {
+        Self::builder().max_size(max_size).build()
+    }
+
+    /// A builder for every setting; see [`CacheBuilder`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use async_cache::Cache;
+    ///
+    /// let cache: Cache<u64, u64> = Cache::builder()
+    ///     .max_size(10_000)
+    ///     .default_ttl(Duration::from_secs(300))
+    ///     .build();
+    /// # drop(cache);
+    /// ```
+    pub fn builder() -> CacheBuilder<K, V> {
+        CacheBuilder::new()
+    }
+
+    pub(crate) fn from_config(config: Config) -> Self {
+        Cache {
+            store: Arc::new(Store::new(config)),
+        }
+    }
+
+    /// The value for `key`, if present and not expired. A hit promotes the
+    /// entry to most recently used and counts a hit; anything else counts a
+    /// miss. Never waits: a key being loaded is a miss.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_cache::Cache;
+    ///
+    /// let cache = Cache::<String, u32>::new(10);
+    /// cache.insert("a".into(), 1);
+    /// assert_eq!(cache.get("a"), Some(1)); // &str finds a String key
+    /// assert_eq!(cache.get("b"), None);
+    /// ```
+    #[inline]
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.store.get(self.store.hash(key), key)
+    }
+
+    /// Like [`get`](Self::get), but neither promotes nor counts.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_cache::Cache;
+    ///
+    /// let cache = Cache::<u32, u32>::new(2);
+    /// cache.insert(1, 1);
+    /// cache.insert(2, 2);
+    /// assert_eq!(cache.peek(&1), Some(1)); // 1 stays least recently used
+    /// cache.insert(3, 3);
+    /// assert_eq!(cache.peek(&1), None);
+    /// assert_eq!(cache.metrics().hits + cache.metrics().misses, 0);
+    /// ```
+    #[inline]
+    pub fn peek<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.store.peek(self.store.hash(key), key)
+    }
+
+    /// Whether `key` has a live value; neither promotes nor counts.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_cache::Cache;
+    ///
+    /// let cache = Cache::<u32, u32>::new(10);
+    /// cache.insert(1, 1);
+    /// assert!(cache.contains_key(&1));
+    /// assert!(!cache.contains_key(&2));
+    /// ```
+    pub fn contains_key<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.store.contains(self.store.hash(key), key)
+    }
+
+    /// Stores `value` with the default TTL, replacing any value (and any load
+    /// in flight: its result is then not stored). Past `max_size` the least
+    /// recently used entry is evicted.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_cache::Cache;
+    ///
+    /// let cache = Cache::<u32, &str>::new(10);
+    /// cache.insert(1, "a");
+    /// cache.insert(1, "b");
+    /// assert_eq!(cache.get(&1), Some("b"));
+    /// assert_eq!(cache.len(), 1);
+    /// ```
+    pub fn insert(&self, key: K, value: V) {
+        self.insert_with_ttl(key, value, self.store.config.default_ttl);
+    }
+
+    /// Stores `value` with its own TTL: `None` never expires. Re-inserting a
+    /// key restarts its TTL; a zero TTL stores nothing (and removes the old
+    /// value).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use async_cache::Cache;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let cache = Cache::<u32, u32>::new(10);
+    /// cache.insert_with_ttl(1, 1, Some(Duration::from_secs(1)));
+    /// cache.insert_with_ttl(2, 2, None);
+    /// tokio::time::advance(Duration::from_secs(2)).await;
+    /// assert_eq!(cache.get(&1), None);
+    /// assert_eq!(cache.get(&2), Some(2));
+    /// # }
+    /// ```
+    pub fn insert_with_ttl(&self, key: K, value: V, ttl: Option<Duration>) {
+        self.store.insert(self.store.hash(&key), key, value, ttl);
+    }
+
+    /// Removes `key`, returning its live value. A load in flight for `key` is
+    /// cut off from the cache: its waiters still get its value, but it is not
+    /// stored.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_cache::Cache;
+    ///
+    /// let cache = Cache::<u32, u32>::new(10);
+    /// cache.insert(1, 10);
+    /// assert_eq!(cache.remove(&1), Some(10));
+    /// assert_eq!(cache.remove(&1), None);
+    /// ```
+    pub fn remove<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.store.remove(self.store.hash(key), key)
+    }
+
+    /// Drops every entry and cuts off every load in flight. Counters keep
+    /// counting.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_cache::Cache;
+    ///
+    /// let cache = Cache::<u32, u32>::new(10);
+    /// cache.insert(1, 1);
+    /// cache.get(&1);
+    /// cache.clear();
+    /// assert!(cache.is_empty());
+    /// assert_eq!(cache.metrics().hits, 1);
+    /// ```
+    pub fn clear(&self) {
+        self.store.clear();
+    }
+
+    /// Live entries. Expired entries are reclaimed first, so they never count.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_cache::Cache;
+    ///
+    /// let cache = Cache::<u32, u32>::new(2);
+    /// for i in 0..5 {
+    ///     cache.insert(i, i);
+    /// }
+    /// assert_eq!(cache.len(), 2);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.store.len()
+    }
+
+    /// Whether [`len`](Self::len) is zero.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_cache::Cache;
+    ///
+    /// assert!(Cache::<u32, u32>::new(10).is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A snapshot of the counters; see [`Metrics`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_cache::Cache;
+    ///
+    /// let cache = Cache::<u32, u32>::new(10);
+    /// cache.get(&1);
+    /// assert_eq!(cache.metrics().misses, 1);
+    /// ```
+    pub fn metrics(&self) -> Metrics {
+        self.store.metrics()
+    }
+
+    /// Counters since the cache was built, ignoring
+    /// [`reset_metrics`](Self::reset_metrics): what exporters publish, so
+    /// published counters never go down.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_cache::Cache;
+    ///
+    /// let cache = Cache::<u32, u32>::new(10);
+    /// cache.get(&1);
+    /// cache.reset_metrics();
+    /// assert_eq!(cache.metrics().misses, 0);
+    /// assert_eq!(cache.lifetime_metrics().misses, 1);
+    /// ```
+    pub fn lifetime_metrics(&self) -> Metrics {
+        self.store.totals()
+    }
+
+    /// Starts the counters of [`metrics`](Self::metrics) from zero.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_cache::Cache;
+    ///
+    /// let cache = Cache::<u32, u32>::new(10);
+    /// cache.get(&1);
+    /// cache.reset_metrics();
+    /// assert_eq!(cache.metrics().misses, 0);
+    /// ```
+    pub fn reset_metrics(&self) {
+        self.store.reset_metrics();
+    }
+
+    /// The name given to [`CacheBuilder::name`], `"default"` otherwise.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_cache::Cache;
+    ///
+    /// assert_eq!(Cache::<u32, u32>::new(10).name(), "default");
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.store.config.name
+    }
+
+    /// Calls `observer` with the duration of every load run through this
+    /// cache (single-flight and batched), for a latency histogram. Replaces
+    /// any previous observer.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, atomic::{AtomicUsize, Ordering}};
+    /// use async_cache::Cache;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let cache = Cache::<u32, u32>::new(10);
+    /// let seen = Arc::new(AtomicUsize::new(0));
+    /// let counter = Arc::clone(&seen);
+    /// cache.observe_loads(move |_took| { counter.fetch_add(1, Ordering::Relaxed); });
+    /// cache.get_or_load(1, || async { 1 }).await;
+    /// assert_eq!(seen.load(Ordering::Relaxed), 1);
+    /// # }
+    /// ```
+    pub fn observe_loads(&self, observer: impl Fn(Duration) + Send + Sync + 'static) {
+        self.store.set_observer(Some(Arc::new(observer)));
+    }
+
+    /// Whether two handles share one cache.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_cache::Cache;
+    ///
+    /// let a = Cache::<u32, u32>::new(10);
+    /// assert!(a.ptr_eq(&a.clone()));
+    /// assert!(!a.ptr_eq(&Cache::new(10)));
+    /// ```
+    pub fn ptr_eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.store, &other.store)
+    }
+
+    /// A handle that does not keep the cache alive, for background tasks.
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<Store<K, V>> {
+        Arc::downgrade(&self.store)
+    }
+}

@@ -1,0 +1,21 @@
+//! The engine of [async-cache](https://docs.rs/async-cache): the LRU/TTL
+//! store, single-flight loading, batching, warmup and counters.
+//!
+//! Not intended to be used directly: depend on `async-cache`, which
+//! re-exports everything here that users need.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod builder;
+mod cache;
+mod flight;
+mod stats;
+mod store;
+mod sync;
+mod time;
+mod warmup;
+
+pub use crate::builder::CacheBuilder;
+pub use crate::cache::Cache;
+pub use crate::stats::Metrics;
+pub use crate::warmup::WARMUP_CONCURRENCY;

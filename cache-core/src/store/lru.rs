@@ -1,0 +1,144 @@
+//! The recency order: a doubly linked list threaded through slab indices.
+//!
+//! Links live here, owned by the lock holder, not in the slots: readers never
+//! touch them, so promoting an entry never dirties a cache line a reader needs.
+//! Each link also keeps its entry's meta, so replaying a read record checks
+//! the record against the very cache line it is about to move.
+
+const NIL: u32 = u32::MAX;
+
+#[derive(Debug, Clone, Copy)]
+struct Link {
+    prev: u32,
+    next: u32,
+    /// The linked entry's meta; 0 (no valid meta) when unlinked.
+    meta: u32,
+}
+
+const UNLINKED: Link = Link {
+    prev: NIL,
+    next: NIL,
+    meta: 0,
+};
+
+/// Most recently used at the head, least at the tail.
+#[derive(Debug)]
+pub(crate) struct Lru {
+    links: Vec<Link>,
+    head: u32,
+    tail: u32,
+}
+
+impl Lru {
+    pub(crate) fn new() -> Self {
+        Lru {
+            links: Vec::new(),
+            head: NIL,
+            tail: NIL,
+        }
+    }
+
+    /// Makes room for links up to `idx`.
+    pub(crate) fn reserve(&mut self, idx: u32) {
+        let needed = idx as usize + 1;
+        if self.links.len() < needed {
+            self.links.resize(needed, UNLINKED);
+        }
+    }
+
+    pub(crate) fn push_front(&mut self, idx: u32, meta: u32) {
+        debug_assert_ne!(meta, 0);
+        let old = self.head;
+        self.links[idx as usize] = Link {
+            prev: NIL,
+            next: old,
+            meta,
+        };
+        if old == NIL {
+            self.tail = idx;
+        } else {
+            self.links[old as usize].prev = idx;
+        }
+        self.head = idx;
+    }
+
+    pub(crate) fn unlink(&mut self, idx: u32) {
+        let Link { prev, next, .. } = std::mem::replace(&mut self.links[idx as usize], UNLINKED);
+        if prev == NIL {
+            self.head = next;
+        } else {
+            self.links[prev as usize].next = next;
+        }
+        if next == NIL {
+            self.tail = prev;
+        } else {
+            self.links[next as usize].prev = prev;
+        }
+    }
+
+    /// Moves `idx` to the front if it is still linked with `meta`.
+    #[inline]
+    pub(crate) fn touch(&mut self, idx: u32, meta: u32) {
+        if self.head != idx && self.links[idx as usize].meta == meta {
+            self.unlink(idx);
+            self.push_front(idx, meta);
+        }
+    }
+
+    /// The least recently used entry.
+    pub(crate) fn back(&self) -> Option<u32> {
+        (self.tail != NIL).then_some(self.tail)
+    }
+
+    /// From least to most recently used.
+    pub(crate) fn iter_from_back(&self) -> impl Iterator<Item = u32> + '_ {
+        let mut at = self.tail;
+        std::iter::from_fn(move || {
+            (at != NIL).then(|| {
+                let idx = at;
+                at = self.links[idx as usize].prev;
+                idx
+            })
+        })
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.head = NIL;
+        self.tail = NIL;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(lru: &Lru) -> Vec<u32> {
+        lru.iter_from_back().collect()
+    }
+
+    #[test]
+    fn push_touch_unlink_keep_the_order() {
+        let mut lru = Lru::new();
+        lru.reserve(9);
+        for i in 0..4 {
+            lru.push_front(i, 8);
+        }
+        assert_eq!(order(&lru), [0, 1, 2, 3]);
+        lru.touch(0, 8);
+        assert_eq!(order(&lru), [1, 2, 3, 0]);
+        lru.touch(0, 8);
+        assert_eq!(order(&lru), [1, 2, 3, 0]);
+        lru.touch(1, 16);
+        assert_eq!(order(&lru), [1, 2, 3, 0], "a stale record moves nothing");
+        lru.unlink(2);
+        assert_eq!(order(&lru), [1, 3, 0]);
+        lru.unlink(1);
+        lru.unlink(0);
+        assert_eq!(lru.back(), Some(3));
+        lru.unlink(3);
+        assert_eq!(lru.back(), None);
+        lru.touch(3, 8);
+        assert_eq!(lru.back(), None, "an unlinked entry is not touched");
+        assert_eq!(order(&lru), Vec::<u32>::new());
+    }
+}

@@ -1,0 +1,740 @@
+//! The engine behind [`Cache`](crate::Cache).
+//!
+//! Reads take no lock: a reader pins the epoch, probes its shard's table
+//! (`table`), reads the slot (`slab`), clones the value and pushes an
+//! `(index, meta)` record into its read-buffer stripe (`buffer`). Every write
+//! takes one lock, which owns the exact recency order (`lru`), the expiry
+//! wheel (`wheel`) and the table layouts; before deciding anything it
+//! replays the read records, so eviction is exact LRU for any one task.
+//!
+//! Memory is reclaimed through `crossbeam-epoch`: removed slots are retired in
+//! batches and only reused, and their contents dropped, after every reader
+//! that could have seen them has unpinned. Dropping user values happens
+//! outside the lock.
+//!
+//! An in-flight load is a `PENDING` slot in the same table, holding its
+//! [`Flight`]; `remove`, `insert` and `clear` see and replace it, and the
+//! leader stores its value only if its own placeholder is still there.
+
+mod buffer;
+mod lru;
+pub(crate) mod slab;
+mod table;
+mod wheel;
+
+use std::borrow::Borrow;
+use std::hash::{BuildHasher, Hash};
+use std::ptr::{self, NonNull};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::time::Duration;
+
+use crossbeam_epoch::{self as epoch, Guard};
+
+use self::buffer::ReadBuffer;
+use self::lru::Lru;
+use self::slab::{Filling, Garbage, PENDING, READY, Slab, Slot, state};
+use self::table::{Table, Usage};
+use self::wheel::{Timer, Wheel};
+use crate::flight::Flight;
+use crate::stats::{Counters, Metrics};
+use crate::sync::{Mutex, MutexGuard, lock};
+use crate::time::{Clock, NEVER};
+
+/// Retired slots handed to the epoch in one batch.
+const LIMBO_BATCH: usize = 32;
+/// The most table shards (a resize copies one shard).
+const MAX_SHARD_BITS: u32 = 6;
+
+/// Settings fixed at build time.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    /// `usize::MAX` when unbounded.
+    pub(crate) max_size: usize,
+    pub(crate) default_ttl: Option<Duration>,
+    pub(crate) batch_window: Duration,
+    pub(crate) max_batch_size: usize,
+    pub(crate) name: Arc<str>,
+}
+
+/// State owned by the lock holder.
+struct Policy {
+    lru: Lru,
+    /// `READY` entries.
+    len: usize,
+    /// Slots ever allocated.
+    high: u32,
+    free: Vec<u32>,
+    wheel: Wheel,
+    /// `READY` entries with a deadline: the wheel's live timers.
+    timed: usize,
+    usage: Vec<Usage>,
+    /// Retired slots not yet handed to the epoch.
+    limbo: Vec<u32>,
+    /// Counted here, under the lock that evicts and expires, not with atomics.
+    evictions: u64,
+    expirations: u64,
+}
+
+/// Slots whose grace period has ended, waiting to be taken back.
+#[derive(Debug, Default)]
+struct Reclaimed {
+    slots: std::sync::Mutex<Vec<u32>>,
+    any: AtomicBool,
+}
+
+/// Where a lookup under the lock found a key.
+pub(crate) enum Claim<V> {
+    /// A live value (cloned by the caller outside the lock).
+    Hit(V),
+    /// A load in flight to wait on.
+    Join(Arc<Flight<V>>),
+    /// No entry: the caller's placeholder is in, and it runs the load.
+    Lead(Lead<V>),
+}
+
+/// A leader's placeholder: slot `idx` as it was when placed.
+#[derive(Debug)]
+pub(crate) struct Lead<V> {
+    idx: u32,
+    meta: u32,
+    pub(crate) flight: Arc<Flight<V>>,
+}
+
+type LoadObserver = Arc<dyn Fn(Duration) + Send + Sync>;
+
+pub(crate) struct Store<K, V> {
+    hasher: foldhash::fast::RandomState,
+    /// `tag >> shard_shift` picks a shard; 32 with one shard.
+    shard_shift: u32,
+    shards: Box<[AtomicPtr<Table>]>,
+    slab: Slab<K, V>,
+    reads: ReadBuffer,
+    policy: Mutex<Policy>,
+    reclaimed: Arc<Reclaimed>,
+    pub(crate) clock: Clock,
+    pub(crate) config: Config,
+    pub(crate) counters: Counters,
+    observer: std::sync::RwLock<Option<LoadObserver>>,
+    observed: AtomicBool,
+}
+
+#[inline]
+fn tag_of(hash: u64) -> u32 {
+    (hash >> 32) as u32
+}
+
+/// Frees a table no longer reachable from the store once every reader that
+/// may still be probing it has unpinned.
+fn retire_table(table: NonNull<Table>) {
+    struct Retired(NonNull<Table>);
+    // SAFETY: only freed, once, by the epoch.
+    unsafe impl Send for Retired {}
+    let retired = Retired(table);
+    let guard = epoch::pin();
+    // SAFETY: unreachable; readers still in it are pinned.
+    unsafe { guard.defer_unchecked(move || Table::free({ retired }.0)) };
+}
+
+impl<K, V> Store<K, V> {
+    pub(crate) fn new(config: Config) -> Self {
+        let shard_bits = if config.max_size == usize::MAX {
+            MAX_SHARD_BITS
+        } else {
+            (config.max_size / 4096)
+                .next_power_of_two()
+                .trailing_zeros()
+                .min(MAX_SHARD_BITS)
+        };
+        let shards = 1usize << shard_bits;
+        Store {
+            hasher: foldhash::fast::RandomState::default(),
+            shard_shift: 32 - shard_bits,
+            shards: (0..shards)
+                .map(|_| AtomicPtr::new(ptr::null_mut()))
+                .collect(),
+            slab: Slab::new(),
+            reads: ReadBuffer::new(),
+            policy: Mutex::new(Policy {
+                lru: Lru::new(),
+                len: 0,
+                high: 0,
+                free: Vec::new(),
+                wheel: Wheel::default(),
+                timed: 0,
+                usage: vec![Usage::default(); shards],
+                limbo: Vec::new(),
+                evictions: 0,
+                expirations: 0,
+            }),
+            reclaimed: Arc::default(),
+            clock: Clock::new(),
+            config,
+            counters: Counters::default(),
+            observer: std::sync::RwLock::new(None),
+            observed: AtomicBool::new(false),
+        }
+    }
+
+    #[inline]
+    fn shard(&self, tag: u32) -> usize {
+        (u64::from(tag) >> self.shard_shift) as usize
+    }
+
+    #[inline]
+    fn table(&self, shard: usize) -> Option<&Table> {
+        // SAFETY: a non-null table stays allocated until the epoch frees it,
+        // and every caller is pinned or holds the lock.
+        unsafe { self.shards[shard].load(Ordering::Acquire).as_ref() }
+    }
+
+    #[inline]
+    fn slot(&self, idx: u32) -> &Slot<K, V> {
+        // SAFETY: indices come from tables or records, which only ever hold
+        // allocated indices; segments are never freed while `self` lives.
+        unsafe { self.slab.get(idx) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Policy> {
+        lock(&self.policy)
+    }
+
+    /// Live entries, after reclaiming expired ones.
+    pub(crate) fn len(&self) -> usize {
+        self.write(false, |p| p.len)
+    }
+
+    pub(crate) fn metrics(&self) -> Metrics {
+        self.counters.since_reset(self.totals())
+    }
+
+    pub(crate) fn reset_metrics(&self) {
+        self.counters.reset(self.totals());
+    }
+
+    /// Counters since the cache was built, never reset (for exporters),
+    /// with the current size.
+    pub(crate) fn totals(&self) -> Metrics {
+        let (size, evictions, expirations) =
+            self.write(false, |p| (p.len, p.evictions, p.expirations));
+        let max_size = (self.config.max_size != usize::MAX).then_some(self.config.max_size as u64);
+        let hits = self.reads.hits();
+        let misses = self.reads.misses();
+        Metrics {
+            size: size as u64,
+            max_size,
+            evictions,
+            expirations,
+            ..self.counters.totals(hits, misses)
+        }
+    }
+
+    pub(crate) fn count_miss(&self) {
+        self.reads.miss(self.reads.stripe());
+    }
+
+    pub(crate) fn set_observer(&self, observer: Option<LoadObserver>) {
+        self.observed.store(observer.is_some(), Ordering::Relaxed);
+        *self.observer.write().unwrap_or_else(|e| e.into_inner()) = observer;
+    }
+
+    /// The load observer, if any; checked once per load.
+    pub(crate) fn observer(&self) -> Option<LoadObserver> {
+        if !self.observed.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.observer
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Runs `f` under the lock on an up-to-date policy, then hands retired
+    /// slots to the epoch (all at once if `flush`, else in batches) and drops
+    /// reclaimed contents after unlocking.
+    fn write<R>(&self, flush: bool, f: impl FnOnce(&mut Policy) -> R) -> R {
+        let mut garbage = Vec::new();
+        let out = {
+            let mut p = self.lock();
+            self.maintain(&mut p, &mut garbage);
+            let out = f(&mut p);
+            if p.limbo.len() >= LIMBO_BATCH || (flush && !p.limbo.is_empty()) {
+                let slots = std::mem::take(&mut p.limbo);
+                let reclaimed = Arc::clone(&self.reclaimed);
+                let guard = epoch::pin();
+                guard.defer(move || {
+                    lock(&reclaimed.slots).extend(slots);
+                    reclaimed.any.store(true, Ordering::Release);
+                });
+                guard.flush();
+            }
+            out
+        };
+        drop(garbage);
+        out
+    }
+
+    /// Replays reads, takes back reclaimed slots, expires due entries.
+    fn maintain(&self, p: &mut Policy, garbage: &mut Vec<Garbage<K, V>>) {
+        if self.reads.is_dirty() {
+            self.replay(p, None);
+        }
+        if self.reclaimed.any.load(Ordering::Acquire) {
+            self.reclaimed.any.store(false, Ordering::Relaxed);
+            let slots = std::mem::take(&mut *lock(&self.reclaimed.slots));
+            let keep = std::mem::needs_drop::<K>() || std::mem::needs_drop::<V>();
+            for idx in slots {
+                // SAFETY: the grace period has ended: no reader holds it.
+                let contents = unsafe { self.slot(idx).take() };
+                if keep {
+                    garbage.extend(contents);
+                }
+                p.free.push(idx);
+            }
+        }
+        if !p.wheel.is_empty() {
+            let now = self.clock.now();
+            let mut wheel = std::mem::take(&mut p.wheel);
+            wheel.advance(now, |timer| {
+                let slot = self.slot(timer.idx);
+                if slot.meta.load(Ordering::Relaxed) == timer.meta {
+                    self.detach(p, timer.idx);
+                    p.expirations += 1;
+                }
+            });
+            p.wheel = wheel;
+        }
+    }
+
+    fn replay(&self, p: &mut Policy, also: Option<usize>) {
+        self.reads.drain(also, |idx, meta| p.lru.touch(idx, meta));
+    }
+
+    /// Records a hit. A full stripe is replayed if the lock is free; if
+    /// another thread holds it, the stripe's oldest record is dropped rather
+    /// than waiting (only ever under contention).
+    #[inline]
+    fn record(&self, stripe: usize, idx: u32, meta: u32) {
+        if self.reads.push(stripe, idx, meta, false).is_ok() {
+            return;
+        }
+        match self.policy.try_lock() {
+            Ok(mut p) => self.replay(&mut p, Some(stripe)),
+            Err(std::sync::TryLockError::Poisoned(p)) => {
+                self.replay(&mut p.into_inner(), Some(stripe))
+            }
+            Err(std::sync::TryLockError::WouldBlock) => {}
+        }
+        let _ = self.reads.push(stripe, idx, meta, true);
+    }
+
+    fn alloc(&self, p: &mut Policy) -> u32 {
+        if let Some(idx) = p.free.pop() {
+            return idx;
+        }
+        let idx = p.high;
+        self.slab.ensure(idx);
+        p.lru.reserve(idx);
+        p.high += 1;
+        idx
+    }
+
+    /// Adds a new table word for `idx`, rebuilding the table first if it
+    /// would pass 7/8 used.
+    fn table_insert(&self, p: &mut Policy, shard: usize, tag: u32, idx: u32) {
+        let usage = &mut p.usage[shard];
+        let current = self.table(shard);
+        let capacity = current.map_or(0, Table::capacity);
+        if current.is_none() || usage.full(capacity) {
+            let fresh = Table::alloc(usage.rebuilt_capacity(capacity));
+            // SAFETY: just allocated, not yet shared.
+            let table = unsafe { fresh.as_ref() };
+            if let Some(old) = current {
+                for (tag, idx) in old.entries() {
+                    table.insert(tag, idx);
+                }
+            }
+            let old = self.shards[shard].swap(fresh.as_ptr(), Ordering::Release);
+            usage.dead = 0;
+            if let Some(old) = NonNull::new(old) {
+                retire_table(old);
+            }
+        }
+        let table = self.table(shard).expect("allocated above");
+        if table.insert(tag, idx) {
+            usage.dead -= 1;
+        }
+        usage.live += 1;
+    }
+
+    /// Removes `idx`'s table word.
+    fn unindex(&self, p: &mut Policy, idx: u32) {
+        // SAFETY: a slot in a table is not FREE.
+        let tag = unsafe { self.slot(idx).tag() };
+        let shard = self.shard(tag);
+        let table = self.table(shard).expect("an indexed slot has a table");
+        table.remove(table.position_of(tag, idx));
+        p.usage[shard].live -= 1;
+        p.usage[shard].dead += 1;
+    }
+
+    /// Takes `idx` out of the recency order and retires it; its table word
+    /// must be gone or about to be (the caller's job unless `unindex` first).
+    fn retire(&self, p: &mut Policy, idx: u32) {
+        let slot = self.slot(idx);
+        if state(slot.meta.load(Ordering::Relaxed)) == READY {
+            p.lru.unlink(idx);
+            p.len -= 1;
+            // SAFETY: READY.
+            if unsafe { slot.expires() } != NEVER {
+                p.timed -= 1;
+            }
+        }
+        slot.retire();
+        p.limbo.push(idx);
+    }
+
+    /// `unindex` then `retire`.
+    fn detach(&self, p: &mut Policy, idx: u32) {
+        self.unindex(p, idx);
+        self.retire(p, idx);
+    }
+
+    /// Puts a fresh `READY` slot at the front and enforces the bound.
+    fn link(&self, p: &mut Policy, idx: u32, meta: u32, expires: u64) {
+        p.lru.push_front(idx, meta);
+        p.len += 1;
+        if expires != NEVER {
+            p.timed += 1;
+            p.wheel.push(Timer {
+                deadline: expires,
+                idx,
+                meta,
+            });
+            if p.wheel.len() > 2 * p.timed + 1024 {
+                p.wheel
+                    .retain(|t| self.slot(t.idx).meta.load(Ordering::Relaxed) == t.meta);
+            }
+        }
+        while p.len > self.config.max_size {
+            let victim = p.lru.back().expect("len > 0");
+            self.detach(p, victim);
+            p.evictions += 1;
+        }
+    }
+
+    /// Turns the leader's placeholder into `value`, if it is still there:
+    /// a `remove`, `insert` or `clear` during the load wins.
+    pub(crate) fn resolve(&self, lead: &Lead<V>, value: V, ttl: Option<Duration>) {
+        let expires = self.deadline(ttl);
+        let keep = self.config.max_size > 0 && ttl != Some(Duration::ZERO);
+        let (unused, flight) = self.write(false, |p| {
+            let slot = self.slot(lead.idx);
+            if slot.meta.load(Ordering::Relaxed) != lead.meta {
+                return (Some(value), None);
+            }
+            if !keep {
+                self.detach(p, lead.idx);
+                return (Some(value), None);
+            }
+            // SAFETY: our PENDING slot, lock held.
+            let (meta, flight) = unsafe { slot.resolve(expires, value) };
+            self.link(p, lead.idx, meta, expires);
+            (None, Some(flight))
+        });
+        drop((unused, flight));
+    }
+
+    /// Takes the leader's placeholder out, if it is still there.
+    pub(crate) fn abandon(&self, lead: &Lead<V>) {
+        self.write(true, |p| {
+            if self.slot(lead.idx).meta.load(Ordering::Relaxed) == lead.meta {
+                self.detach(p, lead.idx);
+            }
+        });
+    }
+
+    fn deadline(&self, ttl: Option<Duration>) -> u64 {
+        match ttl {
+            None => NEVER,
+            ttl => Clock::deadline(self.clock.now(), ttl),
+        }
+    }
+}
+
+impl<K, V> Store<K, V>
+where
+    K: Hash + Eq,
+    V: Clone,
+{
+    #[inline]
+    pub(crate) fn hash<Q: Hash + ?Sized>(&self, key: &Q) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// Finds `key` in its table; lock-free when pinned.
+    #[inline]
+    fn find<Q>(&self, hash: u64, key: &Q) -> Option<(usize, u32)>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        let tag = tag_of(hash);
+        self.table(self.shard(tag))?
+            // SAFETY: a slot found in a table is not FREE.
+            .find(tag, |idx| unsafe { self.slot(idx).key() }.borrow() == key)
+    }
+
+    /// The live `READY` slot for `key`, with its meta.
+    #[inline]
+    fn live<'g, Q>(&'g self, hash: u64, key: &Q, _guard: &'g Guard) -> Lookup<'g, K, V>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        let Some((_, idx)) = self.find(hash, key) else {
+            return Lookup::Absent;
+        };
+        let slot = self.slot(idx);
+        let meta = slot.meta.load(Ordering::Acquire);
+        if state(meta) != READY {
+            return Lookup::Absent;
+        }
+        // SAFETY: READY, and pinned.
+        let expires = unsafe { slot.expires() };
+        if expires != NEVER && self.clock.now() >= expires {
+            return Lookup::Expired;
+        }
+        Lookup::Live(slot, idx, meta)
+    }
+
+    /// A lookup that counts a hit or a miss and, on a hit, promotes.
+    #[inline]
+    pub(crate) fn get<Q>(&self, hash: u64, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        let guard = epoch::pin();
+        let stripe = self.reads.stripe();
+        match self.live(hash, key, &guard) {
+            Lookup::Live(slot, idx, meta) => {
+                // SAFETY: READY, and pinned.
+                let value = unsafe { slot.value() }.clone();
+                self.record(stripe, idx, meta);
+                Some(value)
+            }
+            Lookup::Expired => {
+                self.reads.miss(stripe);
+                drop(guard);
+                // Reclaim it (and anything else due) now, so it is counted.
+                self.len();
+                None
+            }
+            Lookup::Absent => {
+                self.reads.miss(stripe);
+                None
+            }
+        }
+    }
+
+    /// A lookup that neither counts nor promotes.
+    #[inline]
+    pub(crate) fn peek<Q>(&self, hash: u64, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        let guard = epoch::pin();
+        match self.live(hash, key, &guard) {
+            // SAFETY: READY, and pinned.
+            Lookup::Live(slot, ..) => Some(unsafe { slot.value() }.clone()),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn contains<Q>(&self, hash: u64, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        matches!(self.live(hash, key, &epoch::pin()), Lookup::Live(..))
+    }
+
+    /// Stores `value`, replacing any entry or placeholder for `key`.
+    pub(crate) fn insert(&self, hash: u64, key: K, value: V, ttl: Option<Duration>) {
+        if ttl == Some(Duration::ZERO) {
+            // Stores nothing visible, but still replaces what was there.
+            drop(self.remove(hash, &key));
+            return;
+        }
+        if self.config.max_size == 0 {
+            return;
+        }
+        let expires = self.deadline(ttl);
+        let tag = tag_of(hash);
+        let shard = self.shard(tag);
+        self.write(false, |p| {
+            let existing = self.find(hash, &key);
+            let idx = self.alloc(p);
+            // SAFETY: a fresh slot, published below.
+            let meta = unsafe {
+                self.slot(idx)
+                    .fill(tag, expires, key, Filling::Ready(value))
+            };
+            match existing {
+                Some((pos, old)) => {
+                    self.table(shard)
+                        .expect("found in it")
+                        .replace(pos, tag, idx);
+                    self.retire(p, old);
+                }
+                None => self.table_insert(p, shard, tag, idx),
+            }
+            self.link(p, idx, meta, expires);
+        });
+    }
+
+    pub(crate) fn remove<Q>(&self, hash: u64, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        let guard = epoch::pin();
+        let removed = self.write(true, |p| {
+            let (_, idx) = self.find(hash, key)?;
+            let was_ready = state(self.slot(idx).meta.load(Ordering::Relaxed)) == READY;
+            self.detach(p, idx);
+            was_ready.then_some(idx)
+        })?;
+        // SAFETY: retired READY; we were pinned before it was retired, so it
+        // is not reclaimed until we unpin.
+        let value = unsafe { self.slot(removed).value() }.clone();
+        drop(guard);
+        Some(value)
+    }
+
+    pub(crate) fn clear(&self) {
+        self.write(true, |p| {
+            for (shard, table) in self.shards.iter().enumerate() {
+                let Some(old) = NonNull::new(table.swap(ptr::null_mut(), Ordering::Release)) else {
+                    continue;
+                };
+                // SAFETY: the lock holder owns the table until it is retired.
+                for (_, idx) in unsafe { old.as_ref() }.entries() {
+                    self.slot(idx).retire();
+                    p.limbo.push(idx);
+                }
+                retire_table(old);
+                p.usage[shard] = Usage::default();
+            }
+            p.lru.clear();
+            p.len = 0;
+            p.timed = 0;
+            p.wheel.clear();
+        });
+    }
+
+    /// Finds a live value, joins the load in flight, or places the caller's
+    /// placeholder (taking `key`) so it leads the load.
+    pub(crate) fn claim(&self, hash: u64, key: &mut Option<K>) -> Claim<V> {
+        let flight = Arc::new(Flight::new());
+        let tag = tag_of(hash);
+        let shard = self.shard(tag);
+        let guard = epoch::pin();
+        let found = self.write(false, |p| {
+            let Some((_, idx)) =
+                self.find(hash, key.as_ref().expect("the caller still owns its key"))
+            else {
+                let idx = self.alloc(p);
+                let key = key.take().expect("checked above");
+                // SAFETY: a fresh slot, published below.
+                let meta = unsafe {
+                    self.slot(idx)
+                        .fill(tag, NEVER, key, Filling::Pending(Arc::clone(&flight)))
+                };
+                self.table_insert(p, shard, tag, idx);
+                return Err(Lead { idx, meta, flight });
+            };
+            let slot = self.slot(idx);
+            match state(slot.meta.load(Ordering::Relaxed)) {
+                // Live: `maintain` expired everything due.
+                READY => Ok(Ok(idx)),
+                // SAFETY: PENDING.
+                PENDING => Ok(Err(Arc::clone(unsafe { slot.flight() }))),
+                other => unreachable!("slot in state {other} in a table"),
+            }
+        });
+        let claim = match found {
+            // SAFETY: READY when found; pinned since, so not reclaimed.
+            Ok(Ok(idx)) => Claim::Hit(unsafe { self.slot(idx).value() }.clone()),
+            Ok(Err(flight)) => Claim::Join(flight),
+            Err(lead) => Claim::Lead(lead),
+        };
+        drop(guard);
+        claim
+    }
+
+    /// Entries from least to most recently used, as `(key, value, deadline)`,
+    /// copied `chunk` at a time so the lock is never held for long.
+    #[cfg_attr(not(feature = "persist"), allow(dead_code))]
+    pub(crate) fn snapshot(&self, chunk: usize) -> Vec<(K, V, u64)>
+    where
+        K: Clone,
+    {
+        // The order is read once; entries are then copied a chunk per lock.
+        // An entry that changes between chunks is copied as it is then, or
+        // skipped if it is gone.
+        let order: Vec<(u32, u32)> = self.write(false, |p| {
+            p.lru
+                .iter_from_back()
+                .map(|idx| (idx, self.slot(idx).meta.load(Ordering::Relaxed)))
+                .collect()
+        });
+        let mut out = Vec::with_capacity(order.len());
+        for part in order.chunks(chunk.max(1)) {
+            let guard = epoch::pin();
+            let _p = self.lock();
+            for &(idx, meta) in part {
+                let slot = self.slot(idx);
+                if slot.meta.load(Ordering::Relaxed) == meta {
+                    // SAFETY: READY with the same meta, lock held.
+                    unsafe { out.push((slot.key().clone(), slot.value().clone(), slot.expires())) };
+                }
+            }
+            drop(guard);
+        }
+        out
+    }
+}
+
+enum Lookup<'g, K, V> {
+    Live(&'g Slot<K, V>, u32, u32),
+    Expired,
+    Absent,
+}
+
+impl<K, V> Drop for Store<K, V> {
+    fn drop(&mut self) {
+        let high = match self.policy.get_mut() {
+            Ok(p) => p.high,
+            Err(poisoned) => poisoned.into_inner().high,
+        };
+        for table in self.shards.iter_mut() {
+            if let Some(table) = NonNull::new(*table.get_mut()) {
+                // SAFETY: `&mut self`: no reader is left.
+                unsafe { Table::free(table) };
+            }
+        }
+        // SAFETY: `&mut self`: no reader or writer is left.
+        unsafe { self.slab.destroy(high) };
+    }
+}
+
+impl<K, V> std::fmt::Debug for Store<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,337 @@
+//! Entry slots with stable addresses, reused but never moved.
+//!
+//! Readers find a slot index in the table and dereference it without a lock,
+//! so a slot's memory must stay valid while any reader may hold its index.
+//! Slots live in segments of doubling size that are only freed with the
+//! store; a removed slot is *retired* and only reused after an epoch grace
+//! period (see `Store::retire`), so a pinned reader always sees the entry it
+//! found, whole.
+//!
+//! A slot's `meta` word holds its state and a generation that changes each
+//! time the slot is reused; the read buffers remember `(index, meta)` pairs
+//! and ignore any whose slot has moved on since.
+
+use std::alloc::{self, Layout};
+use std::cell::UnsafeCell;
+use std::mem::{ManuallyDrop, MaybeUninit};
+use std::ptr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+
+use crate::flight::Flight;
+
+/// Never used, or reclaimed: key and payload are uninitialized.
+pub(crate) const FREE: u32 = 0;
+/// A live value: key and `ready` payload initialized.
+pub(crate) const READY: u32 = 1;
+/// A load in flight: key and `pending` payload initialized.
+pub(crate) const PENDING: u32 = 2;
+/// Removed from the table, waiting out readers; payload was `ready`.
+pub(crate) const RETIRED_READY: u32 = 3;
+/// Removed from the table, waiting out readers; payload was `pending`.
+pub(crate) const RETIRED_PENDING: u32 = 4;
+
+const STATE_BITS: u32 = 3;
+const STATE_MASK: u32 = (1 << STATE_BITS) - 1;
+
+#[inline]
+pub(crate) fn state(meta: u32) -> u32 {
+    meta & STATE_MASK
+}
+
+#[inline]
+pub(crate) fn with_state(meta: u32, state: u32) -> u32 {
+    (meta & !STATE_MASK) | state
+}
+
+/// The next generation of a slot, in state `FREE`.
+#[inline]
+fn next_generation(meta: u32) -> u32 {
+    (meta & !STATE_MASK).wrapping_add(1 << STATE_BITS)
+}
+
+/// A value, or the flight that is loading it.
+pub(crate) union Payload<V> {
+    ready: ManuallyDrop<V>,
+    pending: ManuallyDrop<Arc<Flight<V>>>,
+}
+
+/// What a reclaimed slot held; dropped by the caller after it unlocks, so
+/// user `Drop` code never runs under the store's lock.
+pub(crate) enum Garbage<K, V> {
+    Ready(#[allow(dead_code)] K, #[allow(dead_code)] V),
+    Pending(#[allow(dead_code)] K, #[allow(dead_code)] Arc<Flight<V>>),
+}
+
+pub(crate) struct Slot<K, V> {
+    /// State and generation; see the module docs.
+    pub(crate) meta: AtomicU32,
+    /// The upper 32 bits of the key's hash, to find the slot's table entry
+    /// without hashing the key again (user code) under the lock.
+    tag: UnsafeCell<u32>,
+    /// Deadline in clock nanoseconds, or `NEVER`. Written before the slot is
+    /// published as `READY`, read only after that.
+    expires: UnsafeCell<u64>,
+    key: UnsafeCell<MaybeUninit<K>>,
+    payload: UnsafeCell<MaybeUninit<Payload<V>>>,
+}
+
+// SAFETY: the unsynchronized fields are written only by the lock holder, and
+// only while no reader can observe them: before the slot is published through
+// the table (Release) or, for a PENDING slot turning READY, before the state
+// is stored (Release). Readers read them after an Acquire load of the table
+// entry or the state, and a slot is reused only after an epoch grace period.
+unsafe impl<K: Send, V: Send> Send for Slot<K, V> {}
+unsafe impl<K: Send + Sync, V: Send + Sync> Sync for Slot<K, V> {}
+
+impl<K, V> Slot<K, V> {
+    /// # Safety
+    /// The slot must not be `FREE`, and the caller must be pinned or hold the lock.
+    #[inline]
+    pub(crate) unsafe fn key(&self) -> &K {
+        unsafe { (*self.key.get()).assume_init_ref() }
+    }
+
+    /// # Safety
+    /// The slot must be `READY` or `RETIRED_READY`.
+    #[inline]
+    pub(crate) unsafe fn value(&self) -> &V {
+        unsafe { &(*self.payload.get()).assume_init_ref().ready }
+    }
+
+    /// # Safety
+    /// The slot must be `PENDING` or `RETIRED_PENDING`.
+    #[inline]
+    pub(crate) unsafe fn flight(&self) -> &Arc<Flight<V>> {
+        unsafe { &(*self.payload.get()).assume_init_ref().pending }
+    }
+
+    /// # Safety
+    /// The slot must be `READY` or `RETIRED_READY`, or the caller holds the lock.
+    #[inline]
+    pub(crate) unsafe fn expires(&self) -> u64 {
+        unsafe { *self.expires.get() }
+    }
+
+    /// # Safety
+    /// The slot must not be `FREE`.
+    #[inline]
+    pub(crate) unsafe fn tag(&self) -> u32 {
+        unsafe { *self.tag.get() }
+    }
+
+    /// Fills a `FREE` slot and returns its new meta; the caller publishes it.
+    ///
+    /// # Safety
+    /// Lock held, slot `FREE` and unreachable by readers.
+    pub(crate) unsafe fn fill(&self, tag: u32, expires: u64, key: K, payload: Filling<V>) -> u32 {
+        let meta = self.meta.load(Ordering::Relaxed);
+        debug_assert_eq!(state(meta), FREE);
+        let (payload, new_state) = match payload {
+            Filling::Ready(value) => (
+                Payload {
+                    ready: ManuallyDrop::new(value),
+                },
+                READY,
+            ),
+            Filling::Pending(flight) => (
+                Payload {
+                    pending: ManuallyDrop::new(flight),
+                },
+                PENDING,
+            ),
+        };
+        unsafe {
+            *self.tag.get() = tag;
+            *self.expires.get() = expires;
+            (*self.key.get()).write(key);
+            (*self.payload.get()).write(payload);
+        }
+        let meta = with_state(meta, new_state);
+        self.meta.store(meta, Ordering::Release);
+        meta
+    }
+
+    /// Turns a `PENDING` slot `READY` in place, returning its flight.
+    ///
+    /// # Safety
+    /// Lock held, slot `PENDING`. Readers never read the payload of a `PENDING`
+    /// slot without the lock, and the state is stored last (Release).
+    pub(crate) unsafe fn resolve(&self, expires: u64, value: V) -> (u32, Arc<Flight<V>>) {
+        let meta = self.meta.load(Ordering::Relaxed);
+        debug_assert_eq!(state(meta), PENDING);
+        let flight = unsafe {
+            let payload = (*self.payload.get()).assume_init_mut();
+            let flight = ManuallyDrop::take(&mut payload.pending);
+            *self.expires.get() = expires;
+            (*self.payload.get()).write(Payload {
+                ready: ManuallyDrop::new(value),
+            });
+            flight
+        };
+        let meta = with_state(meta, READY);
+        self.meta.store(meta, Ordering::Release);
+        (meta, flight)
+    }
+
+    /// Marks a published slot as removed; readers that already found it may
+    /// still read it until the grace period ends.
+    pub(crate) fn retire(&self) {
+        let meta = self.meta.load(Ordering::Relaxed);
+        let retired = match state(meta) {
+            READY => RETIRED_READY,
+            PENDING => RETIRED_PENDING,
+            other => unreachable!("retiring a slot in state {other}"),
+        };
+        self.meta
+            .store(with_state(meta, retired), Ordering::Release);
+    }
+
+    /// Moves the contents out of a retired slot and marks it `FREE`.
+    ///
+    /// # Safety
+    /// Lock held (or `&mut` store), no reader can still hold the slot.
+    pub(crate) unsafe fn take(&self) -> Option<Garbage<K, V>> {
+        let meta = self.meta.load(Ordering::Relaxed);
+        let garbage = unsafe {
+            match state(meta) {
+                READY | RETIRED_READY => {
+                    let key = (*self.key.get()).assume_init_read();
+                    let mut payload = (*self.payload.get()).assume_init_read();
+                    Some(Garbage::Ready(key, ManuallyDrop::take(&mut payload.ready)))
+                }
+                PENDING | RETIRED_PENDING => {
+                    let key = (*self.key.get()).assume_init_read();
+                    let mut payload = (*self.payload.get()).assume_init_read();
+                    Some(Garbage::Pending(
+                        key,
+                        ManuallyDrop::take(&mut payload.pending),
+                    ))
+                }
+                _ => None,
+            }
+        };
+        self.meta.store(next_generation(meta), Ordering::Relaxed);
+        garbage
+    }
+}
+
+/// What a slot is filled with.
+pub(crate) enum Filling<V> {
+    Ready(V),
+    Pending(Arc<Flight<V>>),
+}
+
+/// log2 of the first segment's length.
+const FIRST_BITS: u32 = 5;
+/// Enough segments for every index a table entry can encode (< 2^32 - 32).
+const SEGMENTS: usize = 32 - FIRST_BITS as usize;
+/// The first index the slab cannot hold.
+pub(crate) const MAX_SLOTS: u64 = (1u64 << 32) - (1 << FIRST_BITS);
+
+#[inline]
+fn locate(idx: u32) -> (usize, usize) {
+    let x = idx as u64 + (1 << FIRST_BITS);
+    let segment = 63 - x.leading_zeros() - FIRST_BITS;
+    (
+        segment as usize,
+        (x - (1u64 << (segment + FIRST_BITS))) as usize,
+    )
+}
+
+#[inline]
+fn segment_layout<K, V>(segment: usize) -> Layout {
+    Layout::array::<Slot<K, V>>(1 << (segment as u32 + FIRST_BITS))
+        .expect("slab segment size overflows")
+}
+
+pub(crate) struct Slab<K, V> {
+    segments: [AtomicPtr<Slot<K, V>>; SEGMENTS],
+}
+
+impl<K, V> Slab<K, V> {
+    pub(crate) fn new() -> Self {
+        Slab {
+            segments: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
+        }
+    }
+
+    /// # Safety
+    /// `idx` must have been allocated with [`Slab::ensure`].
+    #[inline]
+    pub(crate) unsafe fn get(&self, idx: u32) -> &Slot<K, V> {
+        let (segment, offset) = locate(idx);
+        // SAFETY: `ensure` allocated the segment before the index was handed
+        // out, and the Release store of the index (table entry) orders it.
+        unsafe {
+            &*self
+                .segments
+                .get_unchecked(segment)
+                .load(Ordering::Acquire)
+                .add(offset)
+        }
+    }
+
+    /// Makes sure the segment holding `idx` exists. Called under the lock.
+    pub(crate) fn ensure(&self, idx: u32) {
+        assert!(
+            (idx as u64) < MAX_SLOTS,
+            "async-cache holds at most {MAX_SLOTS} entries"
+        );
+        let (segment, _) = locate(idx);
+        if self.segments[segment].load(Ordering::Relaxed).is_null() {
+            let layout = segment_layout::<K, V>(segment);
+            // SAFETY: a zeroed `Slot` is valid: meta 0 is `FREE` generation 0,
+            // and the other fields are plain data or `MaybeUninit`.
+            let ptr = unsafe { alloc::alloc_zeroed(layout) }.cast::<Slot<K, V>>();
+            if ptr.is_null() {
+                alloc::handle_alloc_error(layout);
+            }
+            self.segments[segment].store(ptr, Ordering::Release);
+        }
+    }
+
+    /// Drops every slot's contents below `high` and frees the segments.
+    ///
+    /// # Safety
+    /// No reader or writer may use the slab afterwards.
+    pub(crate) unsafe fn destroy(&mut self, high: u32) {
+        for idx in 0..high {
+            // SAFETY: every index below `high` was ensured; `&mut self` means
+            // no reader is left.
+            drop(unsafe { self.get(idx).take() });
+        }
+        for (segment, ptr) in self.segments.iter_mut().enumerate() {
+            let ptr = *ptr.get_mut();
+            if !ptr.is_null() {
+                // SAFETY: allocated in `ensure` with this layout.
+                unsafe { alloc::dealloc(ptr.cast(), segment_layout::<K, V>(segment)) };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indices_map_to_segments_without_gaps() {
+        let mut expected = (0usize, 0usize);
+        for idx in 0..10_000u32 {
+            assert_eq!(locate(idx), expected, "index {idx}");
+            expected.1 += 1;
+            if expected.1 == 1 << (expected.0 as u32 + FIRST_BITS) {
+                expected = (expected.0 + 1, 0);
+            }
+        }
+        let (segment, offset) = locate((MAX_SLOTS - 1) as u32);
+        assert_eq!(segment, SEGMENTS - 1);
+        assert_eq!(offset, (1 << (segment as u32 + FIRST_BITS)) - 1);
+    }
+
+    #[test]
+    fn a_slot_of_u64_to_u64_is_32_bytes() {
+        assert_eq!(std::mem::size_of::<Slot<u64, u64>>(), 32);
+    }
+}

@@ -1,0 +1,237 @@
+//! One shard's index: linear probing over atomic 64-bit words.
+//!
+//! A word holds a 32-bit hash tag and a slab index, so a probe compares tags
+//! without touching the slab and a rebuild never rehashes a key (no user code
+//! under the lock). Only the lock holder writes; readers probe without a lock.
+//! Words only go from empty to used and from used to tombstone, and a table
+//! is never more than 7/8 used, so a reader's probe always meets an empty word
+//! within one lap. Growing or cleaning tombstones builds a new table and
+//! retires the old one through the epoch, as it is, for readers still in it.
+
+use std::alloc::{self, Layout};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+const EMPTY: u64 = 0;
+const TOMBSTONE: u64 = 1;
+/// Slab indices are stored plus this, keeping 0 and 1 for the markers above.
+const INDEX_BIAS: u32 = 2;
+/// The smallest table.
+pub(crate) const MIN_CAPACITY: usize = 16;
+
+#[inline]
+fn word(tag: u32, idx: u32) -> u64 {
+    (u64::from(tag) << 32) | u64::from(idx + INDEX_BIAS)
+}
+
+/// A table: its mask, then its words, in one allocation.
+#[repr(C)]
+pub(crate) struct Table {
+    mask: usize,
+    words: [AtomicU64; 0],
+}
+
+impl Table {
+    fn layout(capacity: usize) -> Layout {
+        Layout::new::<Table>()
+            .extend(Layout::array::<AtomicU64>(capacity).expect("table too large"))
+            .expect("table too large")
+            .0
+            .pad_to_align()
+    }
+
+    /// An empty table of `capacity` (a power of two) words.
+    pub(crate) fn alloc(capacity: usize) -> NonNull<Table> {
+        debug_assert!(capacity.is_power_of_two());
+        let layout = Self::layout(capacity);
+        // SAFETY: the layout is non-zero; zeroed words are EMPTY.
+        let ptr = unsafe { alloc::alloc_zeroed(layout) }.cast::<Table>();
+        let Some(table) = NonNull::new(ptr) else {
+            alloc::handle_alloc_error(layout)
+        };
+        // SAFETY: freshly allocated, large enough for the header.
+        unsafe { (*table.as_ptr()).mask = capacity - 1 };
+        table
+    }
+
+    /// # Safety
+    /// `table` came from [`Table::alloc`] and nobody uses it any more.
+    pub(crate) unsafe fn free(table: NonNull<Table>) {
+        // SAFETY: allocated by `alloc` with this layout.
+        unsafe {
+            let layout = Self::layout(table.as_ref().capacity());
+            alloc::dealloc(table.as_ptr().cast(), layout);
+        }
+    }
+
+    #[inline]
+    pub(crate) fn capacity(&self) -> usize {
+        self.mask + 1
+    }
+
+    #[inline]
+    fn word(&self, pos: usize) -> &AtomicU64 {
+        debug_assert!(pos <= self.mask);
+        // SAFETY: `pos <= mask` and the allocation holds `mask + 1` words.
+        unsafe { &*self.words.as_ptr().add(pos) }
+    }
+
+    /// Probes for `tag`, calling `matches` on each candidate slab index until
+    /// it says yes. Returns the word's position and the index.
+    #[inline]
+    pub(crate) fn find(
+        &self,
+        tag: u32,
+        mut matches: impl FnMut(u32) -> bool,
+    ) -> Option<(usize, u32)> {
+        let mut pos = tag as usize & self.mask;
+        loop {
+            let w = self.word(pos).load(Ordering::Acquire);
+            if w == EMPTY {
+                return None;
+            }
+            if (w >> 32) as u32 == tag && w as u32 >= INDEX_BIAS {
+                let idx = w as u32 - INDEX_BIAS;
+                if matches(idx) {
+                    return Some((pos, idx));
+                }
+            }
+            pos = (pos + 1) & self.mask;
+        }
+    }
+
+    /// The position of the word that holds `idx`. Lock held; the entry exists.
+    pub(crate) fn position_of(&self, tag: u32, idx: u32) -> usize {
+        let target = word(tag, idx);
+        let mut pos = tag as usize & self.mask;
+        loop {
+            let w = self.word(pos).load(Ordering::Relaxed);
+            if w == target {
+                return pos;
+            }
+            assert!(
+                w != EMPTY,
+                "async-cache: entry missing from its table (a bug)"
+            );
+            pos = (pos + 1) & self.mask;
+        }
+    }
+
+    /// Stores `idx` at the first free word of `tag`'s probe sequence; the key
+    /// must be absent. Returns whether a tombstone was reused. Lock held.
+    pub(crate) fn insert(&self, tag: u32, idx: u32) -> bool {
+        let mut pos = tag as usize & self.mask;
+        loop {
+            let w = self.word(pos).load(Ordering::Relaxed);
+            if w == EMPTY || w == TOMBSTONE {
+                self.word(pos).store(word(tag, idx), Ordering::Release);
+                return w == TOMBSTONE;
+            }
+            pos = (pos + 1) & self.mask;
+        }
+    }
+
+    /// Points the word at `pos` to another slab index. Lock held.
+    pub(crate) fn replace(&self, pos: usize, tag: u32, idx: u32) {
+        self.word(pos).store(word(tag, idx), Ordering::Release);
+    }
+
+    /// Turns the word at `pos` into a tombstone. Lock held.
+    pub(crate) fn remove(&self, pos: usize) {
+        self.word(pos).store(TOMBSTONE, Ordering::Release);
+    }
+
+    /// Every `(tag, index)` in the table. Lock held.
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        (0..self.capacity()).filter_map(move |pos| {
+            let w = self.word(pos).load(Ordering::Relaxed);
+            (w as u32 >= INDEX_BIAS).then(|| ((w >> 32) as u32, w as u32 - INDEX_BIAS))
+        })
+    }
+}
+
+/// Bookkeeping for one shard's table, kept by the lock holder.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Usage {
+    /// Words pointing at a slot.
+    pub(crate) live: usize,
+    /// Tombstones.
+    pub(crate) dead: usize,
+}
+
+impl Usage {
+    /// Whether one more word would take a table of `capacity` past 7/8 used.
+    #[inline]
+    pub(crate) fn full(&self, capacity: usize) -> bool {
+        (self.live + self.dead + 1) * 8 > capacity * 7
+    }
+
+    /// The capacity to rebuild to before adding one more entry: doubles when
+    /// live words alone would fill the table past 7/16, else just sweeps
+    /// tombstones at the same size.
+    pub(crate) fn rebuilt_capacity(&self, capacity: usize) -> usize {
+        let mut capacity = capacity.max(MIN_CAPACITY);
+        while (self.live + 1) * 16 > capacity * 7 {
+            capacity *= 2;
+        }
+        capacity
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Owned(NonNull<Table>);
+    impl Drop for Owned {
+        fn drop(&mut self) {
+            unsafe { Table::free(self.0) }
+        }
+    }
+
+    #[test]
+    fn insert_find_replace_remove() {
+        let owned = Owned(Table::alloc(16));
+        let t = unsafe { owned.0.as_ref() };
+        // Three entries colliding on the same home position.
+        assert!(!t.insert(3, 10));
+        assert!(!t.insert(3 + 16, 11));
+        assert!(!t.insert(3, 12));
+        assert_eq!(t.find(3, |i| i == 12), Some((5, 12)));
+        assert_eq!(t.find(19, |_| true), Some((4, 11)));
+        assert_eq!(t.find(3, |i| i == 99), None);
+        t.remove(4);
+        assert_eq!(
+            t.find(3, |i| i == 12),
+            Some((5, 12)),
+            "a tombstone does not end a probe"
+        );
+        assert_eq!(t.find(19, |_| true), None);
+        assert!(t.insert(19, 13), "a tombstone is reused");
+        assert_eq!(t.position_of(19, 13), 4);
+        t.replace(5, 3, 14);
+        assert_eq!(t.find(3, |i| i == 14), Some((5, 14)));
+        let mut all: Vec<_> = t.entries().collect();
+        all.sort();
+        assert_eq!(all, vec![(3, 10), (3, 14), (19, 13)]);
+    }
+
+    #[test]
+    fn tags_wrap_around_the_end() {
+        let owned = Owned(Table::alloc(16));
+        let t = unsafe { owned.0.as_ref() };
+        t.insert(15, 1);
+        t.insert(15, 2);
+        assert_eq!(t.find(15, |i| i == 2), Some((0, 2)));
+    }
+
+    #[test]
+    fn usage_keeps_an_eighth_empty_and_grows_at_7_16() {
+        let u = Usage { live: 13, dead: 0 };
+        assert!(!u.full(16));
+        assert!(Usage { live: 10, dead: 4 }.full(16));
+        assert_eq!(Usage { live: 6, dead: 8 }.rebuilt_capacity(16), 16);
+        assert_eq!(Usage { live: 7, dead: 7 }.rebuilt_capacity(16), 32);
+        assert_eq!(u.rebuilt_capacity(16), 32);
+    }
+}

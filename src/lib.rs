@@ -1,0 +1,2 @@
+//! async-cache facade.
+pub use cache_core::*;
