@@ -1,2 +1,9 @@
-//! async-cache facade.
-pub use cache_core::*;
+#![doc = include_str!("lib.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub use cache_core::{Cache, CacheBuilder, Metrics, WARMUP_CONCURRENCY};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

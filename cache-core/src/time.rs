@@ -46,7 +46,7 @@ impl Clock {
 
     /// The wall-clock time of a deadline, for persistence.
     #[cfg_attr(not(feature = "persist"), allow(dead_code))]
-    pub(crate) fn to_system(&self, deadline: u64) -> Option<SystemTime> {
+    pub(crate) fn wall_clock(self, deadline: u64) -> Option<SystemTime> {
         if deadline == NEVER {
             return None;
         }

@@ -76,11 +76,27 @@ struct Policy {
     expirations: u64,
 }
 
-/// Slots whose grace period has ended, waiting to be taken back.
+/// Slots whose grace period has ended, waiting to be taken back. Filled by
+/// the epoch's deferred functions, which may run on any thread: a plain std
+/// lock, never held while pinning.
 #[derive(Debug, Default)]
 struct Reclaimed {
     slots: std::sync::Mutex<Vec<u32>>,
     any: AtomicBool,
+}
+
+impl Reclaimed {
+    fn add(&self, slots: Vec<u32>) {
+        self.slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(slots);
+        self.any.store(true, Ordering::Release);
+    }
+
+    fn take(&self) -> Vec<u32> {
+        std::mem::take(&mut *self.slots.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 /// Where a lookup under the lock found a key.
@@ -262,10 +278,7 @@ impl<K, V> Store<K, V> {
                 let slots = std::mem::take(&mut p.limbo);
                 let reclaimed = Arc::clone(&self.reclaimed);
                 let guard = epoch::pin();
-                guard.defer(move || {
-                    lock(&reclaimed.slots).extend(slots);
-                    reclaimed.any.store(true, Ordering::Release);
-                });
+                guard.defer(move || reclaimed.add(slots));
                 guard.flush();
             }
             out
@@ -281,7 +294,7 @@ impl<K, V> Store<K, V> {
         }
         if self.reclaimed.any.load(Ordering::Acquire) {
             self.reclaimed.any.store(false, Ordering::Relaxed);
-            let slots = std::mem::take(&mut *lock(&self.reclaimed.slots));
+            let slots = self.reclaimed.take();
             let keep = std::mem::needs_drop::<K>() || std::mem::needs_drop::<V>();
             for idx in slots {
                 // SAFETY: the grace period has ended: no reader holds it.
