@@ -1,7 +1,9 @@
 #![doc = include_str!("lib.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub use cache_core::{Cache, CacheBuilder, Metrics, WARMUP_CONCURRENCY};
+pub use cache_core::{
+    BatchLoader, Batched, Cache, CacheBuilder, Metrics, WARMUP_CONCURRENCY, async_trait,
+};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -384,9 +384,4 @@ where
     pub fn ptr_eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.store, &other.store)
     }
-
-    /// A handle that does not keep the cache alive, for background tasks.
-    pub(crate) fn downgrade(&self) -> std::sync::Weak<Store<K, V>> {
-        Arc::downgrade(&self.store)
-    }
 }

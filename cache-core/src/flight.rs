@@ -27,6 +27,10 @@ pub(crate) type SharedError = Arc<dyn Any + Send + Sync>;
 pub(crate) enum Outcome<V> {
     Value(V),
     Error(SharedError),
+    /// A batch loader answered without this key: it has no value.
+    Absent,
+    /// A batch loader panicked, with this message.
+    Panicked(Arc<str>),
     /// The leader panicked or was cancelled before it finished.
     Abandoned,
 }
@@ -36,6 +40,8 @@ impl<V: Clone> Clone for Outcome<V> {
         match self {
             Outcome::Value(v) => Outcome::Value(v.clone()),
             Outcome::Error(e) => Outcome::Error(Arc::clone(e)),
+            Outcome::Absent => Outcome::Absent,
+            Outcome::Panicked(message) => Outcome::Panicked(Arc::clone(message)),
             Outcome::Abandoned => Outcome::Abandoned,
         }
     }
@@ -97,14 +103,21 @@ pub(crate) struct Wait<V> {
 }
 
 impl<V> Wait<V> {
+    /// Takes this waiter's waker out, unless the flight is over: `finish`
+    /// has taken every waker already, and skipping the lock matters when ten
+    /// thousand waiters wake at once.
     fn unregister(&mut self) {
-        if let Some(place) = self.place.take() {
-            let mut waiters = lock(&self.flight.waiters);
-            // After `finish` the wakers are gone and the place is stale.
-            if let Some(slot) = waiters.wakers.get_mut(place) {
-                *slot = None;
-                waiters.vacant.push(place);
-            }
+        let Some(place) = self.place.take() else {
+            return;
+        };
+        if self.flight.outcome.get().is_some() {
+            return;
+        }
+        let mut waiters = lock(&self.flight.waiters);
+        // `finish` may have run since the check: then the place is stale.
+        if let Some(slot) = waiters.wakers.get_mut(place) {
+            *slot = None;
+            waiters.vacant.push(place);
         }
     }
 }
@@ -378,8 +391,9 @@ where
                         }
                     }
                     // Back to the store: one waiter places a new placeholder
-                    // and leads, the others join it.
-                    Outcome::Abandoned => {}
+                    // and leads, the others join it. A batch's "no value" or
+                    // panic is not an answer for a caller with its own loader.
+                    Outcome::Abandoned | Outcome::Absent | Outcome::Panicked(_) => {}
                 },
                 Claim::Lead(lead) => {
                     let leader = Leader {

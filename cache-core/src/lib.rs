@@ -6,6 +6,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod batch;
 mod builder;
 mod cache;
 mod flight;
@@ -15,7 +16,11 @@ mod sync;
 mod time;
 mod warmup;
 
+pub use crate::batch::{BatchLoader, Batched};
 pub use crate::builder::CacheBuilder;
 pub use crate::cache::Cache;
 pub use crate::stats::Metrics;
 pub use crate::warmup::WARMUP_CONCURRENCY;
+
+/// Re-exported for implementing [`BatchLoader`] and `Backend`.
+pub use async_trait::async_trait;

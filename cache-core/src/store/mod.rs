@@ -245,10 +245,6 @@ impl<K, V> Store<K, V> {
         }
     }
 
-    pub(crate) fn count_miss(&self) {
-        self.reads.miss(self.reads.stripe());
-    }
-
     pub(crate) fn set_observer(&self, observer: Option<LoadObserver>) {
         self.observed.store(observer.is_some(), Ordering::Relaxed);
         *self.observer.write().unwrap_or_else(|e| e.into_inner()) = observer;
@@ -439,30 +435,57 @@ impl<K, V> Store<K, V> {
     /// Turns the leader's placeholder into `value`, if it is still there:
     /// a `remove`, `insert` or `clear` during the load wins.
     pub(crate) fn resolve(&self, lead: &Lead<V>, value: V, ttl: Option<Duration>) {
+        self.resolve_all([(lead, value)], ttl);
+    }
+
+    /// [`resolve`](Self::resolve) for many placeholders under one lock.
+    pub(crate) fn resolve_all<'a>(
+        &self,
+        resolved: impl IntoIterator<Item = (&'a Lead<V>, V)>,
+        ttl: Option<Duration>,
+    ) where
+        V: 'a,
+    {
         let expires = self.deadline(ttl);
         let keep = self.config.max_size > 0 && ttl != Some(Duration::ZERO);
-        let (unused, flight) = self.write(false, |p| {
-            let slot = self.slot(lead.idx);
-            if slot.meta.load(Ordering::Relaxed) != lead.meta {
-                return (Some(value), None);
+        // Values not stored and flights taken out are dropped after unlocking.
+        let mut unused = Vec::new();
+        let mut flights = Vec::new();
+        self.write(false, |p| {
+            for (lead, value) in resolved {
+                let slot = self.slot(lead.idx);
+                let ours = slot.meta.load(Ordering::Relaxed) == lead.meta;
+                if ours && keep {
+                    // SAFETY: our PENDING slot, lock held.
+                    let (meta, flight) = unsafe { slot.resolve(expires, value) };
+                    self.link(p, lead.idx, meta, expires);
+                    flights.push(flight);
+                } else {
+                    if ours {
+                        self.detach(p, lead.idx);
+                    }
+                    unused.push(value);
+                }
             }
-            if !keep {
-                self.detach(p, lead.idx);
-                return (Some(value), None);
-            }
-            // SAFETY: our PENDING slot, lock held.
-            let (meta, flight) = unsafe { slot.resolve(expires, value) };
-            self.link(p, lead.idx, meta, expires);
-            (None, Some(flight))
         });
-        drop((unused, flight));
+        drop((unused, flights));
     }
 
     /// Takes the leader's placeholder out, if it is still there.
     pub(crate) fn abandon(&self, lead: &Lead<V>) {
+        self.abandon_all([lead]);
+    }
+
+    /// [`abandon`](Self::abandon) for many placeholders under one lock.
+    pub(crate) fn abandon_all<'a>(&self, leads: impl IntoIterator<Item = &'a Lead<V>>)
+    where
+        V: 'a,
+    {
         self.write(true, |p| {
-            if self.slot(lead.idx).meta.load(Ordering::Relaxed) == lead.meta {
-                self.detach(p, lead.idx);
+            for lead in leads {
+                if self.slot(lead.idx).meta.load(Ordering::Relaxed) == lead.meta {
+                    self.detach(p, lead.idx);
+                }
             }
         });
     }
@@ -651,7 +674,6 @@ where
     /// Finds a live value, joins the load in flight, or places the caller's
     /// placeholder (taking `key`) so it leads the load.
     pub(crate) fn claim(&self, hash: u64, key: &mut Option<K>) -> Claim<V> {
-        let flight = Arc::new(Flight::new());
         let tag = tag_of(hash);
         let shard = self.shard(tag);
         let guard = epoch::pin();
@@ -661,6 +683,9 @@ where
             else {
                 let idx = self.alloc(p);
                 let key = key.take().expect("checked above");
+                // Allocated only by the caller that leads: joiners and hits
+                // (most callers under a herd) pay nothing.
+                let flight = Arc::new(Flight::new());
                 // SAFETY: a fresh slot, published below.
                 let meta = unsafe {
                     self.slot(idx)

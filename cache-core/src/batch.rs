@@ -1,0 +1,439 @@
+//! DataLoader-style batching: lookups that miss within one `batch_window`
+//! reach the backend as one [`BatchLoader::load_batch`] call.
+//!
+//! Each missing key gets a placeholder in the store, exactly as single-flight
+//! does, and the placeholder's flight is what its callers wait on. So a key
+//! already pending or in flight (in any batch, or in a `get_or_load`) is
+//! joined, not sent again; `remove`/`insert`/`clear` during a batch win; and
+//! the batch, not the caller, owns the placeholders: a caller that is dropped
+//! only stops waiting. Before a batch is sent, keys nobody waits for any more
+//! are dropped from it, and a batch left empty is not sent at all.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::hash::Hash;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::FutureExt;
+use tokio::runtime::Handle;
+
+use crate::Cache;
+use crate::flight::{Outcome, SharedError};
+use crate::store::{Claim, Lead, Store};
+use crate::sync::{Mutex, lock};
+
+/// Loads many keys in one call: the backend side of [`Cache::batched`].
+///
+/// Keys absent from the returned map have no value: their callers get
+/// `Ok(None)` and nothing is cached for them. Any `Fn(Vec<K>) -> impl
+/// Future<Output = Result<HashMap<K, V>, E>>` closure is a `BatchLoader` too.
+///
+/// # Examples
+///
+/// ```
+/// use std::collections::HashMap;
+/// use async_cache::{BatchLoader, async_trait};
+///
+/// struct Users;
+///
+/// #[async_trait]
+/// impl BatchLoader<u64, String> for Users {
+///     type Error = std::io::Error;
+///
+///     async fn load_batch(&self, ids: Vec<u64>) -> Result<HashMap<u64, String>, Self::Error> {
+///         // SELECT id, name FROM users WHERE id = ANY($1)
+///         Ok(ids.into_iter().filter(|id| id % 2 == 0).map(|id| (id, format!("user {id}"))).collect())
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait BatchLoader<K, V>: Send + Sync + 'static {
+    /// The loader's error, shared by every caller of a failed batch.
+    type Error: Send + Sync + 'static;
+
+    /// Loads `keys` (distinct, at most `max_batch_size` of them).
+    async fn load_batch(&self, keys: Vec<K>) -> Result<HashMap<K, V>, Self::Error>;
+}
+
+#[async_trait]
+impl<K, V, E, F, Fut> BatchLoader<K, V> for F
+where
+    F: Fn(Vec<K>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<HashMap<K, V>, E>> + Send,
+    K: Send + 'static,
+    V: Send + 'static,
+    E: Send + Sync + 'static,
+{
+    type Error = E;
+
+    async fn load_batch(&self, keys: Vec<K>) -> Result<HashMap<K, V>, E> {
+        self(keys).await
+    }
+}
+
+/// A batching handle over a [`Cache`] for one [`BatchLoader`], from
+/// [`Cache::batched`]. Clones share one batcher.
+///
+/// Lookups of cached keys are served at once (and count as hits). Missing
+/// keys are collected for `batch_window` (default 5 ms), or until
+/// `max_batch_size` (default 100) keys are waiting, then loaded in one call;
+/// loaded values are stored with the cache's default TTL. The batch runs in
+/// its own task, so a caller that is dropped never cancels it for the others.
+pub struct Batched<K, V, L> {
+    shared: Arc<Shared<K, V, L>>,
+}
+
+impl<K, V, L> Clone for Batched<K, V, L> {
+    fn clone(&self) -> Self {
+        Batched {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<K, V, L> fmt::Debug for Batched<K, V, L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Batched")
+            .field("cache", &self.shared.cache)
+            .field("window", &self.shared.window)
+            .field("max", &self.shared.max)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Shared<K, V, L> {
+    cache: Cache<K, V>,
+    loader: L,
+    window: Duration,
+    max: usize,
+    runtime: Handle,
+    pending: Mutex<Pending<K, V>>,
+}
+
+/// The batch being collected.
+struct Pending<K, V> {
+    leads: Vec<(K, Lead<V>)>,
+    /// Which batch a timer belongs to: a batch cut at `max` gets a new one.
+    generation: u64,
+}
+
+/// Keys of a batch that is being sent. Whatever is still here when it is
+/// dropped (a panic in the batch task, a runtime shutting down) is abandoned,
+/// so no placeholder outlives its batch.
+struct Flights<K, V: Clone> {
+    store: Arc<Store<K, V>>,
+    leads: Vec<(K, Lead<V>)>,
+}
+
+impl<K, V: Clone> Drop for Flights<K, V> {
+    fn drop(&mut self) {
+        for (_, lead) in self.leads.drain(..) {
+            self.store.abandon(&lead);
+            lead.flight.finish(Outcome::Abandoned);
+        }
+    }
+}
+
+impl<K, V> Cache<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// A batching handle over this cache for `loader`; see [`Batched`].
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime: the batches run as tasks on it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// use async_cache::Cache;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let cache = Cache::<u64, String>::new(1_000);
+    /// let users = cache.batched(|ids: Vec<u64>| async move {
+    ///     println!("one query for {ids:?}");
+    ///     Ok::<_, std::io::Error>(ids.into_iter().map(|id| (id, format!("user {id}"))).collect::<HashMap<_, _>>())
+    /// });
+    /// let (a, b) = tokio::join!(users.get(1), users.get(2)); // one query for [1, 2]
+    /// assert_eq!(a.unwrap().as_deref(), Some("user 1"));
+    /// assert_eq!(b.unwrap().as_deref(), Some("user 2"));
+    /// assert_eq!(cache.metrics().batches, 1);
+    /// # }
+    /// ```
+    pub fn batched<L: BatchLoader<K, V>>(&self, loader: L) -> Batched<K, V, L> {
+        let config = &self.store.config;
+        Batched {
+            shared: Arc::new(Shared {
+                cache: self.clone(),
+                loader,
+                window: config.batch_window,
+                max: config.max_batch_size,
+                runtime: Handle::current(),
+                pending: Mutex::new(Pending {
+                    leads: Vec::new(),
+                    generation: 0,
+                }),
+            }),
+        }
+    }
+}
+
+impl<K, V, L> Batched<K, V, L>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    L: BatchLoader<K, V>,
+{
+    /// The value for `key`: from the cache, or loaded in the next batch.
+    /// `Ok(None)` if the loader has no value for it.
+    ///
+    /// # Errors
+    ///
+    /// The loader's error, shared by every caller of the failed batch.
+    ///
+    /// # Panics
+    ///
+    /// If the loader panicked while loading `key`'s batch: every caller of
+    /// that batch gets the panic, nobody is left waiting.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// use async_cache::Cache;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let cache = Cache::<u64, u64>::new(100);
+    /// let squares = cache.batched(|keys: Vec<u64>| async move {
+    ///     Ok::<_, String>(keys.into_iter().filter(|k| *k < 10).map(|k| (k, k * k)).collect::<HashMap<_, _>>())
+    /// });
+    /// assert_eq!(squares.get(3).await.unwrap(), Some(9));
+    /// assert_eq!(squares.get(30).await.unwrap(), None);
+    /// assert_eq!(cache.get(&3), Some(9)); // stored in the cache
+    /// # }
+    /// ```
+    pub async fn get(&self, key: K) -> Result<Option<V>, Arc<L::Error>> {
+        let store = &*self.shared.cache.store;
+        let hash = store.hash(&key);
+        if let Some(value) = store.get(hash, &key) {
+            return Ok(Some(value));
+        }
+        loop {
+            // A leading claim moves its key into the placeholder; the batch
+            // keeps this copy to hand to the loader.
+            let mut placed = Some(key.clone());
+            let flight = match store.claim(hash, &mut placed) {
+                Claim::Hit(value) => return Ok(Some(value)),
+                Claim::Join(flight) => flight,
+                Claim::Lead(lead) => {
+                    let flight = Arc::clone(&lead.flight);
+                    self.enqueue(key.clone(), lead);
+                    flight
+                }
+            };
+            match flight.wait().await {
+                Outcome::Value(value) => return Ok(Some(value)),
+                Outcome::Absent => return Ok(None),
+                Outcome::Error(error) => {
+                    if let Ok(error) = error.downcast::<L::Error>() {
+                        return Err(error);
+                    }
+                    // Another loader's error type: load it ourselves.
+                }
+                Outcome::Panicked(message) => panic!("the batch loader panicked: {message}"),
+                Outcome::Abandoned => {}
+            }
+        }
+    }
+
+    /// The values for `keys` (duplicates are looked up once): cached ones at
+    /// once, the others in as few batches as `max_batch_size` allows. Keys
+    /// without a value are absent from the map.
+    ///
+    /// # Errors
+    ///
+    /// The first error of a batch that held one of `keys`.
+    ///
+    /// # Panics
+    ///
+    /// If the loader panicked while loading one of `keys`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// use async_cache::Cache;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let cache = Cache::<u64, u64>::new(100);
+    /// let doubles = cache.batched(|keys: Vec<u64>| async move {
+    ///     Ok::<_, String>(keys.into_iter().map(|k| (k, k * 2)).collect::<HashMap<_, _>>())
+    /// });
+    /// let got = doubles.get_many(vec![1, 2, 2, 3]).await.unwrap();
+    /// assert_eq!(got, HashMap::from([(1, 2), (2, 4), (3, 6)]));
+    /// assert_eq!(cache.metrics().batches, 1);
+    /// # }
+    /// ```
+    pub async fn get_many(&self, keys: Vec<K>) -> Result<HashMap<K, V>, Arc<L::Error>> {
+        let mut distinct = HashMap::with_capacity(keys.len());
+        for key in keys {
+            distinct.entry(key).or_insert(());
+        }
+        // All lookups start on the first poll, before anything yields, so
+        // every miss lands in the same batch.
+        let lookups = distinct.into_keys().map(|key| async move {
+            let value = self.get(key.clone()).await?;
+            Ok::<_, Arc<L::Error>>(value.map(|value| (key, value)))
+        });
+        let mut found = HashMap::new();
+        for result in futures_util::future::join_all(lookups).await {
+            if let Some((key, value)) = result? {
+                found.insert(key, value);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Adds a placeholder's key to the batch being collected, sending the
+    /// batch at once when it is full, or starting its window when it was
+    /// empty.
+    fn enqueue(&self, key: K, lead: Lead<V>) {
+        let mut pending = lock(&self.shared.pending);
+        pending.leads.push((key, lead));
+        if pending.leads.len() >= self.shared.max {
+            let full = std::mem::take(&mut pending.leads);
+            pending.generation += 1;
+            drop(pending);
+            self.send(full);
+        } else if pending.leads.len() == 1 {
+            let generation = pending.generation;
+            drop(pending);
+            self.start_window(generation);
+        }
+    }
+
+    /// Sends the batch of `generation` when its window closes, unless it was
+    /// sent already (cut at `max`). Holds the batcher weakly: dropping every
+    /// handle ends it.
+    fn start_window(&self, generation: u64) {
+        let shared: Weak<Shared<K, V, L>> = Arc::downgrade(&self.shared);
+        let window = self.shared.window;
+        self.shared.runtime.spawn(async move {
+            if window.is_zero() {
+                tokio::task::yield_now().await;
+            } else {
+                tokio::time::sleep(window).await;
+            }
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            let mut pending = lock(&shared.pending);
+            if pending.generation != generation || pending.leads.is_empty() {
+                return;
+            }
+            let batch = std::mem::take(&mut pending.leads);
+            pending.generation += 1;
+            drop(pending);
+            Batched { shared }.send(batch);
+        });
+    }
+
+    /// Runs one `load_batch` in its own task and hands each key's outcome to
+    /// its waiters.
+    fn send(&self, leads: Vec<(K, Lead<V>)>) {
+        let shared = Arc::clone(&self.shared);
+        self.shared.runtime.spawn(async move {
+            let store = Arc::clone(&shared.cache.store);
+            let mut flights = Flights {
+                store: Arc::clone(&store),
+                leads,
+            };
+            // Keys whose every caller is gone are not sent: a flight only
+            // held by its placeholder and this batch has nobody waiting.
+            flights.leads.retain(|(_, lead)| {
+                let wanted = Arc::strong_count(&lead.flight) > 2;
+                if !wanted {
+                    store.abandon(lead);
+                    lead.flight.finish(Outcome::Abandoned);
+                }
+                wanted
+            });
+            if flights.leads.is_empty() {
+                return;
+            }
+            let keys: Vec<K> = flights.leads.iter().map(|(key, _)| key.clone()).collect();
+            let counters = &store.counters;
+            counters.batches.inc();
+            counters.batched_keys.add(keys.len() as u64);
+            counters.loads.add(keys.len() as u64);
+            let observer = store.observer();
+            let started = observer.as_ref().map(|_| tokio::time::Instant::now());
+            let loaded = AssertUnwindSafe(shared.loader.load_batch(keys))
+                .catch_unwind()
+                .await;
+            if let (Some(observer), Some(started)) = (observer, started) {
+                observer(started.elapsed());
+            }
+            let ttl = store.config.default_ttl;
+            let leads = std::mem::take(&mut flights.leads);
+            match loaded {
+                Ok(Ok(mut values)) => {
+                    let (found, absent): (Vec<_>, Vec<_>) = leads
+                        .into_iter()
+                        .map(|(key, lead)| (values.remove(&key), lead))
+                        .partition(|(value, _)| value.is_some());
+                    // One lock for the whole batch, then the wake-ups.
+                    store.resolve_all(
+                        found
+                            .iter()
+                            .map(|(value, lead)| (lead, value.clone().expect("found"))),
+                        ttl,
+                    );
+                    store.abandon_all(absent.iter().map(|(_, lead)| lead));
+                    for (value, lead) in found {
+                        lead.flight.finish(Outcome::Value(value.expect("found")));
+                    }
+                    for (_, lead) in absent {
+                        lead.flight.finish(Outcome::Absent);
+                    }
+                }
+                Ok(Err(error)) => {
+                    counters.load_errors.add(leads.len() as u64);
+                    store.abandon_all(leads.iter().map(|(_, lead)| lead));
+                    let error: SharedError = Arc::new(error);
+                    for (_, lead) in leads {
+                        lead.flight.finish(Outcome::Error(Arc::clone(&error)));
+                    }
+                }
+                Err(panic) => {
+                    counters.load_errors.add(leads.len() as u64);
+                    store.abandon_all(leads.iter().map(|(_, lead)| lead));
+                    let message: Arc<str> = panic_message(&*panic).into();
+                    for (_, lead) in leads {
+                        lead.flight.finish(Outcome::Panicked(Arc::clone(&message)));
+                    }
+                }
+            }
+        });
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(message) = panic.downcast_ref::<&str>() {
+        (*message).to_string()
+    } else if let Some(message) = panic.downcast_ref::<String>() {
+        message.clone()
+    } else {
+        "(a non-string panic payload)".to_string()
+    }
+}
