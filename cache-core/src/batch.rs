@@ -250,7 +250,7 @@ where
                     // Another loader's error type: load it ourselves.
                 }
                 Outcome::Panicked(message) => panic!("the batch loader panicked: {message}"),
-                Outcome::Abandoned => {}
+                Outcome::Abandoned | Outcome::Failed => {}
             }
         }
     }

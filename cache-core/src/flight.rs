@@ -23,6 +23,32 @@ use crate::sync::{Mutex, lock};
 /// An error shared by every caller of a failed flight.
 pub(crate) type SharedError = Arc<dyn Any + Send + Sync>;
 
+/// How a failed load's error reaches the callers that waited on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Errors {
+    /// Every waiter gets the leader's error, behind one `Arc`.
+    Shared,
+    /// The leader keeps its error; each waiter runs its own loader once,
+    /// outside single-flight. For error types that cannot be shared.
+    PerCaller,
+}
+
+/// A failed load, as `load` returns it.
+pub(crate) enum Failure<E> {
+    Shared(Arc<E>),
+    Own(E),
+}
+
+impl<E> Failure<E> {
+    /// The shared error; `Own` only comes from `Errors::PerCaller`.
+    fn shared(self) -> Arc<E> {
+        match self {
+            Failure::Shared(error) => error,
+            Failure::Own(error) => Arc::new(error),
+        }
+    }
+}
+
 /// How a flight ended.
 pub(crate) enum Outcome<V> {
     Value(V),
@@ -31,6 +57,9 @@ pub(crate) enum Outcome<V> {
     Absent,
     /// A batch loader panicked, with this message.
     Panicked(Arc<str>),
+    /// The leader's loader failed and kept its error: each waiter makes its
+    /// own attempt (errors that cannot be shared, see [`Errors`]).
+    Failed,
     /// The leader panicked or was cancelled before it finished.
     Abandoned,
 }
@@ -42,6 +71,7 @@ impl<V: Clone> Clone for Outcome<V> {
             Outcome::Error(e) => Outcome::Error(Arc::clone(e)),
             Outcome::Absent => Outcome::Absent,
             Outcome::Panicked(message) => Outcome::Panicked(Arc::clone(message)),
+            Outcome::Failed => Outcome::Failed,
             Outcome::Abandoned => Outcome::Abandoned,
         }
     }
@@ -190,10 +220,10 @@ impl<K: Hash + Eq, V: Clone> Leader<'_, K, V> {
         }
     }
 
-    fn fail(mut self, error: SharedError) {
+    fn fail(mut self, outcome: Outcome<V>) {
         let lead = self.lead.take().expect("a leader finishes once");
         self.store.abandon(&lead);
-        lead.flight.finish(Outcome::Error(error));
+        lead.flight.finish(outcome);
     }
 }
 
@@ -275,12 +305,13 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = V>,
     {
-        let loaded = self.load(key, ttl, true, || async {
+        let loaded = self.load(key, ttl, true, Errors::Shared, || async {
             Ok::<V, Infallible>(load().await)
         });
         match loaded.await {
             Ok(value) => value,
-            Err(never) => match *never {},
+            Err(Failure::Own(never)) => match never {},
+            Err(Failure::Shared(never)) => match *never {},
         }
     }
 
@@ -315,7 +346,7 @@ where
         Fut: Future<Output = Result<V, E>>,
         E: Send + Sync + 'static,
     {
-        self.load(key, self.store.config.default_ttl, true, load)
+        self.try_get_or_load_with_ttl(key, self.store.config.default_ttl, load)
             .await
     }
 
@@ -347,7 +378,8 @@ where
         Fut: Future<Output = Result<V, E>>,
         E: Send + Sync + 'static,
     {
-        self.load(key, ttl, true, load).await
+        let loaded = self.load(key, ttl, true, Errors::Shared, load).await;
+        loaded.map_err(Failure::shared)
     }
 
     /// The single-flight protocol. `lookup` counts the first lookup as a hit
@@ -357,8 +389,9 @@ where
         key: K,
         ttl: Option<Duration>,
         lookup: bool,
+        errors: Errors,
         load: F,
-    ) -> Result<V, Arc<E>>
+    ) -> Result<V, Failure<E>>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
@@ -377,52 +410,98 @@ where
         let mut key = Some(key);
         let mut load = Some(load);
         loop {
-            match store.claim(hash, &mut key) {
+            let lead = match store.claim(hash, &mut key) {
                 Claim::Hit(value) => return Ok(value),
-                Claim::Join(flight) => match flight.wait().await {
-                    Outcome::Value(value) => {
-                        store.counters.coalesced.inc();
-                        return Ok(value);
-                    }
-                    Outcome::Error(error) => {
-                        if let Ok(error) = error.downcast::<E>() {
+                Claim::Lead(lead) => lead,
+                Claim::Join(flight) => {
+                    match (flight.wait().await, errors) {
+                        (Outcome::Value(value), _) => {
                             store.counters.coalesced.inc();
-                            return Err(error);
+                            return Ok(value);
                         }
+                        (Outcome::Error(error), Errors::Shared) => {
+                            if let Ok(error) = error.downcast::<E>() {
+                                store.counters.coalesced.inc();
+                                return Err(Failure::Shared(error));
+                            }
+                        }
+                        (Outcome::Error(_) | Outcome::Failed, Errors::PerCaller) => {
+                            let key = key.take().expect("a waiter still owns its key");
+                            let load = load.take().expect("a waiter has not run its loader");
+                            return self.load_alone(key, ttl, load).await;
+                        }
+                        // Back to the store: one waiter places a new
+                        // placeholder and leads, the others join it. A
+                        // batch's "no value" or panic is not an answer for a
+                        // caller with its own loader.
+                        _ => {}
                     }
-                    // Back to the store: one waiter places a new placeholder
-                    // and leads, the others join it. A batch's "no value" or
-                    // panic is not an answer for a caller with its own loader.
-                    Outcome::Abandoned | Outcome::Absent | Outcome::Panicked(_) => {}
-                },
-                Claim::Lead(lead) => {
-                    let leader = Leader {
-                        store,
-                        lead: Some(lead),
-                    };
-                    store.counters.loads.inc();
-                    let observer = store.observer();
-                    let started = observer.as_ref().map(|_| tokio::time::Instant::now());
-                    let load = load.take().expect("a caller leads at most once");
-                    let result = load().await;
-                    if let (Some(observer), Some(started)) = (observer, started) {
-                        observer(started.elapsed());
-                    }
-                    return match result {
-                        Ok(value) => {
-                            leader.succeed(&value, ttl);
-                            Ok(value)
-                        }
-                        Err(error) => {
-                            store.counters.load_errors.inc();
-                            let error = Arc::new(error);
-                            leader.fail(Arc::clone(&error) as SharedError);
-                            Err(error)
-                        }
-                    };
+                    continue;
                 }
+            };
+            let leader = Leader {
+                store,
+                lead: Some(lead),
+            };
+            store.counters.loads.inc();
+            let load = load.take().expect("a caller leads at most once");
+            return match self.timed(load()).await {
+                Ok(value) => {
+                    leader.succeed(&value, ttl);
+                    Ok(value)
+                }
+                Err(error) => {
+                    store.counters.load_errors.inc();
+                    match errors {
+                        Errors::Shared => {
+                            let error = Arc::new(error);
+                            leader.fail(Outcome::Error(Arc::clone(&error) as SharedError));
+                            Err(Failure::Shared(error))
+                        }
+                        Errors::PerCaller => {
+                            leader.fail(Outcome::Failed);
+                            Err(Failure::Own(error))
+                        }
+                    }
+                }
+            };
+        }
+    }
+
+    /// A waiter's own attempt after a failed flight whose error it cannot
+    /// share: outside single-flight, storing a value like any load.
+    async fn load_alone<F, Fut, E>(
+        &self,
+        key: K,
+        ttl: Option<Duration>,
+        load: F,
+    ) -> Result<V, Failure<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+    {
+        self.store.counters.loads.inc();
+        match self.timed(load()).await {
+            Ok(value) => {
+                self.insert_with_ttl(key, value.clone(), ttl);
+                Ok(value)
+            }
+            Err(error) => {
+                self.store.counters.load_errors.inc();
+                Err(Failure::Own(error))
             }
         }
+    }
+
+    /// Runs a load, reporting its duration to the load observer, if any.
+    pub(crate) async fn timed<T>(&self, load: impl Future<Output = T>) -> T {
+        let Some(observer) = self.store.observer() else {
+            return load.await;
+        };
+        let started = tokio::time::Instant::now();
+        let out = load.await;
+        observer(started.elapsed());
+        out
     }
 }
 

@@ -6,6 +6,9 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[doc(hidden)]
+#[path = "macro_support.rs"]
+pub mod __private;
 mod batch;
 mod builder;
 mod cache;

@@ -6,6 +6,7 @@ use std::hash::Hash;
 use futures_util::StreamExt;
 
 use crate::Cache;
+use crate::flight::Errors;
 
 /// Loads run at once by one `warmup` call.
 pub const WARMUP_CONCURRENCY: usize = 64;
@@ -48,7 +49,7 @@ where
         futures_util::stream::iter(entries)
             .for_each_concurrent(WARMUP_CONCURRENCY, |(key, load)| async move {
                 if !self.contains_key(&key) {
-                    let loaded = self.load(key, ttl, false, || async {
+                    let loaded = self.load(key, ttl, false, Errors::Shared, || async {
                         Ok::<V, std::convert::Infallible>(load().await)
                     });
                     // Infallible: nothing to report.

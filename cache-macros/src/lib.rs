@@ -1,10 +1,13 @@
 //! The `#[cached]` attribute of async-cache. Not intended to be used
-//! directly: use `async_cache::cached`.
+//! directly: use `async_cache::cached`, documented there.
+
+mod args;
+mod expand;
 
 use proc_macro::TokenStream;
 
-/// Caches an async function's results; documented in `async_cache`.
+/// Caches an async function's results; see `async_cache::cached`.
 #[proc_macro_attribute]
-pub fn cached(_args: TokenStream, item: TokenStream) -> TokenStream {
-    item
+pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::cached(args.into(), item.into()).into()
 }

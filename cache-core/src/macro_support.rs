@@ -1,0 +1,275 @@
+//! What `#[cached]`-generated code calls. Not a public API: the macro names
+//! these items through `::async_cache::__private`, and nothing else should.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+pub use std::sync::OnceLock as Site;
+
+#[doc(inline)]
+pub use crate::__async_cache_sharer as sharer;
+#[doc(inline)]
+pub use crate::__async_cache_site as site;
+pub use crate::Cache;
+
+/// `site!(Key, Value, name, max_size, ttl_secs)`: this function's cache.
+/// `max_size` `usize::MAX` is unbounded; `ttl_secs` 0.0 is no TTL.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __async_cache_site {
+    ($key:ty, $value:ty, $name:expr, $max_size:expr, $ttl_secs:expr) => {{
+        static SITE: $crate::__private::Site<&'static $crate::__private::Cache<$key, $value>> =
+            $crate::__private::Site::new();
+        let site = ::std::concat!(
+            ::std::module_path!(),
+            "@",
+            ::std::line!(),
+            ":",
+            ::std::column!()
+        );
+        $crate::__private::cache(&SITE, site, $name, $max_size, $ttl_secs)
+    }};
+}
+
+/// `sharer!(E)`: how waiters get a failed load's `E` (see [`Probe`]).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __async_cache_sharer {
+    ($error:ty) => {{
+        #[allow(unused_imports)]
+        use $crate::__private::{NotShareable as _, Shareable as _};
+        (&$crate::__private::Probe::<$error>::new()).sharer()
+    }};
+}
+use crate::flight::{Errors, Failure};
+
+/// The cache of one `#[cached]` function.
+///
+/// Every generated item (the function and its companions) finds the cache
+/// here by the function's `id`, so it works the same in a module and in an
+/// impl block, where a companion cannot be named without `Self::`. Each item
+/// keeps the result in its own `site`: after the first call this is one
+/// atomic load.
+pub fn cache<K: CachedKey, V: CachedValue>(
+    site: &'static OnceLock<&'static Cache<K, V>>,
+    id: &'static str,
+    name: &'static str,
+    max_size: usize,
+    ttl_secs: f64,
+) -> &'static Cache<K, V> {
+    site.get_or_init(|| {
+        type Registry = Mutex<HashMap<&'static str, &'static (dyn Any + Send + Sync)>>;
+        static REGISTRY: OnceLock<Registry> = OnceLock::new();
+        let mut registry = REGISTRY
+            .get_or_init(Registry::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let cache = *registry.entry(id).or_insert_with(|| {
+            let mut builder = Cache::<K, V>::builder().name(name).max_size(max_size);
+            if ttl_secs > 0.0 {
+                builder = builder.default_ttl(Duration::from_secs_f64(ttl_secs));
+            }
+            Box::leak(Box::new(builder.build()))
+        });
+        cache
+            .downcast_ref()
+            .expect("one #[cached] site, one key and value type")
+    })
+}
+
+/// The parts of a `Result`, including aliases such as `io::Result<T>`.
+pub trait ResultParts {
+    /// `T` of `Result<T, E>`.
+    type Ok;
+    /// `E` of `Result<T, E>`.
+    type Err;
+}
+
+impl<T, E> ResultParts for Result<T, E> {
+    type Ok = T;
+    type Err = E;
+}
+
+/// The value of an `Option`.
+pub trait OptionParts {
+    /// `T` of `Option<T>`.
+    type Some;
+}
+
+impl<T> OptionParts for Option<T> {
+    type Some = T;
+}
+
+/// What the cache stores: the function's value.
+#[diagnostic::on_unimplemented(
+    message = "`#[cached]` stores the function's value, so `{Self}` must be `Clone + Send + Sync + 'static`",
+    label = "cannot be cached",
+    note = "wrap it in an `Arc` to share one copy between callers"
+)]
+pub trait CachedValue: Clone + Send + Sync + 'static {}
+impl<T: Clone + Send + Sync + 'static> CachedValue for T {}
+
+/// What the cache is keyed by: the arguments not in `skip(...)`.
+#[diagnostic::on_unimplemented(
+    message = "`#[cached]` keys the cache by the arguments, so `{Self}` must be `Hash + Eq + Clone + Send + Sync + 'static`",
+    label = "cannot be part of the key",
+    note = "leave an argument out with `skip(name)`, or give `key = <expr>, key_type = <type>`"
+)]
+pub trait CachedKey: std::hash::Hash + Eq + Clone + Send + Sync + 'static {}
+impl<T: std::hash::Hash + Eq + Clone + Send + Sync + 'static> CachedKey for T {}
+
+/// What a failed load hands to every caller that waited on it.
+#[diagnostic::on_unimplemented(
+    message = "`#[cached]` hands a failed load's error to the callers that waited on it, so `{Self}` must be `Send + Sync + 'static`",
+    label = "cannot be handed between tasks"
+)]
+pub trait CachedError: Send + Sync + 'static {}
+impl<T: Send + Sync + 'static> CachedError for T {}
+
+/// Checks the value type where it is written, so the error points at it.
+pub const fn value<T: CachedValue>() {}
+
+/// Checks the key type where it is written.
+pub const fn key<T: CachedKey>() {}
+
+/// Chooses, at compile time, how an error type reaches the waiters of a
+/// failed load: shared by cloning when it is `Clone`, else not shared.
+///
+/// `(&Probe::<E>::new()).sharer()` finds [`Shareable::sharer`] when
+/// `E: Clone`, and falls back to [`NotShareable::sharer`] otherwise (the
+/// "autoref specialization" pattern: the first needs no extra reference).
+#[derive(Debug)]
+pub struct Probe<E>(PhantomData<fn() -> E>);
+
+impl<E> Probe<E> {
+    /// A probe for `E`.
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> Self {
+        Probe(PhantomData)
+    }
+}
+
+/// `E: Clone`: waiters share the leader's error.
+pub trait Shareable<E> {
+    /// How to copy the error for each waiter.
+    fn sharer(&self) -> Option<fn(&E) -> E>;
+}
+
+impl<E: Clone> Shareable<E> for Probe<E> {
+    fn sharer(&self) -> Option<fn(&E) -> E> {
+        Some(E::clone)
+    }
+}
+
+/// `E` is not `Clone`: each waiter of a failed load makes its own attempt.
+pub trait NotShareable<E> {
+    /// None: the error cannot be copied.
+    fn sharer(&self) -> Option<fn(&E) -> E>;
+}
+
+impl<E> NotShareable<E> for &Probe<E> {
+    fn sharer(&self) -> Option<fn(&E) -> E> {
+        None
+    }
+}
+
+/// A function returning a plain value: caches it.
+pub async fn load_value<K, V, F, Fut>(cache: &Cache<K, V>, key: K, load: F) -> V
+where
+    K: CachedKey,
+    V: CachedValue,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = V>,
+{
+    cache.get_or_load(key, load).await
+}
+
+/// `None` is not cached; waiters of a load that found nothing get `None` too.
+#[derive(Debug)]
+pub struct Nothing;
+
+/// A function returning `Option<T>`: caches `Some` only.
+pub async fn load_option<K, V, F, Fut>(cache: &Cache<K, V>, key: K, load: F) -> Option<V>
+where
+    K: CachedKey,
+    V: CachedValue,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Option<V>>,
+{
+    cache
+        .try_get_or_load(key, || async { load().await.ok_or(Nothing) })
+        .await
+        .ok()
+}
+
+/// A function returning `Result<T, E>`: caches `Ok` only. With a `sharer`
+/// (`E: Clone`) every waiter of a failed load gets a copy of its error;
+/// without, each waiter makes its own attempt.
+pub async fn load_result<K, V, E, F, Fut>(
+    cache: &Cache<K, V>,
+    key: K,
+    sharer: Option<fn(&E) -> E>,
+    load: F,
+) -> Result<V, E>
+where
+    K: CachedKey,
+    V: CachedValue,
+    E: CachedError,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<V, E>>,
+{
+    let errors = if sharer.is_some() {
+        Errors::Shared
+    } else {
+        Errors::PerCaller
+    };
+    let ttl = cache.store.config.default_ttl;
+    match cache.load(key, ttl, true, errors, load).await {
+        Ok(value) => Ok(value),
+        Err(Failure::Own(error)) => Err(error),
+        Err(Failure::Shared(error)) => Err(match Arc::try_unwrap(error) {
+            Ok(error) => error,
+            Err(error) => sharer.expect("shared errors come with a sharer")(&error),
+        }),
+    }
+}
+
+/// `_invalidate`: removes the entry for `key`.
+pub fn invalidate<K: CachedKey, V: CachedValue>(cache: &Cache<K, V>, key: &K) -> bool {
+    cache.remove(key).is_some()
+}
+
+/// `_refresh` of a plain value: stores it.
+pub fn store_value<K, V>(cache: &Cache<K, V>, key: K, value: &V)
+where
+    K: CachedKey,
+    V: CachedValue,
+{
+    cache.insert(key, value.clone());
+}
+
+/// `_refresh` of an `Option`: stores `Some`, keeps the old value on `None`.
+pub fn store_option<K, V>(cache: &Cache<K, V>, key: K, value: &Option<V>)
+where
+    K: CachedKey,
+    V: CachedValue,
+{
+    if let Some(value) = value {
+        cache.insert(key, value.clone());
+    }
+}
+
+/// `_refresh` of a `Result`: stores `Ok`, keeps the old value on `Err`.
+pub fn store_result<K, V, E>(cache: &Cache<K, V>, key: K, value: &Result<V, E>)
+where
+    K: CachedKey,
+    V: CachedValue,
+{
+    if let Ok(value) = value {
+        cache.insert(key, value.clone());
+    }
+}

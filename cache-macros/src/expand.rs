@@ -1,0 +1,458 @@
+//! What `#[cached]` turns a function into; see the facade's `cached.md` for
+//! the expansion of a typical function.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Error, FnArg, Ident, ItemFn, Pat, ReturnType, Type};
+
+use crate::args::{Args, Ttl};
+
+/// Expands the attribute; on error, the function is emitted unchanged next
+/// to the `compile_error!`, so IDEs and the rest of the crate keep working.
+pub(crate) fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
+    match expand(args, item.clone()) {
+        Ok(expanded) => expanded,
+        Err(error) => {
+            let mut out = item;
+            out.extend(error.into_compile_error());
+            out
+        }
+    }
+}
+
+/// How the return type is cached.
+enum Mode {
+    /// `Result<T, E>` (or an alias): `Ok` only.
+    Result,
+    /// `Option<T>`: `Some` only.
+    Option,
+    /// Anything else: the value.
+    Value,
+}
+
+fn mode(ret: &Type) -> Mode {
+    if let Type::Path(path) = ret
+        && let Some(last) = path.path.segments.last()
+    {
+        match last.ident.to_string().as_str() {
+            "Result" => return Mode::Result,
+            "Option" => return Mode::Option,
+            _ => {}
+        }
+    }
+    Mode::Value
+}
+
+/// One argument of the function.
+struct Arg {
+    name: Ident,
+    ty: Type,
+}
+
+fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
+    let args: Args = syn::parse2(args)?;
+    let func: ItemFn = syn::parse2(item)?;
+    let sig = &func.sig;
+    if sig.asyncness.is_none() {
+        return Err(Error::new_spanned(
+            sig.fn_token,
+            "#[cached] caches async functions: make it `async fn`, or use a `Cache` directly",
+        ));
+    }
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        return Err(Error::new_spanned(
+            &sig.generics,
+            "#[cached] cannot cache a generic function: it has one cache, of one key and value type. Make the function concrete, or use a `Cache` directly",
+        ));
+    }
+    if let Some(variadic) = &sig.variadic {
+        return Err(Error::new_spanned(
+            variadic,
+            "#[cached] cannot cache a variadic function",
+        ));
+    }
+
+    // The arguments, checked against `skip(...)`.
+    let mut key_args = Vec::new();
+    let mut names = Vec::new();
+    for input in &sig.inputs {
+        match input {
+            FnArg::Receiver(receiver) => {
+                if !args.skips("self") {
+                    return Err(Error::new_spanned(
+                        receiver.self_token,
+                        "`self` cannot be part of the cache key: add `skip(self)` to share one cache between all instances, or key by a field with `key = ..., key_type = ...`",
+                    ));
+                }
+                names.push("self".to_string());
+            }
+            FnArg::Typed(typed) => {
+                let Pat::Ident(pat) = &*typed.pat else {
+                    return Err(Error::new_spanned(
+                        &typed.pat,
+                        "#[cached] needs a plain name for each argument: bind it to a name and destructure inside the function",
+                    ));
+                };
+                if pat.by_ref.is_some() || pat.subpat.is_some() {
+                    return Err(Error::new_spanned(
+                        pat,
+                        "#[cached] needs a plain name for each argument",
+                    ));
+                }
+                if let Type::ImplTrait(impl_trait) = &*typed.ty {
+                    return Err(Error::new_spanned(
+                        impl_trait,
+                        "#[cached] cannot cache a generic function, and `impl Trait` arguments are generic: name a concrete type",
+                    ));
+                }
+                names.push(pat.ident.to_string());
+                if !args.skips(&pat.ident.to_string()) {
+                    key_args.push(Arg {
+                        name: pat.ident.clone(),
+                        ty: (*typed.ty).clone(),
+                    });
+                }
+            }
+        }
+    }
+    if let Some(unknown) = args.skip.iter().find(|s| !names.contains(&s.to_string())) {
+        return Err(Error::new_spanned(
+            unknown,
+            format!("`skip({unknown})`: the function has no argument `{unknown}`"),
+        ));
+    }
+
+    let krate = args.krate();
+    let private = quote!(#krate::__private);
+    let ident = &sig.ident;
+
+    // The key: the remaining arguments, owned, in a tuple.
+    let (key_type, key_expr) = match &args.key {
+        Some((expr, ty)) => (quote!(#ty), quote!(#expr)),
+        None => {
+            let types = key_args.iter().map(|arg| owned_type(&arg.ty));
+            let values = key_args.iter().map(|arg| {
+                let name = &arg.name;
+                match &arg.ty {
+                    Type::Reference(_) => quote!(::std::borrow::ToOwned::to_owned(#name)),
+                    _ => quote!(::std::clone::Clone::clone(&#name)),
+                }
+            });
+            (quote!((#(#types,)*)), quote!((#(#values,)*)))
+        }
+    };
+
+    // The value: what the cache stores. `T` itself when the return type
+    // spells it out, else a projection (for aliases such as `io::Result<T>`).
+    let ret = match &sig.output {
+        ReturnType::Default => syn::parse_quote!(()),
+        ReturnType::Type(_, ty) => (**ty).clone(),
+    };
+    let mode = mode(&ret);
+    let spelled = generic_args(&ret);
+    let value_type = match (&mode, spelled.as_slice()) {
+        (Mode::Result, [ok, _]) | (Mode::Option, [ok]) => quote!(#ok),
+        (Mode::Result, _) => quote_spanned!(ret.span()=> <#ret as #private::ResultParts>::Ok),
+        (Mode::Option, _) => quote_spanned!(ret.span()=> <#ret as #private::OptionParts>::Some),
+        (Mode::Value, _) => quote!(#ret),
+    };
+    let error_type = match spelled.as_slice() {
+        [_, err] => quote!(#err),
+        _ => quote!(<#ret as #private::ResultParts>::Err),
+    };
+
+    // The cache, found by this function's site.
+    let name = match &args.name {
+        Some(name) => quote!(#name),
+        None => {
+            let fn_name = ident.to_string();
+            quote!(::std::concat!(::std::module_path!(), "::", #fn_name))
+        }
+    };
+    let max_size = if args.unbounded {
+        usize::MAX
+    } else {
+        args.max_size.unwrap_or(128)
+    };
+    let max_size = if max_size == usize::MAX {
+        quote!(usize::MAX)
+    } else {
+        quote!(#max_size)
+    };
+    let ttl_secs = match &args.ttl {
+        None => 0.0,
+        Some(Ttl::Secs(secs)) => *secs as f64,
+        Some(Ttl::SecsF64(secs)) => *secs,
+    };
+    let cache_type = quote!(#private::Cache<#key_type, #value_type>);
+    let find_cache = quote!(#private::site!(#key_type, #value_type, #name, #max_size, #ttl_secs));
+
+    // The body, run as a loader. `let __ret: Ret` fixes the block's type, so
+    // `?` and `return` inside it work as in the function.
+    let block = &func.block;
+    let body = quote! {
+        async move {
+            let __ret: #ret = #block;
+            #[allow(unreachable_code)]
+            __ret
+        }
+    };
+    // Checked where the types are written, so errors point at them.
+    let checks = {
+        let key_checks: Vec<TokenStream> = match &args.key {
+            Some((_, ty)) => vec![quote_spanned!(ty.span()=> #private::key::<#ty>();)],
+            None => key_args
+                .iter()
+                .map(|arg| {
+                    let owned = owned_type(&arg.ty);
+                    quote_spanned!(arg.ty.span()=> #private::key::<#owned>();)
+                })
+                .collect(),
+        };
+        let value_check = quote_spanned!(ret.span()=> #private::value::<#value_type>(););
+        quote!(#(#key_checks)* #value_check)
+    };
+    let load = match mode {
+        Mode::Value => quote!(#private::load_value(__cache, __key, move || #body).await),
+        Mode::Option => quote!(#private::load_option(__cache, __key, move || #body).await),
+        Mode::Result => quote! {
+            // Shared by cloning when the error type is `Clone`, else each
+            // waiter of a failed load makes its own attempt.
+            #private::load_result(__cache, __key, #private::sharer!(#error_type), move || #body).await
+        },
+    };
+    let store = match mode {
+        Mode::Value => quote!(#private::store_value),
+        Mode::Option => quote!(#private::store_option),
+        Mode::Result => quote!(#private::store_result),
+    };
+
+    let attrs = &func.attrs;
+    let vis = &func.vis;
+    let inputs = &sig.inputs;
+    let cache_fn = format_ident!("{}_cache", ident);
+    let invalidate_fn = format_ident!("{}_invalidate", ident);
+    let refresh_fn = format_ident!("{}_refresh", ident);
+    let fn_name = ident.to_string();
+    let cache_doc = format!(
+        "The cache of `{fn_name}` (generated by `#[cached]`), for `metrics()`, `clear()` and the like."
+    );
+    let invalidate_doc = format!(
+        "Removes what `{fn_name}` cached for these arguments; returns whether there was anything (generated by `#[cached]`)."
+    );
+    let refresh_doc = format!(
+        "Runs `{fn_name}` afresh, bypassing its cache, stores what it returns (`Ok`/`Some` only) and returns it (generated by `#[cached]`)."
+    );
+
+    Ok(quote! {
+        #(#attrs)*
+        #vis #sig {
+            #checks
+            let __cache = #find_cache;
+            #[allow(clippy::clone_on_copy, clippy::redundant_clone)]
+            let __key: #key_type = #key_expr;
+            #load
+        }
+
+        #[doc = #cache_doc]
+        #vis fn #cache_fn() -> &'static #cache_type {
+            #find_cache
+        }
+
+        #[doc = #invalidate_doc]
+        #[allow(unused_variables)]
+        #vis fn #invalidate_fn(#inputs) -> bool {
+            #[allow(clippy::clone_on_copy, clippy::redundant_clone)]
+            let __key: #key_type = #key_expr;
+            #private::invalidate(#find_cache, &__key)
+        }
+
+        #[doc = #refresh_doc]
+        #vis async fn #refresh_fn(#inputs) -> #ret {
+            #[allow(clippy::clone_on_copy, clippy::redundant_clone)]
+            let __key: #key_type = #key_expr;
+            let __ret: #ret = #body.await;
+            #store(#find_cache, __key, &__ret);
+            __ret
+        }
+    })
+}
+
+/// The generic arguments of a path type's last segment (`T, E` of
+/// `Result<T, E>`), if it has exactly types there.
+fn generic_args(ty: &Type) -> Vec<Type> {
+    let Type::Path(path) = ty else {
+        return Vec::new();
+    };
+    let Some(last) = path.path.segments.last() else {
+        return Vec::new();
+    };
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return Vec::new();
+    };
+    args.args
+        .iter()
+        .map(|arg| match arg {
+            syn::GenericArgument::Type(ty) => Some(ty.clone()),
+            _ => None,
+        })
+        .collect::<Option<Vec<_>>>()
+        .unwrap_or_default()
+}
+
+/// The owned type an argument's key part has: `&T` becomes `T::Owned`,
+/// written as `String` for `&str` and `Vec<T>` for `&[T]`.
+fn owned_type(ty: &Type) -> TokenStream {
+    match ty {
+        Type::Reference(reference) => match &*reference.elem {
+            Type::Path(path) if path.path.is_ident("str") => quote!(::std::string::String),
+            Type::Slice(slice) => {
+                let elem = &slice.elem;
+                quote!(::std::vec::Vec<#elem>)
+            }
+            elem => quote!(<#elem as ::std::borrow::ToOwned>::Owned),
+        },
+        Type::Paren(paren) => owned_type(&paren.elem),
+        Type::Group(group) => owned_type(&group.elem),
+        other => quote!(#other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expand_str(args: TokenStream, item: TokenStream) -> String {
+        cached(args, item).to_string()
+    }
+
+    #[test]
+    fn a_typical_function_keeps_its_signature_and_gets_three_companions() {
+        let out = expand_str(
+            quote!(maxsize = 1000, ttl = 60),
+            quote!(
+                pub async fn get_user(id: u64, name: &str) -> Result<User, DbError> {
+                    db(id).await
+                }
+            ),
+        );
+        for expected in [
+            "pub async fn get_user (id : u64 , name : & str) -> Result < User , DbError >",
+            "pub fn get_user_cache ()",
+            "pub fn get_user_invalidate (id : u64 , name : & str) -> bool",
+            "pub async fn get_user_refresh (id : u64 , name : & str) -> Result < User , DbError >",
+            "load_result",
+            "site ! ((u64 , :: std :: string :: String ,) , User ,",
+            "1000usize , 60f64)",
+            "sharer ! (DbError)",
+        ] {
+            assert!(out.contains(expected), "missing `{expected}` in\n{out}");
+        }
+    }
+
+    #[test]
+    fn the_mode_follows_the_return_type() {
+        let option = expand_str(
+            quote!(),
+            quote!(
+                async fn f(id: u64) -> Option<u8> {
+                    None
+                }
+            ),
+        );
+        assert!(option.contains("load_option") && option.contains("store_option"));
+        let value = expand_str(
+            quote!(unbounded),
+            quote!(
+                async fn f() -> u8 {
+                    1
+                }
+            ),
+        );
+        assert!(
+            value.contains("load_value") && value.contains("usize :: MAX , 0f64"),
+            "{value}"
+        );
+        assert!(
+            value.contains("let __key : () = ()"),
+            "no argument: the key is ()\n{value}"
+        );
+    }
+
+    #[test]
+    fn errors_keep_the_function_and_say_what_to_do() {
+        let out = expand_str(
+            quote!(),
+            quote!(
+                fn not_async() -> u8 {
+                    1
+                }
+            ),
+        );
+        assert!(out.contains("fn not_async"), "the item is still emitted");
+        assert!(out.contains("make it `async fn`"));
+        let out = expand_str(
+            quote!(),
+            quote!(
+                async fn generic<T>(t: T) -> u8 {
+                    1
+                }
+            ),
+        );
+        assert!(out.contains("generic function"));
+        let out = expand_str(
+            quote!(),
+            quote!(
+                async fn method(&self, id: u64) -> u8 {
+                    1
+                }
+            ),
+        );
+        assert!(out.contains("skip(self)"));
+        let out = expand_str(
+            quote!(skip(db)),
+            quote!(
+                async fn f(id: u64) -> u8 {
+                    1
+                }
+            ),
+        );
+        assert!(out.contains("no argument `db`"));
+        let out = expand_str(
+            quote!(),
+            quote!(
+                async fn f((a, b): (u8, u8)) -> u8 {
+                    a
+                }
+            ),
+        );
+        assert!(out.contains("plain name"));
+        let out = expand_str(
+            quote!(),
+            quote!(
+                async fn f(x: impl Into<u8>) -> u8 {
+                    1
+                }
+            ),
+        );
+        assert!(out.contains("impl Trait"));
+    }
+}
+
+#[cfg(test)]
+mod show {
+    /// `SHOW_EXPANSION=1 cargo test -p cache-macros show -- --nocapture` prints the
+    /// expansion pasted in the facade's `cached.md`.
+    #[test]
+    fn print_expansion() {
+        let out = super::cached(
+            quote::quote!(maxsize = 1000, ttl = 60),
+            quote::quote!(pub async fn get_user(id: u64) -> Result<User, DbError> { db::load_user(id).await }),
+        );
+        if std::env::var_os("SHOW_EXPANSION").is_some() {
+            println!("{out}");
+        }
+        assert!(!out.is_empty());
+    }
+}
