@@ -448,7 +448,11 @@ mod show {
     fn print_expansion() {
         let out = super::cached(
             quote::quote!(maxsize = 1000, ttl = 60),
-            quote::quote!(pub async fn get_user(id: u64) -> Result<User, DbError> { db::load_user(id).await }),
+            quote::quote!(
+                pub async fn get_user(id: u64) -> Result<User, DbError> {
+                    db::load_user(id).await
+                }
+            ),
         );
         if std::env::var_os("SHOW_EXPANSION").is_some() {
             println!("{out}");
