@@ -9,6 +9,22 @@ pub use cache_core::{
 #[doc = include_str!("cached.md")]
 pub use cache_macros::cached;
 
+#[cfg(feature = "file")]
+pub use cache_backends::FileBackend;
+#[cfg(feature = "sled")]
+pub use cache_backends::SledBackend;
+#[cfg(feature = "sqlite")]
+pub use cache_backends::SqliteBackend;
+#[cfg(feature = "persist")]
+pub use cache_backends::{AutosaveHandle, Backend, BackendError, LoadReport, Record, SaveReport};
+
+/// Persistence: the [`Backend`] trait, its reports and errors, and the
+/// backends enabled by the `file`, `sled` and `sqlite` features.
+#[cfg(feature = "persist")]
+pub mod backends {
+    pub use cache_backends::*;
+}
+
 /// What `#[cached]`-generated code calls; not a public API.
 #[doc(hidden)]
 pub mod __private {

@@ -13,6 +13,8 @@ mod batch;
 mod builder;
 mod cache;
 mod flight;
+#[cfg(feature = "persist")]
+mod persist;
 mod stats;
 mod store;
 mod sync;
@@ -22,6 +24,8 @@ mod warmup;
 pub use crate::batch::{BatchLoader, Batched};
 pub use crate::builder::CacheBuilder;
 pub use crate::cache::Cache;
+#[cfg(feature = "persist")]
+pub use crate::persist::{AutosaveHandle, Backend, BackendError, LoadReport, Record, SaveReport};
 pub use crate::stats::Metrics;
 pub use crate::warmup::WARMUP_CONCURRENCY;
 

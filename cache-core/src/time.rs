@@ -4,7 +4,9 @@
 //! `tokio::time::pause()`/`advance()` inside one, so TTL tests (ours and our
 //! users') run on paused time instead of sleeping.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
+#[cfg(feature = "persist")]
+use std::time::SystemTime;
 
 use tokio::time::Instant;
 
@@ -45,7 +47,7 @@ impl Clock {
     }
 
     /// The wall-clock time of a deadline, for persistence.
-    #[cfg_attr(not(feature = "persist"), allow(dead_code))]
+    #[cfg(feature = "persist")]
     pub(crate) fn wall_clock(self, deadline: u64) -> Option<SystemTime> {
         if deadline == NEVER {
             return None;
@@ -63,7 +65,7 @@ impl Clock {
 
     /// The time left until a wall-clock expiry: `None` for "never",
     /// `Some(ZERO)` when it has passed.
-    #[cfg_attr(not(feature = "persist"), allow(dead_code))]
+    #[cfg(feature = "persist")]
     pub(crate) fn remaining(expires_at: Option<SystemTime>) -> Option<Duration> {
         expires_at.map(|at| {
             at.duration_since(SystemTime::now())

@@ -99,7 +99,7 @@ static OPTIONAL: AtomicUsize = AtomicUsize::new(0);
 #[cached]
 async fn optional(id: u32) -> Option<u32> {
     OPTIONAL.fetch_add(1, Ordering::SeqCst);
-    (id % 2 == 0).then_some(id * 10)
+    id.is_multiple_of(2).then_some(id * 10)
 }
 
 #[tokio::test]
@@ -302,7 +302,7 @@ async fn result_aliases_and_question_marks_work() {
 }
 
 mod renamed {
-    pub use async_cache as cache_crate;
+    pub(crate) use async_cache as cache_crate;
 }
 
 #[cached(crate = renamed::cache_crate)]

@@ -3,7 +3,9 @@
 //! Links live here, owned by the lock holder, not in the slots: readers never
 //! touch them, so promoting an entry never dirties a cache line a reader needs.
 //! Each link also keeps its entry's meta, so replaying a read record checks
-//! the record against the very cache line it is about to move.
+//! the record against the very cache line it is about to move, and a
+//! recency stamp, so a snapshot copied shard by shard (not by walking the
+//! list under one long lock) can still be put back in exact LRU order.
 
 const NIL: u32 = u32::MAX;
 
@@ -13,12 +15,17 @@ struct Link {
     next: u32,
     /// The linked entry's meta; 0 (no valid meta) when unlinked.
     meta: u32,
+    /// `Lru::clock` when the entry last moved to the front.
+    #[cfg(feature = "persist")]
+    stamp: u32,
 }
 
 const UNLINKED: Link = Link {
     prev: NIL,
     next: NIL,
     meta: 0,
+    #[cfg(feature = "persist")]
+    stamp: 0,
 };
 
 /// Most recently used at the head, least at the tail.
@@ -27,6 +34,10 @@ pub(crate) struct Lru {
     links: Vec<Link>,
     head: u32,
     tail: u32,
+    /// Moves to the front so far, wrapping: stamps compare by their age
+    /// `clock - stamp`, exact while an entry is younger than 2^32 moves.
+    #[cfg(feature = "persist")]
+    clock: u32,
 }
 
 impl Lru {
@@ -35,6 +46,8 @@ impl Lru {
             links: Vec::new(),
             head: NIL,
             tail: NIL,
+            #[cfg(feature = "persist")]
+            clock: 0,
         }
     }
 
@@ -49,10 +62,16 @@ impl Lru {
     pub(crate) fn push_front(&mut self, idx: u32, meta: u32) {
         debug_assert_ne!(meta, 0);
         let old = self.head;
+        #[cfg(feature = "persist")]
+        {
+            self.clock = self.clock.wrapping_add(1);
+        }
         self.links[idx as usize] = Link {
             prev: NIL,
             next: old,
             meta,
+            #[cfg(feature = "persist")]
+            stamp: self.clock,
         };
         if old == NIL {
             self.tail = idx;
@@ -90,8 +109,22 @@ impl Lru {
         (self.tail != NIL).then_some(self.tail)
     }
 
+    /// The stamp of the latest move to the front.
+    #[cfg(feature = "persist")]
+    pub(crate) fn clock(&self) -> u32 {
+        self.clock
+    }
+
+    /// How many moves to the front ago `idx` last moved there: a larger age
+    /// is less recently used.
+    #[cfg(feature = "persist")]
+    pub(crate) fn age(&self, idx: u32) -> u32 {
+        self.clock.wrapping_sub(self.links[idx as usize].stamp)
+    }
+
     /// From least to most recently used.
-    pub(crate) fn iter_from_back(&self) -> impl Iterator<Item = u32> + '_ {
+    #[cfg(test)]
+    fn iter_from_back(&self) -> impl Iterator<Item = u32> + '_ {
         let mut at = self.tail;
         std::iter::from_fn(move || {
             (at != NIL).then(|| {
@@ -130,6 +163,12 @@ mod tests {
         assert_eq!(order(&lru), [1, 2, 3, 0]);
         lru.touch(1, 16);
         assert_eq!(order(&lru), [1, 2, 3, 0], "a stale record moves nothing");
+        #[cfg(feature = "persist")]
+        {
+            let mut by_age: Vec<u32> = (0..4).collect();
+            by_age.sort_by_key(|&i| std::cmp::Reverse(lru.age(i)));
+            assert_eq!(by_age, order(&lru), "ages sort as the list does");
+        }
         lru.unlink(2);
         assert_eq!(order(&lru), [1, 3, 0]);
         lru.unlink(1);

@@ -133,6 +133,9 @@ pub(crate) struct Store<K, V> {
     pub(crate) counters: Counters,
     observer: std::sync::RwLock<Option<LoadObserver>>,
     observed: AtomicBool,
+    /// Saves of this cache run one at a time.
+    #[cfg(feature = "persist")]
+    pub(crate) save_lock: tokio::sync::Mutex<()>,
 }
 
 #[inline]
@@ -189,6 +192,8 @@ impl<K, V> Store<K, V> {
             counters: Counters::default(),
             observer: std::sync::RwLock::new(None),
             observed: AtomicBool::new(false),
+            #[cfg(feature = "persist")]
+            save_lock: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -607,28 +612,37 @@ where
         if self.config.max_size == 0 {
             return;
         }
+        self.write(false, |p| self.insert_locked(p, hash, key, value, ttl));
+    }
+
+    /// `insert` with the lock held.
+    fn insert_locked(&self, p: &mut Policy, hash: u64, key: K, value: V, ttl: Option<Duration>) {
+        if self.config.max_size == 0 || ttl == Some(Duration::ZERO) {
+            if let Some((_, idx)) = self.find(hash, &key) {
+                self.detach(p, idx);
+            }
+            return;
+        }
         let expires = self.deadline(ttl);
         let tag = tag_of(hash);
         let shard = self.shard(tag);
-        self.write(false, |p| {
-            let existing = self.find(hash, &key);
-            let idx = self.alloc(p);
-            // SAFETY: a fresh slot, published below.
-            let meta = unsafe {
-                self.slot(idx)
-                    .fill(tag, expires, key, Filling::Ready(value))
-            };
-            match existing {
-                Some((pos, old)) => {
-                    self.table(shard)
-                        .expect("found in it")
-                        .replace(pos, tag, idx);
-                    self.retire(p, old);
-                }
-                None => self.table_insert(p, shard, tag, idx),
+        let existing = self.find(hash, &key);
+        let idx = self.alloc(p);
+        // SAFETY: a fresh slot, published below.
+        let meta = unsafe {
+            self.slot(idx)
+                .fill(tag, expires, key, Filling::Ready(value))
+        };
+        match existing {
+            Some((pos, old)) => {
+                self.table(shard)
+                    .expect("found in it")
+                    .replace(pos, tag, idx);
+                self.retire(p, old);
             }
-            self.link(p, idx, meta, expires);
-        });
+            None => self.table_insert(p, shard, tag, idx),
+        }
+        self.link(p, idx, meta, expires);
     }
 
     pub(crate) fn remove<Q>(&self, hash: u64, key: &Q) -> Option<V>
@@ -713,36 +727,77 @@ where
         claim
     }
 
-    /// Entries from least to most recently used, as `(key, value, deadline)`,
-    /// copied `chunk` at a time so the lock is never held for long.
-    #[cfg_attr(not(feature = "persist"), allow(dead_code))]
-    pub(crate) fn snapshot(&self, chunk: usize) -> Vec<(K, V, u64)>
-    where
-        K: Clone,
-    {
-        // The order is read once; entries are then copied a chunk per lock.
-        // An entry that changes between chunks is copied as it is then, or
-        // skipped if it is gone.
-        let order: Vec<(u32, u32)> = self.write(false, |p| {
-            p.lru
-                .iter_from_back()
-                .map(|idx| (idx, self.slot(idx).meta.load(Ordering::Relaxed)))
-                .collect()
-        });
-        let mut out = Vec::with_capacity(order.len());
-        for part in order.chunks(chunk.max(1)) {
-            let guard = epoch::pin();
-            let _p = self.lock();
-            for &(idx, meta) in part {
-                let slot = self.slot(idx);
-                if slot.meta.load(Ordering::Relaxed) == meta {
-                    // SAFETY: READY with the same meta, lock held.
-                    unsafe { out.push((slot.key().clone(), slot.value().clone(), slot.expires())) };
+    /// Live entries from least to most recently used, each turned into an
+    /// `R` by `visit(key, value, deadline)`, which sees the entry in place
+    /// (no clone). Copied one shard at a time: the lock is held while one
+    /// shard's table is read; `visit` runs outside it.
+    ///
+    /// # Errors
+    ///
+    /// The first error `visit` returns.
+    #[cfg(feature = "persist")]
+    pub(crate) fn snapshot<R, E>(
+        &self,
+        mut visit: impl FnMut(&K, &V, u64) -> Result<R, E>,
+    ) -> Result<Vec<R>, E> {
+        // Which entries, and their recency, a shard per lock.
+        let mut picked: Vec<(u32, u32, u32)> = Vec::new();
+        for shard in 0..self.shards.len() {
+            self.write(false, |p| {
+                let Some(table) = self.table(shard) else {
+                    return;
+                };
+                let clock = p.lru.clock();
+                picked.extend(table.entries().filter_map(|(_, idx)| {
+                    let meta = self.slot(idx).meta.load(Ordering::Relaxed);
+                    // Stamps are kept as ages from a fixed clock value.
+                    (state(meta) == READY).then(|| (clock.wrapping_sub(p.lru.age(idx)), idx, meta))
+                }));
+            });
+        }
+        // Oldest first; stamps are distinct, so no need for a stable sort.
+        let clock = self.write(false, |p| p.lru.clock());
+        picked.sort_unstable_by_key(|&(stamp, ..)| std::cmp::Reverse(clock.wrapping_sub(stamp)));
+        let guard = epoch::pin();
+        let now = self.clock.now();
+        let mut visited = Vec::with_capacity(picked.len());
+        for (_, idx, meta) in picked {
+            let slot = self.slot(idx);
+            // Still the same entry: pinned, it cannot be reclaimed now; one
+            // changed since its shard was read is left out.
+            if slot.meta.load(Ordering::Acquire) == meta {
+                // SAFETY: READY with the meta seen under the lock; pinned.
+                let expires = unsafe { slot.expires() };
+                if expires > now {
+                    // SAFETY: as above.
+                    visited.push(unsafe { visit(slot.key(), slot.value(), expires) }?);
                 }
             }
-            drop(guard);
         }
-        out
+        drop(guard);
+        Ok(visited)
+    }
+
+    /// Inserts many entries, in order, taking the lock once per `chunk`.
+    #[cfg(feature = "persist")]
+    pub(crate) fn insert_all(
+        &self,
+        entries: impl IntoIterator<Item = (K, V, Option<Duration>)>,
+        chunk: usize,
+    ) {
+        let mut entries = entries.into_iter().peekable();
+        while entries.peek().is_some() {
+            let batch: Vec<_> = entries
+                .by_ref()
+                .take(chunk.max(1))
+                .map(|(key, value, ttl)| (self.hash(&key), key, value, ttl))
+                .collect();
+            self.write(false, |p| {
+                for (hash, key, value, ttl) in batch {
+                    self.insert_locked(p, hash, key, value, ttl);
+                }
+            });
+        }
     }
 }
 

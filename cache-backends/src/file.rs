@@ -1,0 +1,340 @@
+//! [`FileBackend`]: the snapshot in one file, replaced atomically.
+//!
+//! Layout, little-endian:
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 0..8 | magic `ASYNCACH` |
+//! | 8..12 | format version, 1 |
+//! | 12..20 | record count |
+//! | 20..28 | payload length in bytes |
+//! | 28..32 | CRC-32 of bytes 0..28 and of the payload |
+//! | 32.. | the records, one after another (see `wire`) |
+//!
+//! A save writes a temporary file beside the snapshot, `fsync`s it, renames
+//! it over the snapshot and `fsync`s the folder, so a crash at any point
+//! leaves the previous snapshot or the new one, whole. A load checks every
+//! header field and the checksum before decoding anything, reads no more
+//! than the file holds, and never writes.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use cache_core::async_trait;
+use cache_core::{Backend, BackendError, Record};
+
+use crate::wire;
+
+const MAGIC: &[u8; 8] = b"ASYNCACH";
+/// The format this build writes and the newest it reads.
+pub(crate) const VERSION: u32 = 1;
+const HEADER: usize = 32;
+
+/// Keeps the cache's snapshot in one file.
+///
+/// The file is replaced atomically on each save (temporary file, `fsync`,
+/// rename, `fsync` of the folder), carries a magic tag, a format version and
+/// a CRC-32, and is never written by a load: a damaged, foreign or newer file
+/// is a typed error and stays as it is. One process should write a given
+/// path at a time.
+///
+/// # Examples
+///
+/// ```
+/// use async_cache::{Cache, FileBackend};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// let backend = FileBackend::new(dir.path().join("users.cache")); // no I/O yet
+///
+/// let cache = Cache::<u64, String>::new(1_000);
+/// cache.insert(1, "ada".into());
+/// cache.save_to_backend(&backend).await?;
+///
+/// let warm = Cache::<u64, String>::new(1_000);
+/// warm.load_from_backend(&backend).await?;
+/// assert_eq!(warm.get(&1).as_deref(), Some("ada"));
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct FileBackend {
+    path: PathBuf,
+}
+
+impl FileBackend {
+    /// A backend for the snapshot at `path`; nothing is read or written
+    /// until the first save or load.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_cache::FileBackend;
+    ///
+    /// let backend = FileBackend::new("/var/cache/my-service/users.cache");
+    /// assert!(backend.path().ends_with("users.cache"));
+    /// ```
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        FileBackend { path: path.into() }
+    }
+
+    /// The snapshot's path.
+    ///
+    /// # Examples
+    ///
+    /// See [`FileBackend::new`].
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[async_trait]
+impl Backend for FileBackend {
+    async fn save(&self, entries: Vec<Record>) -> Result<(), BackendError> {
+        let path = self.path.clone();
+        crate::blocking(move || write_snapshot(&path, &entries)).await
+    }
+
+    async fn load(&self) -> Result<Vec<Record>, BackendError> {
+        let path = self.path.clone();
+        crate::blocking(move || read_snapshot(&path)).await
+    }
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> BackendError + '_ {
+    move |source| BackendError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn corrupt(path: &Path, reason: impl Into<String>) -> BackendError {
+    BackendError::Corrupt {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+/// The whole file image: header then payload.
+pub(crate) fn encode(entries: &[Record]) -> Vec<u8> {
+    // Sized once: each record takes its bytes plus at most 26 of framing.
+    let size = HEADER
+        + entries
+            .iter()
+            .map(|r| r.key.len() + r.value.len() + 26)
+            .sum::<usize>();
+    let mut image = Vec::with_capacity(size);
+    image.resize(HEADER, 0);
+    for record in entries {
+        wire::encode_into(record, &mut image);
+    }
+    let payload_len = (image.len() - HEADER) as u64;
+    image[0..8].copy_from_slice(MAGIC);
+    image[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    image[12..20].copy_from_slice(&(entries.len() as u64).to_le_bytes());
+    image[20..28].copy_from_slice(&payload_len.to_le_bytes());
+    let crc = checksum(&image[..28], &image[HEADER..]);
+    image[28..32].copy_from_slice(&crc.to_le_bytes());
+    image
+}
+
+fn checksum(header: &[u8], payload: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(header);
+    hasher.update(payload);
+    hasher.finalize()
+}
+
+fn write_snapshot(path: &Path, entries: &[Record]) -> Result<(), BackendError> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| corrupt(path, "the path names a folder, not a file"))?
+        .to_string_lossy()
+        .into_owned();
+    let prefix = format!(".{name}.");
+    remove_leftovers(dir, &prefix);
+    let image = encode(entries);
+    let mut temp = tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(io_error(dir))?;
+    temp.write_all(&image).map_err(io_error(temp.path()))?;
+    temp.as_file().sync_all().map_err(io_error(path))?;
+    temp.persist(path).map_err(|e| io_error(path)(e.error))?;
+    // The rename is only durable once the folder is.
+    sync_dir(dir).map_err(io_error(dir))
+}
+
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> io::Result<()> {
+    // Windows has no folder fsync; the rename is atomic on NTFS.
+    Ok(())
+}
+
+/// Temporary files of saves that crashed before their rename.
+fn remove_leftovers(dir: &Path, prefix: &str) {
+    let Ok(listing) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in listing.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(prefix) && name.ends_with(".tmp") {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+fn read_snapshot(path: &Path) -> Result<Vec<Record>, BackendError> {
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_error(path)(e)),
+    };
+    let len = file.metadata().map_err(io_error(path))?.len();
+    if len == 0 {
+        return Err(corrupt(path, "the file is empty"));
+    }
+    if len < HEADER as u64 {
+        return Err(corrupt(
+            path,
+            format!("{len} bytes: shorter than the {HEADER}-byte header"),
+        ));
+    }
+    let mut header = [0u8; HEADER];
+    file.read_exact(&mut header).map_err(io_error(path))?;
+    let payload_len = check_header(path, &header, len)?;
+    // The header's length matches the file's, so this reads what exists.
+    let mut payload = Vec::with_capacity(payload_len);
+    file.take(payload_len as u64)
+        .read_to_end(&mut payload)
+        .map_err(io_error(path))?;
+    if payload.len() != payload_len {
+        return Err(corrupt(path, "the file shrank while it was read"));
+    }
+    decode(path, &header, &payload)
+}
+
+/// Checks magic, version and length; returns the payload length.
+fn check_header(path: &Path, header: &[u8; HEADER], file_len: u64) -> Result<usize, BackendError> {
+    if &header[0..8] != MAGIC {
+        return Err(corrupt(path, "no async-cache magic tag: not a snapshot"));
+    }
+    let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
+    if version > VERSION {
+        return Err(BackendError::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found: version,
+            supported: VERSION,
+        });
+    }
+    if version == 0 {
+        return Err(corrupt(path, "format version 0 does not exist"));
+    }
+    let payload_len = u64::from_le_bytes(header[20..28].try_into().expect("8 bytes"));
+    if payload_len != file_len - HEADER as u64 {
+        return Err(corrupt(
+            path,
+            format!(
+                "the header announces {payload_len} bytes of records, the file holds {}",
+                file_len - HEADER as u64
+            ),
+        ));
+    }
+    usize::try_from(payload_len).map_err(|_| corrupt(path, "too large for this machine"))
+}
+
+/// Checks the checksum and count, then decodes the records.
+pub(crate) fn decode(
+    path: &Path,
+    header: &[u8],
+    payload: &[u8],
+) -> Result<Vec<Record>, BackendError> {
+    let stored = u32::from_le_bytes(header[28..32].try_into().expect("4 bytes"));
+    if checksum(&header[..28], payload) != stored {
+        return Err(corrupt(path, "checksum mismatch: the file is damaged"));
+    }
+    let count = u64::from_le_bytes(header[12..20].try_into().expect("8 bytes"));
+    // Every record takes at least 3 bytes, so this bounds the allocation by
+    // the file's size, whatever the count says.
+    let mut records = Vec::with_capacity((count as usize).min(payload.len() / 3));
+    let mut rest = payload;
+    while !rest.is_empty() {
+        let (record, tail) = wire::decode_from(rest)
+            .map_err(|e| corrupt(path, format!("record {}: {e}", records.len())))?;
+        records.push(record);
+        rest = tail;
+    }
+    if records.len() as u64 != count {
+        return Err(corrupt(
+            path,
+            format!(
+                "the header announces {count} records, the file holds {}",
+                records.len()
+            ),
+        ));
+    }
+    Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    fn sample() -> Vec<Record> {
+        (0..3u8)
+            .map(|i| Record {
+                key: vec![i],
+                value: vec![i; 5],
+                expires_at: (i == 1).then(|| SystemTime::UNIX_EPOCH + Duration::from_secs(1 << 33)),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_image_decodes_to_what_was_encoded() {
+        let records = sample();
+        let image = encode(&records);
+        let len = image.len() as u64;
+        let header: [u8; HEADER] = image[..HEADER].try_into().unwrap();
+        assert_eq!(
+            check_header(Path::new("x"), &header, len).unwrap(),
+            image.len() - HEADER
+        );
+        assert_eq!(
+            decode(Path::new("x"), &header, &image[HEADER..]).unwrap(),
+            records
+        );
+    }
+
+    #[test]
+    fn a_newer_version_is_unsupported_not_corrupt() {
+        let mut image = encode(&sample());
+        image[8..12].copy_from_slice(&2u32.to_le_bytes());
+        let header: [u8; HEADER] = image[..HEADER].try_into().unwrap();
+        let err = check_header(Path::new("x"), &header, image.len() as u64).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                BackendError::UnsupportedVersion {
+                    found: 2,
+                    supported: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,192 @@
+//! [`SledBackend`]: the snapshot in a sled database.
+//!
+//! Each save writes the records into a fresh tree (`async-cache/snapshot-N`,
+//! keyed by position, so iteration gives the saved order), flushes it, then
+//! points `current` in the `async-cache/meta` tree at it with one atomic
+//! insert, flushes again, and drops the previous tree. A crash before the
+//! switch leaves the previous snapshot current; its half-written successor
+//! is dropped by the next save.
+
+use std::path::{Path, PathBuf};
+
+use cache_core::async_trait;
+use cache_core::{Backend, BackendError, Record};
+
+use crate::wire;
+
+const META: &str = "async-cache/meta";
+const SNAPSHOT: &str = "async-cache/snapshot-";
+const FORMAT_KEY: &[u8] = b"format";
+const CURRENT_KEY: &[u8] = b"current";
+const VERSION: u32 = 1;
+
+/// Keeps the cache's snapshot in a sled database.
+///
+/// # Examples
+///
+/// ```
+/// use async_cache::{Cache, SledBackend};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// let backend = SledBackend::open(dir.path().join("cache.sled"))?;
+/// let cache = Cache::<u64, String>::new(1_000);
+/// cache.insert(1, "ada".into());
+/// cache.save_to_backend(&backend).await?; // returns once flushed to disk
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct SledBackend {
+    db: sled::Db,
+    path: PathBuf,
+}
+
+fn storage(path: &Path) -> impl Fn(sled::Error) -> BackendError + '_ {
+    move |e| BackendError::Storage {
+        engine: "sled",
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    }
+}
+
+fn corrupt(path: &Path, reason: impl Into<String>) -> BackendError {
+    BackendError::Corrupt {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+impl SledBackend {
+    /// Opens (or creates) the database at `path`. Dropping the backend, and
+    /// every clone of it, releases the database.
+    ///
+    /// # Errors
+    ///
+    /// [`BackendError::Storage`] if sled cannot open it (another process
+    /// holds it, say); [`BackendError::Corrupt`] if it holds another
+    /// application's data; [`BackendError::UnsupportedVersion`] if a newer
+    /// async-cache wrote it.
+    ///
+    /// # Examples
+    ///
+    /// See [`SledBackend`].
+    pub fn open(path: impl Into<PathBuf>) -> Result<Self, BackendError> {
+        let path = path.into();
+        let db = sled::open(&path).map_err(storage(&path))?;
+        let backend = SledBackend { db, path };
+        backend.check_schema()?;
+        Ok(backend)
+    }
+
+    /// Refuses a database that is not ours, or is newer than this build.
+    fn check_schema(&self) -> Result<(), BackendError> {
+        let path = &self.path;
+        if !self.db.is_empty() {
+            return Err(corrupt(
+                path,
+                "sled's default tree holds data: another application's database",
+            ));
+        }
+        for name in self.db.tree_names() {
+            let name = String::from_utf8_lossy(&name);
+            if name != "__sled__default" && name != META && !name.starts_with(SNAPSHOT) {
+                return Err(corrupt(
+                    path,
+                    format!("a tree `{name}` that async-cache did not write"),
+                ));
+            }
+        }
+        let meta = self.db.open_tree(META).map_err(storage(path))?;
+        match meta.get(FORMAT_KEY).map_err(storage(path))? {
+            None => {
+                meta.insert(FORMAT_KEY, &VERSION.to_le_bytes())
+                    .map_err(storage(path))?;
+            }
+            Some(found) => {
+                let found = u32::from_le_bytes(
+                    found
+                        .as_ref()
+                        .try_into()
+                        .map_err(|_| corrupt(path, "a damaged format version"))?,
+                );
+                if found > VERSION {
+                    return Err(BackendError::UnsupportedVersion {
+                        path: path.clone(),
+                        found,
+                        supported: VERSION,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn save_blocking(&self, entries: &[Record]) -> Result<(), BackendError> {
+        let path = &self.path;
+        let meta = self.db.open_tree(META).map_err(storage(path))?;
+        let current = meta.get(CURRENT_KEY).map_err(storage(path))?;
+        // Two trees, written in turn: the one not current is cleared and
+        // refilled, so sled reuses its space instead of growing.
+        let next = match current.as_deref() {
+            Some(name) if name.ends_with(b"0") => 1,
+            _ => 0,
+        };
+        let name = format!("{SNAPSHOT}{next}");
+        let tree = self.db.open_tree(&name).map_err(storage(path))?;
+        tree.clear().map_err(storage(path))?;
+        let mut batch = sled::Batch::default();
+        let mut bytes = Vec::new();
+        for (position, record) in entries.iter().enumerate() {
+            bytes.clear();
+            wire::encode_into(record, &mut bytes);
+            batch.insert(&(position as u64).to_be_bytes(), bytes.as_slice());
+        }
+        tree.apply_batch(batch).map_err(storage(path))?;
+        self.db.flush().map_err(storage(path))?;
+        meta.insert(CURRENT_KEY, name.as_bytes())
+            .map_err(storage(path))?;
+        self.db.flush().map_err(storage(path))?;
+        Ok(())
+    }
+
+    fn load_blocking(&self) -> Result<Vec<Record>, BackendError> {
+        let path = &self.path;
+        let meta = self.db.open_tree(META).map_err(storage(path))?;
+        let Some(current) = meta.get(CURRENT_KEY).map_err(storage(path))? else {
+            return Ok(Vec::new());
+        };
+        if !current.starts_with(SNAPSHOT.as_bytes()) {
+            return Err(corrupt(path, "the current snapshot's name is damaged"));
+        }
+        let tree = self.db.open_tree(&current).map_err(storage(path))?;
+        tree.iter()
+            .values()
+            .enumerate()
+            .map(|(position, value)| {
+                let value = value.map_err(storage(path))?;
+                match wire::decode_from(&value) {
+                    Ok((record, [])) => Ok(record),
+                    Ok(_) => Err(corrupt(
+                        path,
+                        format!("record {position} has trailing bytes"),
+                    )),
+                    Err(e) => Err(corrupt(path, format!("record {position}: {e}"))),
+                }
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Backend for SledBackend {
+    async fn save(&self, entries: Vec<Record>) -> Result<(), BackendError> {
+        let backend = self.clone();
+        crate::blocking(move || backend.save_blocking(&entries)).await
+    }
+
+    async fn load(&self) -> Result<Vec<Record>, BackendError> {
+        let backend = self.clone();
+        crate::blocking(move || backend.load_blocking()).await
+    }
+}

@@ -1,0 +1,280 @@
+//! One conformance suite, run against every backend: what a snapshot must
+//! keep (values, expiries, LRU order), what a load must skip and count, and
+//! what an empty store gives.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use async_cache::{Backend, BackendError, Cache, FileBackend, Record, SledBackend, SqliteBackend};
+
+const ENTRIES: u64 = 10_000;
+
+fn value(k: u64) -> String {
+    format!("value of {k}")
+}
+
+/// 10,000 entries: values, remaining TTLs and LRU order all survive.
+async fn round_trip_keeps_values_ttls_and_lru_order(backend: &dyn Backend) {
+    let cache = Cache::<u64, String>::new(ENTRIES as usize);
+    for k in 0..ENTRIES {
+        let ttl = (k % 3 == 0).then(|| Duration::from_secs(1_000 + k));
+        cache.insert_with_ttl(k, value(k), ttl);
+    }
+    // Reorder: the even keys, descending, become the most recently used.
+    for k in (0..ENTRIES).rev().filter(|k| k % 2 == 0) {
+        assert!(cache.get(&k).is_some());
+    }
+    let saved = cache.save_to_backend(backend).await.unwrap();
+    assert_eq!(saved.written, ENTRIES as usize);
+
+    let loaded = Cache::<u64, String>::new(ENTRIES as usize);
+    let report = loaded.load_from_backend(backend).await.unwrap();
+    assert_eq!(
+        (
+            report.loaded,
+            report.skipped_expired,
+            report.skipped_undecodable
+        ),
+        (ENTRIES as usize, 0, 0)
+    );
+    for k in 0..ENTRIES {
+        assert_eq!(loaded.peek(&k), Some(value(k)), "key {k}");
+    }
+
+    // Expiries: key 3 expires 1,003 s after it was inserted, key 1 never.
+    let records = backend.load().await.unwrap();
+    let now = SystemTime::now();
+    for record in &records {
+        let k: u64 = postcard::from_bytes(&record.key).unwrap();
+        match record.expires_at {
+            None => assert_ne!(k % 3, 0, "key {k} lost its TTL"),
+            Some(at) => {
+                assert_eq!(k % 3, 0, "key {k} gained a TTL");
+                let left = at.duration_since(now).unwrap().as_secs_f64();
+                let expected = (1_000 + k) as f64;
+                assert!(
+                    (left - expected).abs() < 30.0,
+                    "key {k}: {left} s left, expected about {expected}"
+                );
+            }
+        }
+    }
+
+    // LRU order: the least recently used first, the most recently used last.
+    let order: Vec<u64> = records
+        .iter()
+        .map(|r| postcard::from_bytes(&r.key).unwrap())
+        .collect();
+    let mut expected: Vec<u64> = (0..ENTRIES).filter(|k| k % 2 == 1).collect();
+    expected.extend((0..ENTRIES).rev().filter(|k| k % 2 == 0));
+    assert_eq!(order, expected);
+
+    // And the loaded cache evicts in that order: its next eviction is key 1.
+    loaded.insert(ENTRIES, value(ENTRIES));
+    assert!(!loaded.contains_key(&1));
+    assert!(loaded.contains_key(&3));
+}
+
+/// Loading into a smaller cache keeps the most recently used entries.
+async fn a_smaller_cache_keeps_the_most_recently_used(backend: &dyn Backend) {
+    let cache = Cache::<u64, String>::new(1_000);
+    for k in 0..1_000 {
+        cache.insert(k, value(k));
+    }
+    cache.save_to_backend(backend).await.unwrap();
+    let small = Cache::<u64, String>::new(100);
+    small.load_from_backend(backend).await.unwrap();
+    assert_eq!(small.len(), 100);
+    assert!((900..1_000).all(|k| small.contains_key(&k)));
+}
+
+/// Records that expired between save and load are skipped and counted;
+/// a record without expiry stays without.
+async fn expired_records_are_skipped_and_counted(backend: &dyn Backend) {
+    let record = |k: u64, expires_at| Record {
+        key: postcard::to_allocvec(&k).unwrap(),
+        value: postcard::to_allocvec(&value(k)).unwrap(),
+        expires_at,
+    };
+    let past = SystemTime::now() - Duration::from_secs(5);
+    let future = SystemTime::now() + Duration::from_secs(3_600);
+    backend
+        .save(vec![
+            record(1, Some(past)),
+            record(2, Some(future)),
+            record(3, None),
+            record(4, Some(past)),
+        ])
+        .await
+        .unwrap();
+    let cache = Cache::<u64, String>::new(100);
+    let report = cache.load_from_backend(backend).await.unwrap();
+    assert_eq!((report.loaded, report.skipped_expired), (2, 2));
+    assert!(cache.contains_key(&2) && cache.contains_key(&3));
+    assert!(!cache.contains_key(&1) && !cache.contains_key(&4));
+}
+
+/// A record that no longer decodes into the cache's types is skipped.
+async fn undecodable_records_are_skipped_and_counted(backend: &dyn Backend) {
+    let good = Record {
+        key: postcard::to_allocvec(&1u64).unwrap(),
+        value: postcard::to_allocvec(&value(1)).unwrap(),
+        expires_at: None,
+    };
+    let bad_value = Record {
+        key: postcard::to_allocvec(&2u64).unwrap(),
+        value: vec![0xff, 0xff, 0xff],
+        expires_at: None,
+    };
+    let bad_key = Record {
+        key: vec![],
+        value: postcard::to_allocvec(&value(3)).unwrap(),
+        expires_at: None,
+    };
+    backend.save(vec![good, bad_value, bad_key]).await.unwrap();
+    let cache = Cache::<u64, String>::new(100);
+    let report = cache.load_from_backend(backend).await.unwrap();
+    assert_eq!((report.loaded, report.skipped_undecodable), (1, 2));
+    // The same snapshot into other types: nothing decodes, nothing breaks.
+    let other = Cache::<String, u8>::new(100);
+    let report = other.load_from_backend(backend).await.unwrap();
+    assert_eq!(report.loaded, 0);
+    assert_eq!(report.skipped_undecodable, 3);
+}
+
+/// An empty store loads nothing; an empty cache saves an empty snapshot.
+async fn an_empty_store_loads_nothing(backend: &dyn Backend) {
+    assert_eq!(backend.load().await.unwrap(), vec![]);
+    let cache = Cache::<u64, String>::new(100);
+    assert_eq!(cache.load_from_backend(backend).await.unwrap().loaded, 0);
+    cache.save_to_backend(backend).await.unwrap();
+    assert_eq!(backend.load().await.unwrap(), vec![]);
+}
+
+/// A save replaces the snapshot, it does not add to it.
+async fn a_save_replaces_the_previous_snapshot(backend: &dyn Backend) {
+    let cache = Cache::<u64, String>::new(1_000);
+    for k in 0..500 {
+        cache.insert(k, value(k));
+    }
+    cache.save_to_backend(backend).await.unwrap();
+    cache.clear();
+    for k in 1_000..1_010 {
+        cache.insert(k, value(k));
+    }
+    cache.save_to_backend(backend).await.unwrap();
+    let loaded = Cache::<u64, String>::new(1_000);
+    assert_eq!(loaded.load_from_backend(backend).await.unwrap().loaded, 10);
+    assert!(!loaded.contains_key(&0) && loaded.contains_key(&1_005));
+}
+
+/// Autosave saves in the background and once more on shutdown.
+async fn autosave_saves_periodically_and_on_shutdown<B: Backend + Clone + 'static>(backend: B) {
+    let cache = Cache::<u64, String>::new(100);
+    cache.insert(1, value(1));
+    let autosave = cache.autosave(backend.clone(), Duration::from_millis(50));
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while autosave.saves() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("no background save");
+    assert_eq!(backend.load().await.unwrap().len(), 1);
+    cache.insert(2, value(2));
+    let last = tokio::time::timeout(Duration::from_secs(10), autosave.shutdown())
+        .await
+        .expect("shutdown hangs");
+    assert_eq!(last.unwrap().written, 2);
+    assert_eq!(backend.load().await.unwrap().len(), 2);
+
+    // The task stops by itself once the cache is dropped.
+    let other = Cache::<u64, String>::new(100);
+    let autosave = other.autosave(backend.clone(), Duration::from_millis(10));
+    drop(other);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !autosave.is_finished() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the autosave task outlived its cache");
+    assert!(matches!(
+        autosave.shutdown().await,
+        Err(BackendError::CacheDropped)
+    ));
+}
+
+macro_rules! conformance {
+    ($($backend:ident: $open:expr;)*) => {$(
+        mod $backend {
+            use super::*;
+
+            fn open(dir: &Path) -> impl Backend + Clone + 'static {
+                #[allow(clippy::redundant_closure_call)]
+                ($open)(dir)
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn round_trip_keeps_values_ttls_and_lru_order() {
+                let dir = tempfile::tempdir().unwrap();
+                super::round_trip_keeps_values_ttls_and_lru_order(&open(dir.path())).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_smaller_cache_keeps_the_most_recently_used() {
+                let dir = tempfile::tempdir().unwrap();
+                super::a_smaller_cache_keeps_the_most_recently_used(&open(dir.path())).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn expired_records_are_skipped_and_counted() {
+                let dir = tempfile::tempdir().unwrap();
+                super::expired_records_are_skipped_and_counted(&open(dir.path())).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn undecodable_records_are_skipped_and_counted() {
+                let dir = tempfile::tempdir().unwrap();
+                super::undecodable_records_are_skipped_and_counted(&open(dir.path())).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn an_empty_store_loads_nothing() {
+                let dir = tempfile::tempdir().unwrap();
+                super::an_empty_store_loads_nothing(&open(dir.path())).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_save_replaces_the_previous_snapshot() {
+                let dir = tempfile::tempdir().unwrap();
+                super::a_save_replaces_the_previous_snapshot(&open(dir.path())).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn autosave_saves_periodically_and_on_shutdown() {
+                let dir = tempfile::tempdir().unwrap();
+                super::autosave_saves_periodically_and_on_shutdown(open(dir.path())).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn dropping_the_backend_releases_it_for_reopening() {
+                let dir = tempfile::tempdir().unwrap();
+                let cache = Cache::<u64, String>::new(10);
+                cache.insert(1, value(1));
+                {
+                    let first = open(dir.path());
+                    cache.save_to_backend(&first).await.unwrap();
+                }
+                let again = open(dir.path());
+                assert_eq!(again.load().await.unwrap().len(), 1);
+            }
+        }
+    )*};
+}
+
+conformance! {
+    file: |dir: &Path| FileBackend::new(dir.join("snapshot.cache"));
+    sled: |dir: &Path| SledBackend::open(dir.join("snapshot.sled")).unwrap();
+    sqlite: |dir: &Path| SqliteBackend::open(dir.join("snapshot.db")).unwrap();
+}

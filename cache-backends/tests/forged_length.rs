@@ -1,0 +1,101 @@
+//! A forged length of 2^40 in a snapshot: refused without allocating
+//! anything like it. In a binary of its own, so the allocation count is
+//! not disturbed by other tests running at the same time.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_cache::{BackendError, Cache, FileBackend};
+
+/// Counts live heap bytes and their peak, to show a load never allocates
+/// what a forged length asks for.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+        PEAK.fetch_max(now, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Loads `bytes` from a file: the error, after checking the file is
+/// unchanged and the cache still works.
+fn load_bad(rt: &tokio::runtime::Runtime, dir: &Path, bytes: &[u8]) -> BackendError {
+    let path = dir.join("bad.cache");
+    std::fs::write(&path, bytes).unwrap();
+    let cache = Cache::<u64, String>::new(10);
+    cache.insert(9, "kept".into());
+    let error = rt
+        .block_on(cache.load_from_backend(&FileBackend::new(&path)))
+        .expect_err("a bad file must not load");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        bytes,
+        "the file was modified"
+    );
+    assert_eq!(cache.get(&9).as_deref(), Some("kept"), "the cache changed");
+    cache.insert(10, "still works".into());
+    assert_eq!(cache.len(), 2);
+    let message = error.to_string();
+    assert!(
+        message.contains("bad.cache"),
+        "the error names the file: {message}"
+    );
+    error
+}
+
+/// A file with a valid header and checksum around a record whose key claims
+/// 2^40 bytes, and a header claiming 2^40 bytes of records: both refused
+/// without allocating anything like it.
+#[test]
+fn a_forged_length_of_2_pow_40_allocates_nothing_like_it() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    // varint(2^40) as a key length, then three bytes.
+    let payload = [0x80, 0x80, 0x80, 0x80, 0x80, 0x20, 1, 2, 3];
+    let mut forged = Vec::new();
+    forged.extend_from_slice(b"ASYNCACH");
+    forged.extend_from_slice(&1u32.to_le_bytes());
+    forged.extend_from_slice(&1u64.to_le_bytes());
+    forged.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&forged);
+    crc.update(&payload);
+    forged.extend_from_slice(&crc.finalize().to_le_bytes());
+    forged.extend_from_slice(&payload);
+
+    let mut huge_header = forged.clone();
+    huge_header[20..28].copy_from_slice(&(1u64 << 40).to_le_bytes());
+
+    for bad in [forged, huge_header] {
+        let before = LIVE.load(Ordering::Relaxed);
+        PEAK.store(before, Ordering::Relaxed);
+        let error = load_bad(&rt, dir.path(), &bad);
+        let grew = PEAK.load(Ordering::Relaxed) - before;
+        assert!(matches!(error, BackendError::Corrupt { .. }), "{error}");
+        assert!(
+            grew < 1 << 20,
+            "a forged length made the load allocate {grew} bytes"
+        );
+    }
+}

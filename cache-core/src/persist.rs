@@ -1,0 +1,530 @@
+//! Persistence: the [`Backend`] trait and [`Cache::save_to_backend`],
+//! [`Cache::load_from_backend`] and [`Cache::autosave`].
+//!
+//! A snapshot is the whole cache as a list of [`Record`]s, least recently
+//! used first, each holding its key and value encoded with postcard and its
+//! expiry as wall-clock time, so TTLs and LRU order survive a restart. The
+//! implementations (file, sled, SQLite) live in the `cache-backends` crate.
+
+use std::error::Error;
+use std::fmt;
+use std::hash::Hash;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::oneshot;
+
+use crate::Cache;
+use crate::store::Store;
+use crate::time::Clock;
+
+/// Where snapshots are kept. Implemented by `FileBackend`, `SledBackend`
+/// and `SqliteBackend`; implement it to keep snapshots anywhere else.
+///
+/// # Examples
+///
+/// A backend that keeps the snapshot in memory:
+///
+/// ```
+/// use std::sync::Mutex;
+/// use async_cache::{Backend, BackendError, Record, async_trait};
+///
+/// #[derive(Default)]
+/// struct InMemory(Mutex<Vec<Record>>);
+///
+/// #[async_trait]
+/// impl Backend for InMemory {
+///     async fn save(&self, entries: Vec<Record>) -> Result<(), BackendError> {
+///         *self.0.lock().unwrap() = entries;
+///         Ok(())
+///     }
+///
+///     async fn load(&self) -> Result<Vec<Record>, BackendError> {
+///         Ok(self.0.lock().unwrap().clone())
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// Replaces the stored snapshot with `entries` (least recently used
+    /// first), all at once: after a crash, the previous snapshot or this one
+    /// is stored, never a mix.
+    async fn save(&self, entries: Vec<Record>) -> Result<(), BackendError>;
+
+    /// The stored snapshot, in the order it was saved; empty if there is none.
+    async fn load(&self) -> Result<Vec<Record>, BackendError>;
+}
+
+#[async_trait]
+impl<B: Backend + ?Sized> Backend for Arc<B> {
+    async fn save(&self, entries: Vec<Record>) -> Result<(), BackendError> {
+        (**self).save(entries).await
+    }
+
+    async fn load(&self) -> Result<Vec<Record>, BackendError> {
+        (**self).load().await
+    }
+}
+
+#[async_trait]
+impl<B: Backend + ?Sized> Backend for Box<B> {
+    async fn save(&self, entries: Vec<Record>) -> Result<(), BackendError> {
+        (**self).save(entries).await
+    }
+
+    async fn load(&self) -> Result<Vec<Record>, BackendError> {
+        (**self).load().await
+    }
+}
+
+/// One entry of a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Record {
+    /// The key, encoded with postcard.
+    pub key: Vec<u8>,
+    /// The value, encoded with postcard.
+    pub value: Vec<u8>,
+    /// When the entry expires, or `None` for never.
+    pub expires_at: Option<SystemTime>,
+}
+
+/// Why a save or a load failed. The cache itself is never changed by a
+/// failure, and a backend never overwrites or repairs a file it could not
+/// read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// Reading or writing `path` failed.
+    #[error("I/O error on {}: {source}", path.display())]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `path` holds no valid snapshot: truncated, damaged, or not a snapshot
+    /// at all. It was left as it is.
+    #[error(
+        "{} is not a valid async-cache snapshot ({reason}); it was left untouched: move it away to start with an empty cache",
+        path.display()
+    )]
+    Corrupt {
+        /// The file or database.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// `path` was written by a newer version of async-cache.
+    #[error(
+        "{} holds a snapshot in format version {found}, newer than this build reads ({supported}): upgrade async-cache, or move the file away",
+        path.display()
+    )]
+    UnsupportedVersion {
+        /// The file or database.
+        path: PathBuf,
+        /// Its format version.
+        found: u32,
+        /// The newest version this build reads.
+        supported: u32,
+    },
+    /// A key or value could not be encoded (its `Serialize` failed or
+    /// panicked). Nothing was written.
+    #[error("could not encode a cache entry: {0}")]
+    Encode(#[source] Box<dyn Error + Send + Sync>),
+    /// The storage engine failed.
+    #[error("{engine} failed on {}: {source}", path.display())]
+    Storage {
+        /// `"sled"` or `"sqlite"`.
+        engine: &'static str,
+        /// The database.
+        path: PathBuf,
+        /// The engine's error.
+        #[source]
+        source: Box<dyn Error + Send + Sync>,
+    },
+    /// The cache was dropped before a final autosave could run.
+    #[error("the cache was dropped: there is nothing left to save")]
+    CacheDropped,
+}
+
+/// What [`Cache::save_to_backend`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SaveReport {
+    /// Entries written.
+    pub written: usize,
+}
+
+/// What [`Cache::load_from_backend`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LoadReport {
+    /// Entries put in the cache.
+    pub loaded: usize,
+    /// Records whose expiry had passed.
+    pub skipped_expired: usize,
+    /// Records whose key or value no longer decodes into the cache's types.
+    pub skipped_undecodable: usize,
+}
+
+/// A panic in user `Serialize`/`Deserialize` code on the blocking pool.
+fn panicked(what: &str, panic: tokio::task::JoinError) -> BackendError {
+    BackendError::Encode(format!("{what} panicked: {panic}").into())
+}
+
+impl<K, V> Cache<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + Serialize + DeserializeOwned + 'static,
+    V: Clone + Send + Sync + Serialize + DeserializeOwned + 'static,
+{
+    /// Saves the whole cache to `backend`, replacing its snapshot. Live
+    /// entries only, least recently used first, each with its expiry.
+    ///
+    /// Entries are copied one shard at a time (`get` never waits, `insert`
+    /// at most for one shard's copy); encoding and I/O run on the blocking
+    /// pool. Saves of one cache run one at a time.
+    ///
+    /// # Errors
+    ///
+    /// [`BackendError`]: nothing was saved, the previous snapshot is intact.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// use async_cache::{Cache, FileBackend};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let backend = FileBackend::new(dir.path().join("users.cache"));
+    ///
+    /// let cache = Cache::<u64, String>::new(1_000);
+    /// cache.insert(1, "ada".into());
+    /// assert_eq!(cache.save_to_backend(&backend).await?.written, 1);
+    ///
+    /// let restarted = Cache::<u64, String>::new(1_000);
+    /// assert_eq!(restarted.load_from_backend(&backend).await?.loaded, 1);
+    /// assert_eq!(restarted.get(&1).as_deref(), Some("ada"));
+    /// # Ok(()) }
+    /// # }
+    /// ```
+    pub async fn save_to_backend<B: Backend + ?Sized>(
+        &self,
+        backend: &B,
+    ) -> Result<SaveReport, BackendError> {
+        let _one_at_a_time = self.store.save_lock.lock().await;
+        // Copying and encoding run together on the blocking pool: each entry
+        // is encoded where it lies, without a clone.
+        let store = Arc::clone(&self.store);
+        let records = tokio::task::spawn_blocking(move || {
+            let mut scratch = Vec::new();
+            store.snapshot(|key, value, expires| {
+                encode(key, value, expires, store.clock, &mut scratch)
+            })
+        })
+        .await
+        .map_err(|panic| panicked("Serialize", panic))??;
+        let written = records.len();
+        backend.save(records).await?;
+        Ok(SaveReport { written })
+    }
+
+    /// Loads `backend`'s snapshot into the cache, merging: saved keys
+    /// overwrite present ones, in saved LRU order (the most recently used
+    /// ends most recent). Each entry keeps exactly its saved expiry; expired
+    /// records and records that no longer decode are skipped and counted.
+    ///
+    /// A missing snapshot loads nothing and is not an error.
+    ///
+    /// # Errors
+    ///
+    /// [`BackendError`]: nothing was loaded; the cache and the stored
+    /// snapshot are as they were.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// use async_cache::{Cache, FileBackend};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let backend = FileBackend::new(dir.path().join("none-yet.cache"));
+    /// let cache = Cache::<u64, String>::new(1_000);
+    /// let report = cache.load_from_backend(&backend).await?; // no file yet: fine
+    /// assert_eq!(report.loaded, 0);
+    /// # Ok(()) }
+    /// # }
+    /// ```
+    pub async fn load_from_backend<B: Backend + ?Sized>(
+        &self,
+        backend: &B,
+    ) -> Result<LoadReport, BackendError> {
+        let records = backend.load().await?;
+        let (entries, skipped_undecodable) =
+            tokio::task::spawn_blocking(move || decode::<K, V>(records))
+                .await
+                .map_err(|panic| panicked("Deserialize", panic))?;
+        let mut report = LoadReport {
+            skipped_undecodable,
+            ..LoadReport::default()
+        };
+        let live =
+            entries.into_iter().filter_map(|(key, value, expires_at)| {
+                match Clock::remaining(expires_at) {
+                    Some(Duration::ZERO) => {
+                        report.skipped_expired += 1;
+                        None
+                    }
+                    ttl => {
+                        report.loaded += 1;
+                        Some((key, value, ttl))
+                    }
+                }
+            });
+        // In saved order, a lock per chunk: the last saved ends most recent.
+        self.store.insert_all(live, LOAD_CHUNK);
+        Ok(report)
+    }
+
+    /// Saves the cache to `backend` every `every`, in the background, never
+    /// two saves at once. [`AutosaveHandle::shutdown`] saves once more and
+    /// stops; the task also stops when the cache is dropped. Dropping the
+    /// handle leaves the task running.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// use std::time::Duration;
+    /// use async_cache::{Cache, FileBackend};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let cache = Cache::<u64, String>::new(1_000);
+    /// let autosave = cache.autosave(FileBackend::new(dir.path().join("c.cache")), Duration::from_secs(30));
+    /// cache.insert(1, "ada".into());
+    /// // On shutdown: one last save.
+    /// assert_eq!(autosave.shutdown().await?.written, 1);
+    /// # Ok(()) }
+    /// # }
+    /// ```
+    pub fn autosave<B: Backend + 'static>(&self, backend: B, every: Duration) -> AutosaveHandle {
+        let (stop, stopped) = oneshot::channel::<StopRequest>();
+        let status = Arc::new(Mutex::new(AutosaveStatus::default()));
+        let weak: Weak<Store<K, V>> = Arc::downgrade(&self.store);
+        let task_status = Arc::clone(&status);
+        let task = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // `None` once the handle is dropped: then only the ticks remain.
+            let mut stopped = Some(stopped);
+            loop {
+                let last = tokio::select! {
+                    _ = ticks.tick() => None,
+                    reply = stop_requested(&mut stopped) => Some(reply),
+                };
+                let reply = match last {
+                    None => None,
+                    Some(Ok(reply)) => Some(reply),
+                    Some(Err(_)) => {
+                        stopped = None;
+                        continue;
+                    }
+                };
+                let Some(store) = weak.upgrade() else {
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Err(BackendError::CacheDropped));
+                    }
+                    return;
+                };
+                let result = Cache { store }.save_to_backend(&backend).await;
+                task_status
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .record(&result);
+                if let Some(reply) = reply {
+                    let _ = reply.send(result);
+                    return;
+                }
+            }
+        });
+        AutosaveHandle {
+            stop: Some(stop),
+            status,
+            task,
+        }
+    }
+}
+
+/// Entries inserted per lock acquisition by a load.
+const LOAD_CHUNK: usize = 256;
+
+fn encode<K: Serialize, V: Serialize>(
+    key: &K,
+    value: &V,
+    expires: u64,
+    clock: Clock,
+    scratch: &mut Vec<u8>,
+) -> Result<Record, BackendError> {
+    // Through one scratch buffer, so each field is allocated once, at its
+    // exact size, instead of growing from empty.
+    let mut exact = |item: &dyn erased::Encode| -> Result<Vec<u8>, BackendError> {
+        scratch.clear();
+        item.encode(scratch)?;
+        Ok(scratch.as_slice().to_vec())
+    };
+    Ok(Record {
+        key: exact(key)?,
+        value: exact(value)?,
+        expires_at: clock.wall_clock(expires),
+    })
+}
+
+/// Encoding through a trait object, so keys and values share one closure.
+mod erased {
+    use super::BackendError;
+
+    pub(super) trait Encode {
+        fn encode(&self, out: &mut Vec<u8>) -> Result<(), BackendError>;
+    }
+
+    impl<T: serde::Serialize> Encode for T {
+        fn encode(&self, out: &mut Vec<u8>) -> Result<(), BackendError> {
+            let filled = postcard::to_extend(self, std::mem::take(out))
+                .map_err(|e| BackendError::Encode(e.into()))?;
+            *out = filled;
+            Ok(())
+        }
+    }
+}
+
+/// Decoded entries, and how many records did not decode.
+type Decoded<K, V> = (Vec<(K, V, Option<SystemTime>)>, usize);
+
+fn decode<K: DeserializeOwned, V: DeserializeOwned>(records: Vec<Record>) -> Decoded<K, V> {
+    let mut undecodable = 0;
+    let entries = records
+        .into_iter()
+        .filter_map(|record| {
+            let key = postcard::from_bytes(&record.key);
+            let value = postcard::from_bytes(&record.value);
+            match (key, value) {
+                (Ok(key), Ok(value)) => Some((key, value, record.expires_at)),
+                _ => {
+                    undecodable += 1;
+                    None
+                }
+            }
+        })
+        .collect();
+    (entries, undecodable)
+}
+
+type StopRequest = oneshot::Sender<Result<SaveReport, BackendError>>;
+
+/// Waits for `shutdown`; never resolves once the handle is gone.
+async fn stop_requested(
+    stopped: &mut Option<oneshot::Receiver<StopRequest>>,
+) -> Result<StopRequest, oneshot::error::RecvError> {
+    match stopped {
+        Some(stopped) => stopped.await,
+        None => std::future::pending().await,
+    }
+}
+
+#[derive(Debug, Default)]
+struct AutosaveStatus {
+    saves: u64,
+    failures: u64,
+    last_error: Option<String>,
+}
+
+impl AutosaveStatus {
+    fn record(&mut self, result: &Result<SaveReport, BackendError>) {
+        match result {
+            Ok(_) => self.saves += 1,
+            Err(error) => {
+                self.failures += 1;
+                self.last_error = Some(error.to_string());
+            }
+        }
+    }
+}
+
+/// The background task of [`Cache::autosave`].
+pub struct AutosaveHandle {
+    stop: Option<oneshot::Sender<StopRequest>>,
+    status: Arc<Mutex<AutosaveStatus>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl fmt::Debug for AutosaveHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AutosaveHandle")
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AutosaveHandle {
+    /// Saves once more, waits for that save, and stops.
+    ///
+    /// # Errors
+    ///
+    /// The last save's error, or [`BackendError::CacheDropped`] if the cache
+    /// is gone.
+    ///
+    /// # Examples
+    ///
+    /// See [`Cache::autosave`].
+    pub async fn shutdown(mut self) -> Result<SaveReport, BackendError> {
+        let (reply, result) = oneshot::channel();
+        let stop = self.stop.take().expect("shutdown runs once");
+        if stop.send(reply).is_err() {
+            return Err(BackendError::CacheDropped);
+        }
+        result.await.unwrap_or(Err(BackendError::CacheDropped))
+    }
+
+    /// Background saves that succeeded so far.
+    ///
+    /// # Examples
+    ///
+    /// See [`Cache::autosave`].
+    pub fn saves(&self) -> u64 {
+        self.status.lock().unwrap_or_else(|e| e.into_inner()).saves
+    }
+
+    /// Background saves that failed so far, and the last failure's message.
+    ///
+    /// # Examples
+    ///
+    /// See [`Cache::autosave`].
+    pub fn failures(&self) -> (u64, Option<String>) {
+        let status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        (status.failures, status.last_error.clone())
+    }
+
+    /// Whether the task has stopped (after `shutdown`, or the cache was
+    /// dropped).
+    ///
+    /// # Examples
+    ///
+    /// See [`Cache::autosave`].
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
