@@ -25,6 +25,13 @@ pub mod backends {
     pub use cache_backends::*;
 }
 
+/// Metrics for Prometheus and friends: [`register`](metrics::register)
+/// publishes a cache's counters to the `metrics` facade.
+#[cfg(feature = "metrics")]
+pub mod metrics {
+    pub use cache_metrics::*;
+}
+
 /// What `#[cached]`-generated code calls; not a public API.
 #[doc(hidden)]
 pub mod __private {

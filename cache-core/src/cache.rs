@@ -370,6 +370,26 @@ where
         self.store.set_observer(Some(Arc::new(observer)));
     }
 
+    /// A handle that does not keep the cache alive: for background tasks
+    /// (exporters, autosave) that should stop when the cache is dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_cache::Cache;
+    ///
+    /// let cache = Cache::<u32, u32>::new(10);
+    /// let weak = cache.downgrade();
+    /// assert!(weak.upgrade().is_some());
+    /// drop(cache);
+    /// assert!(weak.upgrade().is_none());
+    /// ```
+    pub fn downgrade(&self) -> WeakCache<K, V> {
+        WeakCache {
+            store: Arc::downgrade(&self.store),
+        }
+    }
+
     /// Whether two handles share one cache.
     ///
     /// # Examples
@@ -383,5 +403,38 @@ where
     /// ```
     pub fn ptr_eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.store, &other.store)
+    }
+}
+
+/// A [`Cache`] handle that does not keep the cache alive; from
+/// [`Cache::downgrade`].
+pub struct WeakCache<K, V> {
+    store: std::sync::Weak<Store<K, V>>,
+}
+
+impl<K, V> WeakCache<K, V> {
+    /// The cache, if it still exists.
+    ///
+    /// # Examples
+    ///
+    /// See [`Cache::downgrade`].
+    pub fn upgrade(&self) -> Option<Cache<K, V>> {
+        self.store.upgrade().map(|store| Cache { store })
+    }
+}
+
+impl<K, V> Clone for WeakCache<K, V> {
+    fn clone(&self) -> Self {
+        WeakCache {
+            store: self.store.clone(),
+        }
+    }
+}
+
+impl<K, V> fmt::Debug for WeakCache<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WeakCache")
+            .field("alive", &(self.store.strong_count() > 0))
+            .finish()
     }
 }

@@ -1,0 +1,26 @@
+//! Every metric's name, in one place.
+
+/// Lookups that found a live value (counter).
+pub const HITS: &str = "cache_hits_total";
+/// Lookups that found no live value (counter).
+pub const MISSES: &str = "cache_misses_total";
+/// Entries pushed out by the size bound (counter).
+pub const EVICTIONS: &str = "cache_evictions_total";
+/// Entries removed because their TTL passed (counter).
+pub const EXPIRATIONS: &str = "cache_expirations_total";
+/// Loader runs, failed ones included (counter).
+pub const LOADS: &str = "cache_loads_total";
+/// Failed loader runs (counter).
+pub const LOAD_ERRORS: &str = "cache_load_errors_total";
+/// Callers served by another caller's load (counter).
+pub const COALESCED: &str = "cache_coalesced_total";
+/// Live entries (gauge).
+pub const SIZE: &str = "cache_size";
+/// The size bound; absent when unbounded (gauge).
+pub const MAX_SIZE: &str = "cache_max_size";
+/// Hits over lookups since the previous publication (gauge).
+pub const HIT_RATIO: &str = "cache_hit_ratio";
+/// How long each load took (histogram, seconds).
+pub const LOAD_DURATION: &str = "cache_load_duration_seconds";
+/// The label every metric carries: the cache's name.
+pub const LABEL: &str = "cache";

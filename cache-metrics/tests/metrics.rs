@@ -1,0 +1,247 @@
+//! What `register` publishes: every metric with its value, label, unit and
+//! description after a scripted sequence, through metrics-util's debugging
+//! recorder; and the same through metrics-exporter-prometheus's text.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_cache::Cache;
+use async_cache::metrics::{names, register};
+use metrics::Unit;
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+
+/// name -> label value -> value, plus units.
+struct Published {
+    values: HashMap<(String, String), DebugValue>,
+    units: HashMap<String, Option<Unit>>,
+    described: HashMap<String, bool>,
+}
+
+fn published(snapshotter: &Snapshotter) -> Published {
+    let mut out = Published {
+        values: HashMap::new(),
+        units: HashMap::new(),
+        described: HashMap::new(),
+    };
+    for (key, unit, description, value) in snapshotter.snapshot().into_vec() {
+        let key = key.key();
+        let cache = key
+            .labels()
+            .find(|l| l.key() == names::LABEL)
+            .map(|l| l.value().to_string())
+            .unwrap_or_default();
+        out.units.insert(key.name().to_string(), unit);
+        out.described
+            .insert(key.name().to_string(), description.is_some());
+        out.values.insert((key.name().to_string(), cache), value);
+    }
+    out
+}
+
+impl Published {
+    fn counter(&self, name: &str, cache: &str) -> u64 {
+        match self.values.get(&(name.to_string(), cache.to_string())) {
+            Some(DebugValue::Counter(v)) => *v,
+            other => panic!("{name}{{cache={cache:?}}}: {other:?}"),
+        }
+    }
+
+    fn gauge(&self, name: &str, cache: &str) -> f64 {
+        match self.values.get(&(name.to_string(), cache.to_string())) {
+            Some(DebugValue::Gauge(v)) => v.into_inner(),
+            other => panic!("{name}{{cache={cache:?}}}: {other:?}"),
+        }
+    }
+
+    fn histogram(&self, name: &str, cache: &str) -> Vec<f64> {
+        match self.values.get(&(name.to_string(), cache.to_string())) {
+            Some(DebugValue::Histogram(v)) => v.iter().map(|f| f.into_inner()).collect(),
+            other => panic!("{name}{{cache={cache:?}}}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_metric_has_its_value_label_unit_and_description() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let users = Cache::<u64, String>::builder()
+        .name("users")
+        .max_size(2)
+        .default_ttl(Duration::from_secs(60))
+        .build();
+    let reporter = metrics::with_local_recorder(&recorder, || register(&users));
+
+    // 3 inserts into a cache of 2: 1 eviction.
+    for k in 0..3 {
+        users.insert(k, format!("user {k}"));
+    }
+    users.get(&1); // hit
+    users.get(&2); // hit
+    users.get(&0); // miss (evicted)
+    // A load with 4 coalesced waiters: 5 misses, 1 load, 4 coalesced.
+    let load = || async {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        "loaded".to_string()
+    };
+    let joined = futures_join(5, || users.get_or_load(10, load)).await;
+    assert!(joined.iter().all(|v| v == "loaded"));
+    // A failed load: 1 miss, 1 load, 1 error.
+    assert!(
+        users
+            .try_get_or_load(11, || async { Err::<String, _>("down") })
+            .await
+            .is_err()
+    );
+    // Expire everything with a TTL: the two entries left expire.
+    tokio::time::advance(Duration::from_secs(61)).await;
+    assert_eq!(users.len(), 0);
+    reporter.publish();
+
+    let p = published(&snapshotter);
+    assert_eq!(p.counter(names::HITS, "users"), 2);
+    assert_eq!(p.counter(names::MISSES, "users"), 1 + 5 + 1);
+    assert_eq!(
+        p.counter(names::EVICTIONS, "users"),
+        2,
+        "one by the inserts, one by the load's value"
+    );
+    assert_eq!(p.counter(names::EXPIRATIONS, "users"), 2);
+    assert_eq!(p.counter(names::LOADS, "users"), 2);
+    assert_eq!(p.counter(names::LOAD_ERRORS, "users"), 1);
+    assert_eq!(p.counter(names::COALESCED, "users"), 4);
+    assert_eq!(p.gauge(names::SIZE, "users"), 0.0);
+    assert_eq!(p.gauge(names::MAX_SIZE, "users"), 2.0);
+    assert_eq!(p.gauge(names::HIT_RATIO, "users"), 2.0 / 9.0);
+    let durations = p.histogram(names::LOAD_DURATION, "users");
+    assert_eq!(durations.len(), 2, "one per load");
+    assert!(
+        durations.iter().any(|d| (*d - 0.25).abs() < 1e-6),
+        "{durations:?}"
+    );
+    assert_eq!(p.units[names::HITS], Some(Unit::Count));
+    assert_eq!(p.units[names::LOAD_DURATION], Some(Unit::Seconds));
+    for name in [
+        names::HITS,
+        names::MISSES,
+        names::SIZE,
+        names::HIT_RATIO,
+        names::LOAD_DURATION,
+    ] {
+        assert!(p.described[name], "{name} has help text");
+    }
+}
+
+/// Runs `n` copies of a future concurrently.
+async fn futures_join<F: std::future::Future>(n: usize, f: impl Fn() -> F) -> Vec<F::Output> {
+    futures_util::future::join_all((0..n).map(|_| f())).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn published_counters_never_go_down_and_the_reporter_keeps_publishing() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let cache = Cache::<u64, u64>::builder().name("monotonic").build();
+    let _reporter = metrics::with_local_recorder(&recorder, || register(&cache));
+    cache.get(&1);
+    cache.get(&2);
+    // Published within a second, without asking.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(
+        published(&snapshotter).counter(names::MISSES, "monotonic"),
+        2
+    );
+    cache.reset_metrics();
+    assert_eq!(cache.metrics().misses, 0);
+    cache.get(&3);
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(
+        published(&snapshotter).counter(names::MISSES, "monotonic"),
+        3,
+        "reset changes the snapshot, not what was published"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn several_caches_coexist_and_publishing_stops_with_the_reporter_or_the_cache() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let a = Cache::<u64, u64>::builder().name("a").build();
+    let b = Cache::<u64, u64>::builder().name("b").build();
+    let (ra, rb) = metrics::with_local_recorder(&recorder, || (register(&a), register(&b)));
+    a.get(&1);
+    b.insert(1, 1);
+    b.get(&1);
+    ra.publish();
+    rb.publish();
+    let p = published(&snapshotter);
+    assert_eq!(
+        (p.counter(names::MISSES, "a"), p.counter(names::HITS, "a")),
+        (1, 0)
+    );
+    assert_eq!(
+        (p.counter(names::MISSES, "b"), p.counter(names::HITS, "b")),
+        (0, 1)
+    );
+
+    // Dropped reporter: nothing more is published. (A debugging snapshot
+    // takes the values it reads, so an unpublished counter reads 0; a
+    // publication would set the lifetime total, 2.)
+    drop(ra);
+    a.get(&2);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(published(&snapshotter).counter(names::MISSES, "a"), 0);
+
+    // Dropped cache: the reporter's task ends by itself.
+    let metrics = tokio::runtime::Handle::current().metrics();
+    drop(b);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        metrics.num_alive_tasks(),
+        0,
+        "the reporter outlived its cache"
+    );
+    drop(rb);
+}
+
+#[tokio::test]
+async fn prometheus_text_shows_the_counters() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let users = Cache::<u64, String>::builder()
+        .name("users")
+        .max_size(100)
+        .build();
+    let reporter = metrics::with_local_recorder(&recorder, || register(&users));
+    users.insert(1, "ada".into());
+    for _ in 0..3 {
+        users.get(&1);
+    }
+    users.get(&2);
+    users.get_or_load(3, || async { "grace".to_string() }).await;
+    reporter.publish();
+
+    let text = handle.render();
+    let value = |line_start: &str| -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(line_start))
+            .unwrap_or_else(|| panic!("no `{line_start}` in\n{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(value(r#"cache_hits_total{cache="users"}"#), 3.0);
+    assert_eq!(value(r#"cache_misses_total{cache="users"}"#), 2.0);
+    assert_eq!(value(r#"cache_loads_total{cache="users"}"#), 1.0);
+    assert_eq!(value(r#"cache_size{cache="users"}"#), 2.0);
+    assert_eq!(value(r#"cache_max_size{cache="users"}"#), 100.0);
+    assert_eq!(value(r#"cache_hit_ratio{cache="users"}"#), 0.6);
+    assert!(
+        text.contains("# HELP cache_hits_total Cache lookups that found a live value."),
+        "{text}"
+    );
+    assert!(text.contains("# TYPE cache_hits_total counter"));
+    assert!(
+        text.contains(r#"cache_load_duration_seconds{cache="users",quantile="0.5"}"#),
+        "{text}"
+    );
+}
