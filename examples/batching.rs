@@ -27,10 +27,7 @@ impl BatchLoader<u64, Arc<String>> for UserTable {
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.keys.fetch_add(ids.len(), Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(10)).await;
-        Ok(ids
-            .into_iter()
-            .map(|id| (id, Arc::new(format!("user-{id}"))))
-            .collect())
+        Ok(ids.into_iter().map(|id| (id, Arc::new(format!("user-{id}")))).collect())
     }
 }
 
@@ -65,16 +62,10 @@ async fn main() {
         table.calls.load(Ordering::Relaxed),
         table.keys.load(Ordering::Relaxed),
     );
-    println!(
-        "cache: {} batches, {} batched keys, {} hits, {} misses",
-        m.batches, m.batched_keys, m.hits, m.misses
-    );
+    println!("cache: {} batches, {} batched keys, {} hits, {} misses", m.batches, m.batched_keys, m.hits, m.misses);
 
     // Now everything is cached: no backend call at all.
     let again = users.get_many((0..200).collect()).await.expect("cached");
     assert_eq!(again.len(), 200);
-    println!(
-        "second pass over all 200 users: {} backend calls in all",
-        table.calls.load(Ordering::Relaxed)
-    );
+    println!("second pass over all 200 users: {} backend calls in all", table.calls.load(Ordering::Relaxed));
 }

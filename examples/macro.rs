@@ -27,10 +27,7 @@ async fn get_user(id: u64) -> Result<Arc<User>, DbError> {
     if id == 0 {
         return Err(DbError("no user 0".into()));
     }
-    Ok(Arc::new(User {
-        id,
-        name: format!("user-{id}"),
-    }))
+    Ok(Arc::new(User { id, name: format!("user-{id}") }))
 }
 
 /// A service whose method is cached; `self` and the request id are not part
@@ -44,12 +41,7 @@ impl Search {
     async fn find(&self, term: &str, request_id: u64) -> Option<Arc<Vec<String>>> {
         let _ = request_id;
         QUERIES.fetch_add(1, Ordering::Relaxed);
-        let hits: Vec<String> = self
-            .index
-            .iter()
-            .filter(|w| w.contains(term))
-            .map(|w| w.to_string())
-            .collect();
+        let hits: Vec<String> = self.index.iter().filter(|w| w.contains(term)).map(|w| w.to_string()).collect();
         (!hits.is_empty()).then(|| Arc::new(hits))
     }
 }
@@ -58,12 +50,7 @@ impl Search {
 async fn main() {
     let started = Instant::now();
     let user = get_user(7).await.expect("user 7");
-    println!(
-        "first call: {} ({}) in {:?}",
-        user.name,
-        user.id,
-        started.elapsed()
-    );
+    println!("first call: {} ({}) in {:?}", user.name, user.id, started.elapsed());
     let started = Instant::now();
     get_user(7).await.expect("user 7");
     println!("second call: cached, in {:?}", started.elapsed());
@@ -73,41 +60,22 @@ async fn main() {
     for call in calls {
         call.await.expect("task").expect("user 8");
     }
-    println!(
-        "100 concurrent calls for user 8 -> {} queries so far",
-        QUERIES.load(Ordering::Relaxed)
-    );
+    println!("100 concurrent calls for user 8 -> {} queries so far", QUERIES.load(Ordering::Relaxed));
 
     // Errors reach the caller and are not cached.
     if let Err(DbError(why)) = get_user(0).await {
         println!("user 0: {why}");
     }
     let again = get_user(0).await;
-    println!(
-        "user 0 again fails too: {} (queries so far: {})",
-        again.is_err(),
-        QUERIES.load(Ordering::Relaxed)
-    );
+    println!("user 0 again fails too: {} (queries so far: {})", again.is_err(), QUERIES.load(Ordering::Relaxed));
 
     // The companions.
     get_user_invalidate(7);
     let fresh = get_user_refresh(8).await.expect("user 8");
-    println!(
-        "refreshed {} ; get_user cache: {:?}",
-        fresh.name,
-        get_user_cache().metrics()
-    );
+    println!("refreshed {} ; get_user cache: {:?}", fresh.name, get_user_cache().metrics());
 
-    let search = Search {
-        index: vec!["apple", "apricot", "banana"],
-    };
+    let search = Search { index: vec!["apple", "apricot", "banana"] };
     println!("find(ap): {:?}", search.find("ap", 1).await);
-    println!(
-        "find(ap) again, another request: {:?}",
-        search.find("ap", 2).await
-    );
-    println!(
-        "Search::find cache: hits {}",
-        Search::find_cache().metrics().hits
-    );
+    println!("find(ap) again, another request: {:?}", search.find("ap", 2).await);
+    println!("Search::find cache: hits {}", Search::find_cache().metrics().hits);
 }

@@ -14,29 +14,17 @@ use metrics_exporter_prometheus::PrometheusBuilder;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let seconds: u64 = std::env::args()
-        .skip_while(|a| a != "--seconds")
-        .nth(1)
-        .map_or(Ok(20), |s| s.parse())?;
+    let seconds: u64 = std::env::args().skip_while(|a| a != "--seconds").nth(1).map_or(Ok(20), |s| s.parse())?;
     // Port 0 would be best, but the exporter does not report the port it
     // bound; pick a free one first.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let address: SocketAddr = ([127, 0, 0, 1], port).into();
-    PrometheusBuilder::new()
-        .with_http_listener(address)
-        .install()?;
+    PrometheusBuilder::new().with_http_listener(address).install()?;
 
-    let users: Cache<u64, Arc<String>> = Cache::builder()
-        .name("users")
-        .max_size(500)
-        .default_ttl(Duration::from_secs(5))
-        .build();
+    let users: Cache<u64, Arc<String>> =
+        Cache::builder().name("users").max_size(500).default_ttl(Duration::from_secs(5)).build();
     let _reporter = async_cache::metrics::register(&users);
-    println!(
-        "serving metrics for {seconds} s; try:\n\n    curl -s http://{address}/metrics | grep '^cache_'\n"
-    );
+    println!("serving metrics for {seconds} s; try:\n\n    curl -s http://{address}/metrics | grep '^cache_'\n");
 
     // A small load: 8 clients over 1,000 ids, 1 ms "database" loads.
     let started = Instant::now();
@@ -74,10 +62,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     println!("a scrape of http://{address}/metrics, the cache's lines:");
-    for line in response
-        .lines()
-        .filter(|l| l.starts_with("cache_") && !l.contains("quantile"))
-    {
+    for line in response.lines().filter(|l| l.starts_with("cache_") && !l.contains("quantile")) {
         println!("    {line}");
     }
     Ok(())

@@ -23,23 +23,15 @@ impl Db {
     async fn user(&self, id: u64) -> Arc<User> {
         self.queries.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(20)).await;
-        Arc::new(User {
-            id,
-            name: format!("user-{id}"),
-        })
+        Arc::new(User { id, name: format!("user-{id}") })
     }
 }
 
 #[tokio::main]
 async fn main() {
-    let db = Arc::new(Db {
-        queries: AtomicUsize::new(0),
-    });
-    let users: Cache<u64, Arc<User>> = Cache::builder()
-        .max_size(1_000)
-        .default_ttl(Duration::from_secs(60))
-        .name("users")
-        .build();
+    let db = Arc::new(Db { queries: AtomicUsize::new(0) });
+    let users: Cache<u64, Arc<User>> =
+        Cache::builder().max_size(1_000).default_ttl(Duration::from_secs(60)).name("users").build();
 
     // 1. Cache-aside: the first call loads, the second is a hit.
     let started = Instant::now();
@@ -53,11 +45,7 @@ async fn main() {
     let tasks: Vec<_> = (0..1_000)
         .map(|_| {
             let (users, db) = (users.clone(), Arc::clone(&db));
-            tokio::spawn(async move {
-                users
-                    .get_or_load(42, || async move { db.user(42).await })
-                    .await
-            })
+            tokio::spawn(async move { users.get_or_load(42, || async move { db.user(42).await }).await })
         })
         .collect();
     for task in tasks {
@@ -69,13 +57,7 @@ async fn main() {
     );
 
     // 3. Plain map-style use, and the counters.
-    users.insert(
-        7,
-        Arc::new(User {
-            id: 7,
-            name: "grace".into(),
-        }),
-    );
+    users.insert(7, Arc::new(User { id: 7, name: "grace".into() }));
     assert!(users.get(&7).is_some());
     assert!(users.get(&8).is_none());
     let m = users.metrics();

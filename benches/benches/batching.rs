@@ -40,11 +40,7 @@ impl BatchLoader<u64, u64> for Db {
 }
 
 fn batching(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let mut group = c.benchmark_group("batching_10000_gets_1000_keys");
     group.sample_size(30);
 
@@ -97,19 +93,12 @@ fn batching(c: &mut Criterion) {
             let db = db.clone();
             async move {
                 tokio::spawn(async move {
-                    let cache = Cache::<u64, u64>::builder()
-                        .max_size(10_000)
-                        .max_batch_size(BATCH)
-                        .build();
+                    let cache = Cache::<u64, u64>::builder().max_size(10_000).max_batch_size(BATCH).build();
                     let batched = cache.batched(db.clone());
                     let before = db.calls.load(Ordering::Relaxed);
                     let got = join_all((0..GETS).map(|i| batched.get(i % KEYS))).await;
                     assert!(got.iter().all(|r| matches!(r, Ok(Some(_)))));
-                    assert_eq!(
-                        db.calls.load(Ordering::Relaxed) - before,
-                        10,
-                        "exactly 10 load_batch calls"
-                    );
+                    assert_eq!(db.calls.load(Ordering::Relaxed) - before, 10, "exactly 10 load_batch calls");
                 })
                 .await
                 .unwrap()

@@ -103,27 +103,17 @@ impl Backend for FileBackend {
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> BackendError + '_ {
-    move |source| BackendError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| BackendError::Io { path: path.to_path_buf(), source }
 }
 
 fn corrupt(path: &Path, reason: impl Into<String>) -> BackendError {
-    BackendError::Corrupt {
-        path: path.to_path_buf(),
-        reason: reason.into(),
-    }
+    BackendError::Corrupt { path: path.to_path_buf(), reason: reason.into() }
 }
 
 /// The whole file image: header then payload.
 pub(crate) fn encode(entries: &[Record]) -> Vec<u8> {
     // Sized once: each record takes its bytes plus at most 26 of framing.
-    let size = HEADER
-        + entries
-            .iter()
-            .map(|r| r.key.len() + r.value.len() + 26)
-            .sum::<usize>();
+    let size = HEADER + entries.iter().map(|r| r.key.len() + r.value.len() + 26).sum::<usize>();
     let mut image = Vec::with_capacity(size);
     image.resize(HEADER, 0);
     for record in entries {
@@ -159,11 +149,7 @@ fn write_snapshot(path: &Path, entries: &[Record]) -> Result<(), BackendError> {
     let prefix = format!(".{name}.");
     remove_leftovers(dir, &prefix);
     let image = encode(entries);
-    let mut temp = tempfile::Builder::new()
-        .prefix(&prefix)
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(io_error(dir))?;
+    let mut temp = tempfile::Builder::new().prefix(&prefix).suffix(".tmp").tempfile_in(dir).map_err(io_error(dir))?;
     temp.write_all(&image).map_err(io_error(temp.path()))?;
     temp.as_file().sync_all().map_err(io_error(path))?;
     temp.persist(path).map_err(|e| io_error(path)(e.error))?;
@@ -207,19 +193,14 @@ fn read_snapshot(path: &Path) -> Result<Vec<Record>, BackendError> {
         return Err(corrupt(path, "the file is empty"));
     }
     if len < HEADER as u64 {
-        return Err(corrupt(
-            path,
-            format!("{len} bytes: shorter than the {HEADER}-byte header"),
-        ));
+        return Err(corrupt(path, format!("{len} bytes: shorter than the {HEADER}-byte header")));
     }
     let mut header = [0u8; HEADER];
     file.read_exact(&mut header).map_err(io_error(path))?;
     let payload_len = check_header(path, &header, len)?;
     // The header's length matches the file's, so this reads what exists.
     let mut payload = Vec::with_capacity(payload_len);
-    file.take(payload_len as u64)
-        .read_to_end(&mut payload)
-        .map_err(io_error(path))?;
+    file.take(payload_len as u64).read_to_end(&mut payload).map_err(io_error(path))?;
     if payload.len() != payload_len {
         return Err(corrupt(path, "the file shrank while it was read"));
     }
@@ -233,11 +214,7 @@ fn check_header(path: &Path, header: &[u8; HEADER], file_len: u64) -> Result<usi
     }
     let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
     if version > VERSION {
-        return Err(BackendError::UnsupportedVersion {
-            path: path.to_path_buf(),
-            found: version,
-            supported: VERSION,
-        });
+        return Err(BackendError::UnsupportedVersion { path: path.to_path_buf(), found: version, supported: VERSION });
     }
     if version == 0 {
         return Err(corrupt(path, "format version 0 does not exist"));
@@ -246,21 +223,14 @@ fn check_header(path: &Path, header: &[u8; HEADER], file_len: u64) -> Result<usi
     if payload_len != file_len - HEADER as u64 {
         return Err(corrupt(
             path,
-            format!(
-                "the header announces {payload_len} bytes of records, the file holds {}",
-                file_len - HEADER as u64
-            ),
+            format!("the header announces {payload_len} bytes of records, the file holds {}", file_len - HEADER as u64),
         ));
     }
     usize::try_from(payload_len).map_err(|_| corrupt(path, "too large for this machine"))
 }
 
 /// Checks the checksum and count, then decodes the records.
-pub(crate) fn decode(
-    path: &Path,
-    header: &[u8],
-    payload: &[u8],
-) -> Result<Vec<Record>, BackendError> {
+pub(crate) fn decode(path: &Path, header: &[u8], payload: &[u8]) -> Result<Vec<Record>, BackendError> {
     let stored = u32::from_le_bytes(header[28..32].try_into().expect("4 bytes"));
     if checksum(&header[..28], payload) != stored {
         return Err(corrupt(path, "checksum mismatch: the file is damaged"));
@@ -271,19 +241,13 @@ pub(crate) fn decode(
     let mut records = Vec::with_capacity((count as usize).min(payload.len() / 3));
     let mut rest = payload;
     while !rest.is_empty() {
-        let (record, tail) = wire::decode_from(rest)
-            .map_err(|e| corrupt(path, format!("record {}: {e}", records.len())))?;
+        let (record, tail) =
+            wire::decode_from(rest).map_err(|e| corrupt(path, format!("record {}: {e}", records.len())))?;
         records.push(record);
         rest = tail;
     }
     if records.len() as u64 != count {
-        return Err(corrupt(
-            path,
-            format!(
-                "the header announces {count} records, the file holds {}",
-                records.len()
-            ),
-        ));
+        return Err(corrupt(path, format!("the header announces {count} records, the file holds {}", records.len())));
     }
     Ok(records)
 }
@@ -309,14 +273,8 @@ mod tests {
         let image = encode(&records);
         let len = image.len() as u64;
         let header: [u8; HEADER] = image[..HEADER].try_into().unwrap();
-        assert_eq!(
-            check_header(Path::new("x"), &header, len).unwrap(),
-            image.len() - HEADER
-        );
-        assert_eq!(
-            decode(Path::new("x"), &header, &image[HEADER..]).unwrap(),
-            records
-        );
+        assert_eq!(check_header(Path::new("x"), &header, len).unwrap(), image.len() - HEADER);
+        assert_eq!(decode(Path::new("x"), &header, &image[HEADER..]).unwrap(), records);
     }
 
     #[test]
@@ -325,16 +283,6 @@ mod tests {
         image[8..12].copy_from_slice(&2u32.to_le_bytes());
         let header: [u8; HEADER] = image[..HEADER].try_into().unwrap();
         let err = check_header(Path::new("x"), &header, image.len() as u64).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                BackendError::UnsupportedVersion {
-                    found: 2,
-                    supported: 1,
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, BackendError::UnsupportedVersion { found: 2, supported: 1, .. }), "{err}");
     }
 }

@@ -8,10 +8,7 @@ mod file;
 mod sled;
 #[cfg(feature = "sqlite")]
 mod sqlite;
-#[cfg_attr(
-    not(any(feature = "file", feature = "sled", feature = "sqlite")),
-    allow(dead_code)
-)]
+#[cfg_attr(not(any(feature = "file", feature = "sled", feature = "sqlite")), allow(dead_code))]
 mod wire;
 
 pub use cache_core::{AutosaveHandle, Backend, BackendError, LoadReport, Record, SaveReport};
@@ -24,19 +21,14 @@ pub use crate::sled::SledBackend;
 pub use crate::sqlite::SqliteBackend;
 
 /// Runs a backend's blocking I/O on tokio's blocking pool.
-#[cfg_attr(
-    not(any(feature = "file", feature = "sled", feature = "sqlite")),
-    allow(dead_code)
-)]
+#[cfg_attr(not(any(feature = "file", feature = "sled", feature = "sqlite")), allow(dead_code))]
 async fn blocking<T: Send + 'static>(
     io: impl FnOnce() -> Result<T, BackendError> + Send + 'static,
 ) -> Result<T, BackendError> {
-    tokio::task::spawn_blocking(io)
-        .await
-        .unwrap_or_else(|panic| {
-            Err(BackendError::Io {
-                path: std::path::PathBuf::new(),
-                source: std::io::Error::other(format!("a backend task failed: {panic}")),
-            })
+    tokio::task::spawn_blocking(io).await.unwrap_or_else(|panic| {
+        Err(BackendError::Io {
+            path: std::path::PathBuf::new(),
+            source: std::io::Error::other(format!("a backend task failed: {panic}")),
         })
+    })
 }

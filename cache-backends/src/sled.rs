@@ -43,18 +43,11 @@ pub struct SledBackend {
 }
 
 fn storage(path: &Path) -> impl Fn(sled::Error) -> BackendError + '_ {
-    move |e| BackendError::Storage {
-        engine: "sled",
-        path: path.to_path_buf(),
-        source: Box::new(e),
-    }
+    move |e| BackendError::Storage { engine: "sled", path: path.to_path_buf(), source: Box::new(e) }
 }
 
 fn corrupt(path: &Path, reason: impl Into<String>) -> BackendError {
-    BackendError::Corrupt {
-        path: path.to_path_buf(),
-        reason: reason.into(),
-    }
+    BackendError::Corrupt { path: path.to_path_buf(), reason: reason.into() }
 }
 
 impl SledBackend {
@@ -83,39 +76,25 @@ impl SledBackend {
     fn check_schema(&self) -> Result<(), BackendError> {
         let path = &self.path;
         if !self.db.is_empty() {
-            return Err(corrupt(
-                path,
-                "sled's default tree holds data: another application's database",
-            ));
+            return Err(corrupt(path, "sled's default tree holds data: another application's database"));
         }
         for name in self.db.tree_names() {
             let name = String::from_utf8_lossy(&name);
             if name != "__sled__default" && name != META && !name.starts_with(SNAPSHOT) {
-                return Err(corrupt(
-                    path,
-                    format!("a tree `{name}` that async-cache did not write"),
-                ));
+                return Err(corrupt(path, format!("a tree `{name}` that async-cache did not write")));
             }
         }
         let meta = self.db.open_tree(META).map_err(storage(path))?;
         match meta.get(FORMAT_KEY).map_err(storage(path))? {
             None => {
-                meta.insert(FORMAT_KEY, &VERSION.to_le_bytes())
-                    .map_err(storage(path))?;
+                meta.insert(FORMAT_KEY, &VERSION.to_le_bytes()).map_err(storage(path))?;
             }
             Some(found) => {
                 let found = u32::from_le_bytes(
-                    found
-                        .as_ref()
-                        .try_into()
-                        .map_err(|_| corrupt(path, "a damaged format version"))?,
+                    found.as_ref().try_into().map_err(|_| corrupt(path, "a damaged format version"))?,
                 );
                 if found > VERSION {
-                    return Err(BackendError::UnsupportedVersion {
-                        path: path.clone(),
-                        found,
-                        supported: VERSION,
-                    });
+                    return Err(BackendError::UnsupportedVersion { path: path.clone(), found, supported: VERSION });
                 }
             }
         }
@@ -144,8 +123,7 @@ impl SledBackend {
         }
         tree.apply_batch(batch).map_err(storage(path))?;
         self.db.flush().map_err(storage(path))?;
-        meta.insert(CURRENT_KEY, name.as_bytes())
-            .map_err(storage(path))?;
+        meta.insert(CURRENT_KEY, name.as_bytes()).map_err(storage(path))?;
         self.db.flush().map_err(storage(path))?;
         Ok(())
     }
@@ -167,10 +145,7 @@ impl SledBackend {
                 let value = value.map_err(storage(path))?;
                 match wire::decode_from(&value) {
                     Ok((record, [])) => Ok(record),
-                    Ok(_) => Err(corrupt(
-                        path,
-                        format!("record {position} has trailing bytes"),
-                    )),
+                    Ok(_) => Err(corrupt(path, format!("record {position} has trailing bytes"))),
                     Err(e) => Err(corrupt(path, format!("record {position}: {e}"))),
                 }
             })

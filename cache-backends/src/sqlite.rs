@@ -46,18 +46,11 @@ pub struct SqliteBackend {
 }
 
 fn storage(path: &Path) -> impl Fn(rusqlite::Error) -> BackendError + '_ {
-    move |e| BackendError::Storage {
-        engine: "sqlite",
-        path: path.to_path_buf(),
-        source: Box::new(e),
-    }
+    move |e| BackendError::Storage { engine: "sqlite", path: path.to_path_buf(), source: Box::new(e) }
 }
 
 fn corrupt(path: &Path, reason: impl Into<String>) -> BackendError {
-    BackendError::Corrupt {
-        path: path.to_path_buf(),
-        reason: reason.into(),
-    }
+    BackendError::Corrupt { path: path.to_path_buf(), reason: reason.into() }
 }
 
 impl SqliteBackend {
@@ -77,35 +70,24 @@ impl SqliteBackend {
     pub fn open(path: impl Into<PathBuf>) -> Result<Self, BackendError> {
         let path = path.into();
         let connection = Connection::open(&path).map_err(storage(&path))?;
-        connection
-            .busy_timeout(BUSY_TIMEOUT)
-            .map_err(storage(&path))?;
+        connection.busy_timeout(BUSY_TIMEOUT).map_err(storage(&path))?;
         // A file that is not a database fails its first read, here.
         let mode: String = connection
             .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
             .map_err(|e| not_a_database(&path, e))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(corrupt(
-                &path,
-                format!("SQLite refused WAL mode (journal_mode is {mode})"),
-            ));
+            return Err(corrupt(&path, format!("SQLite refused WAL mode (journal_mode is {mode})")));
         }
-        connection
-            .pragma_update(None, "synchronous", "FULL")
-            .map_err(storage(&path))?;
+        connection.pragma_update(None, "synchronous", "FULL").map_err(storage(&path))?;
         check_schema(&connection, &path)?;
-        Ok(SqliteBackend {
-            connection: Arc::new(Mutex::new(connection)),
-            path,
-        })
+        Ok(SqliteBackend { connection: Arc::new(Mutex::new(connection)), path })
     }
 
     fn save_blocking(&self, entries: &[Record]) -> Result<(), BackendError> {
         let path = &self.path;
         let mut connection = self.connection.lock().unwrap_or_else(|e| e.into_inner());
         let tx = connection.transaction().map_err(storage(path))?;
-        tx.execute(&format!("DELETE FROM {ENTRIES}"), [])
-            .map_err(storage(path))?;
+        tx.execute(&format!("DELETE FROM {ENTRIES}"), []).map_err(storage(path))?;
         {
             let mut insert = tx
                 .prepare(&format!(
@@ -117,9 +99,7 @@ impl SqliteBackend {
                     Some((secs, nanos)) => (Some(secs as i64), Some(nanos)),
                     None => (None, None),
                 };
-                insert
-                    .execute(params![seq as i64, record.key, record.value, secs, nanos])
-                    .map_err(storage(path))?;
+                insert.execute(params![seq as i64, record.key, record.value, secs, nanos]).map_err(storage(path))?;
             }
         }
         tx.commit().map_err(storage(path))
@@ -129,9 +109,7 @@ impl SqliteBackend {
         let path = &self.path;
         let connection = self.connection.lock().unwrap_or_else(|e| e.into_inner());
         let mut select = connection
-            .prepare(&format!(
-                "SELECT key, value, expires_secs, expires_nanos FROM {ENTRIES} ORDER BY seq"
-            ))
+            .prepare(&format!("SELECT key, value, expires_secs, expires_nanos FROM {ENTRIES} ORDER BY seq"))
             .map_err(storage(path))?;
         let rows = select
             .query_map([], |row| {
@@ -144,8 +122,7 @@ impl SqliteBackend {
             })
             .map_err(storage(path))?;
         rows.map(|row| {
-            let (key, value, secs, nanos) =
-                row.map_err(|e| corrupt(path, format!("an unreadable row: {e}")))?;
+            let (key, value, secs, nanos) = row.map_err(|e| corrupt(path, format!("an unreadable row: {e}")))?;
             let expires_at = match (secs, nanos) {
                 (None, None) => None,
                 (Some(secs), Some(nanos)) => Some(
@@ -156,11 +133,7 @@ impl SqliteBackend {
                 ),
                 _ => return Err(corrupt(path, "an expiry with half its columns")),
             };
-            Ok(Record {
-                key,
-                value,
-                expires_at,
-            })
+            Ok(Record { key, value, expires_at })
         })
         .collect()
     }
@@ -177,14 +150,9 @@ fn not_a_database(path: &Path, error: rusqlite::Error) -> BackendError {
 fn check_schema(connection: &Connection, path: &Path) -> Result<(), BackendError> {
     let tables: Vec<String> = {
         let mut query = connection
-            .prepare(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
-            )
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
             .map_err(|e| not_a_database(path, e))?;
-        query
-            .query_map([], |row| row.get(0))
-            .and_then(|rows| rows.collect::<Result<_, _>>())
-            .map_err(storage(path))?
+        query.query_map([], |row| row.get(0)).and_then(|rows| rows.collect::<Result<_, _>>()).map_err(storage(path))?
     };
     if tables.is_empty() {
         connection
@@ -202,20 +170,14 @@ fn check_schema(connection: &Connection, path: &Path) -> Result<(), BackendError
     if let Some(foreign) = tables.iter().find(|t| *t != META && *t != ENTRIES) {
         return Err(corrupt(
             path,
-            format!(
-                "a table `{foreign}` that async-cache did not create: another application's database"
-            ),
+            format!("a table `{foreign}` that async-cache did not create: another application's database"),
         ));
     }
     if tables.len() != 2 {
         return Err(corrupt(path, "async-cache's tables are incomplete"));
     }
     let version: Option<i64> = connection
-        .query_row(
-            &format!("SELECT value FROM {META} WHERE key = 'format'"),
-            [],
-            |row| row.get(0),
-        )
+        .query_row(&format!("SELECT value FROM {META} WHERE key = 'format'"), [], |row| row.get(0))
         .optional()
         .map_err(|e| corrupt(path, format!("an unreadable format version: {e}")))?;
     match version {
@@ -228,26 +190,15 @@ fn check_schema(connection: &Connection, path: &Path) -> Result<(), BackendError
             });
         }
         other => {
-            return Err(corrupt(
-                path,
-                format!("format version {other:?} is not one async-cache wrote"),
-            ));
+            return Err(corrupt(path, format!("format version {other:?} is not one async-cache wrote")));
         }
     }
     let columns: Vec<String> = {
-        let mut query = connection
-            .prepare(&format!("PRAGMA table_info({ENTRIES})"))
-            .map_err(storage(path))?;
-        query
-            .query_map([], |row| row.get(1))
-            .and_then(|rows| rows.collect::<Result<_, _>>())
-            .map_err(storage(path))?
+        let mut query = connection.prepare(&format!("PRAGMA table_info({ENTRIES})")).map_err(storage(path))?;
+        query.query_map([], |row| row.get(1)).and_then(|rows| rows.collect::<Result<_, _>>()).map_err(storage(path))?
     };
     if columns != ENTRY_COLUMNS {
-        return Err(corrupt(
-            path,
-            format!("`{ENTRIES}` has columns {columns:?}, not {ENTRY_COLUMNS:?}"),
-        ));
+        return Err(corrupt(path, format!("`{ENTRIES}` has columns {columns:?}, not {ENTRY_COLUMNS:?}")));
     }
     Ok(())
 }

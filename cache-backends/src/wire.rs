@@ -44,11 +44,7 @@ pub(crate) fn from_parts((secs, nanos): WallClock) -> Option<SystemTime> {
 
 /// Appends `record` to `out`.
 pub(crate) fn encode_into(record: &Record, out: &mut Vec<u8>) {
-    let encoding = Encoding {
-        key: &record.key,
-        value: &record.value,
-        expires_at: record.expires_at.map(to_parts),
-    };
+    let encoding = Encoding { key: &record.key, value: &record.value, expires_at: record.expires_at.map(to_parts) };
     // Only fails for a writer that runs out of room; a Vec never does.
     let encoded = postcard::to_extend(&encoding, std::mem::take(out)).expect("encoding into a Vec");
     *out = encoded;
@@ -56,20 +52,12 @@ pub(crate) fn encode_into(record: &Record, out: &mut Vec<u8>) {
 
 /// Decodes one record off the front of `bytes`, returning it and the rest.
 pub(crate) fn decode_from(bytes: &[u8]) -> Result<(Record, &[u8]), String> {
-    let (decoding, rest) =
-        postcard::take_from_bytes::<Decoding>(bytes).map_err(|e| e.to_string())?;
+    let (decoding, rest) = postcard::take_from_bytes::<Decoding>(bytes).map_err(|e| e.to_string())?;
     let expires_at = match decoding.expires_at {
         None => None,
         Some(parts) => Some(from_parts(parts).ok_or("an expiry out of range")?),
     };
-    Ok((
-        Record {
-            key: decoding.key,
-            value: decoding.value,
-            expires_at,
-        },
-        rest,
-    ))
+    Ok((Record { key: decoding.key, value: decoding.value, expires_at }, rest))
 }
 
 #[cfg(test)]
@@ -83,11 +71,7 @@ mod tests {
             prop::collection::vec(any::<u8>(), 0..256),
             prop::option::of((0u64..1 << 40, 0u32..1_000_000_000)),
         )
-            .prop_map(|(key, value, at)| Record {
-                key,
-                value,
-                expires_at: at.and_then(from_parts),
-            })
+            .prop_map(|(key, value, at)| Record { key, value, expires_at: at.and_then(from_parts) })
     }
 
     proptest! {

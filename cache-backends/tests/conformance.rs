@@ -29,14 +29,7 @@ async fn round_trip_keeps_values_ttls_and_lru_order(backend: &dyn Backend) {
 
     let loaded = Cache::<u64, String>::new(ENTRIES as usize);
     let report = loaded.load_from_backend(backend).await.unwrap();
-    assert_eq!(
-        (
-            report.loaded,
-            report.skipped_expired,
-            report.skipped_undecodable
-        ),
-        (ENTRIES as usize, 0, 0)
-    );
+    assert_eq!((report.loaded, report.skipped_expired, report.skipped_undecodable), (ENTRIES as usize, 0, 0));
     for k in 0..ENTRIES {
         assert_eq!(loaded.peek(&k), Some(value(k)), "key {k}");
     }
@@ -52,19 +45,13 @@ async fn round_trip_keeps_values_ttls_and_lru_order(backend: &dyn Backend) {
                 assert_eq!(k % 3, 0, "key {k} gained a TTL");
                 let left = at.duration_since(now).unwrap().as_secs_f64();
                 let expected = (1_000 + k) as f64;
-                assert!(
-                    (left - expected).abs() < 30.0,
-                    "key {k}: {left} s left, expected about {expected}"
-                );
+                assert!((left - expected).abs() < 30.0, "key {k}: {left} s left, expected about {expected}");
             }
         }
     }
 
     // LRU order: the least recently used first, the most recently used last.
-    let order: Vec<u64> = records
-        .iter()
-        .map(|r| postcard::from_bytes(&r.key).unwrap())
-        .collect();
+    let order: Vec<u64> = records.iter().map(|r| postcard::from_bytes(&r.key).unwrap()).collect();
     let mut expected: Vec<u64> = (0..ENTRIES).filter(|k| k % 2 == 1).collect();
     expected.extend((0..ENTRIES).rev().filter(|k| k % 2 == 0));
     assert_eq!(order, expected);
@@ -99,12 +86,7 @@ async fn expired_records_are_skipped_and_counted(backend: &dyn Backend) {
     let past = SystemTime::now() - Duration::from_secs(5);
     let future = SystemTime::now() + Duration::from_secs(3_600);
     backend
-        .save(vec![
-            record(1, Some(past)),
-            record(2, Some(future)),
-            record(3, None),
-            record(4, Some(past)),
-        ])
+        .save(vec![record(1, Some(past)), record(2, Some(future)), record(3, None), record(4, Some(past))])
         .await
         .unwrap();
     let cache = Cache::<u64, String>::new(100);
@@ -121,16 +103,9 @@ async fn undecodable_records_are_skipped_and_counted(backend: &dyn Backend) {
         value: postcard::to_allocvec(&value(1)).unwrap(),
         expires_at: None,
     };
-    let bad_value = Record {
-        key: postcard::to_allocvec(&2u64).unwrap(),
-        value: vec![0xff, 0xff, 0xff],
-        expires_at: None,
-    };
-    let bad_key = Record {
-        key: vec![],
-        value: postcard::to_allocvec(&value(3)).unwrap(),
-        expires_at: None,
-    };
+    let bad_value =
+        Record { key: postcard::to_allocvec(&2u64).unwrap(), value: vec![0xff, 0xff, 0xff], expires_at: None };
+    let bad_key = Record { key: vec![], value: postcard::to_allocvec(&value(3)).unwrap(), expires_at: None };
     backend.save(vec![good, bad_value, bad_key]).await.unwrap();
     let cache = Cache::<u64, String>::new(100);
     let report = cache.load_from_backend(backend).await.unwrap();
@@ -182,9 +157,7 @@ async fn autosave_saves_periodically_and_on_shutdown<B: Backend + Clone + 'stati
     .expect("no background save");
     assert_eq!(backend.load().await.unwrap().len(), 1);
     cache.insert(2, value(2));
-    let last = tokio::time::timeout(Duration::from_secs(10), autosave.shutdown())
-        .await
-        .expect("shutdown hangs");
+    let last = tokio::time::timeout(Duration::from_secs(10), autosave.shutdown()).await.expect("shutdown hangs");
     assert_eq!(last.unwrap().written, 2);
     assert_eq!(backend.load().await.unwrap().len(), 2);
 
@@ -199,10 +172,7 @@ async fn autosave_saves_periodically_and_on_shutdown<B: Backend + Clone + 'stati
     })
     .await
     .expect("the autosave task outlived its cache");
-    assert!(matches!(
-        autosave.shutdown().await,
-        Err(BackendError::CacheDropped)
-    ));
+    assert!(matches!(autosave.shutdown().await, Err(BackendError::CacheDropped)));
 }
 
 macro_rules! conformance {

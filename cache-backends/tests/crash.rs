@@ -33,20 +33,14 @@ fn open(kind: &str, path: &Path) -> Box<dyn Backend> {
 /// when nothing was saved yet.
 fn stored_generation(backend: &dyn Backend, rt: &tokio::runtime::Runtime) -> Option<u64> {
     let cache = Cache::<u64, (u64, u64)>::new(ENTRIES as usize);
-    let report = rt
-        .block_on(cache.load_from_backend(backend))
-        .expect("a snapshot must load after any kill");
+    let report = rt.block_on(cache.load_from_backend(backend)).expect("a snapshot must load after any kill");
     if report.loaded == 0 {
         return None;
     }
     assert_eq!(report.loaded as u64, ENTRIES, "a partial snapshot");
     let generation = cache.peek(&0).expect("key 0").0;
     for k in 0..ENTRIES {
-        assert_eq!(
-            cache.peek(&k),
-            Some((generation, k)),
-            "key {k} is from another generation than key 0"
-        );
+        assert_eq!(cache.peek(&k), Some((generation, k)), "key {k} is from another generation than key 0");
     }
     Some(generation)
 }
@@ -54,10 +48,7 @@ fn stored_generation(backend: &dyn Backend, rt: &tokio::runtime::Runtime) -> Opt
 /// Child: save generation after generation until killed.
 fn child(spec: &str) -> ! {
     let (kind, path) = spec.split_once(':').expect("backend:path");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let backend = open(kind, Path::new(path));
     let mut generation = stored_generation(&*backend, &rt).map_or(0, |g| g + 1);
     let cache = Cache::<u64, (u64, u64)>::new(ENTRIES as usize);
@@ -73,27 +64,16 @@ fn child(spec: &str) -> ! {
 /// `delay` bounds the random time a child runs before its kill: long enough
 /// for it to open the store and save now and then.
 fn kill_repeatedly(kind: &str, default_kills: usize, delay: std::ops::Range<u64>) {
-    let kills = std::env::var("CRASH_KILLS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(default_kills);
+    let kills = std::env::var("CRASH_KILLS").ok().and_then(|n| n.parse().ok()).unwrap_or(default_kills);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(format!("crash.{kind}"));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(kind.len() as u64);
     let mut last = None;
     let mut changed = 0;
     for kill in 0..kills {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "a_child_process_saving_in_a_loop",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+            .args(["--exact", "a_child_process_saving_in_a_loop", "--nocapture", "--test-threads=1"])
             .env(CHILD, format!("{kind}:{}", path.display()))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -104,20 +84,12 @@ fn kill_repeatedly(kind: &str, default_kills: usize, delay: std::ops::Range<u64>
         child.wait().unwrap();
         let backend = open(kind, &path);
         let now = stored_generation(&*backend, &rt);
-        assert!(
-            now >= last,
-            "kill {kill}: generation went back from {last:?} to {now:?}"
-        );
+        assert!(now >= last, "kill {kill}: generation went back from {last:?} to {now:?}");
         changed += usize::from(now != last);
         last = now;
     }
-    eprintln!(
-        "{kind}: {kills} kills, a new snapshot between {changed} of them, last generation {last:?}"
-    );
-    assert!(
-        changed > kills / 4,
-        "{kind}: the child saved between only {changed} of {kills} kills"
-    );
+    eprintln!("{kind}: {kills} kills, a new snapshot between {changed} of them, last generation {last:?}");
+    assert!(changed > kills / 4, "{kind}: the child saved between only {changed} of {kills} kills");
 }
 
 /// Run by `kill_repeatedly` in a child process; does nothing on its own

@@ -8,10 +8,7 @@ use async_cache::{BackendError, Cache, FileBackend};
 use proptest::prelude::*;
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
 /// A small, valid snapshot file's bytes.
@@ -22,10 +19,7 @@ fn small_snapshot(rt: &tokio::runtime::Runtime, dir: &Path) -> Vec<u8> {
         cache.insert(1, "one".into());
         cache.insert_with_ttl(2, "two".into(), Some(std::time::Duration::from_secs(60)));
         cache.insert(3, "three".into());
-        cache
-            .save_to_backend(&FileBackend::new(&path))
-            .await
-            .unwrap();
+        cache.save_to_backend(&FileBackend::new(&path)).await.unwrap();
     });
     std::fs::read(path).unwrap()
 }
@@ -37,30 +31,18 @@ fn load_bad(rt: &tokio::runtime::Runtime, dir: &Path, bytes: &[u8]) -> BackendEr
     std::fs::write(&path, bytes).unwrap();
     let cache = Cache::<u64, String>::new(10);
     cache.insert(9, "kept".into());
-    let error = rt
-        .block_on(cache.load_from_backend(&FileBackend::new(&path)))
-        .expect_err("a bad file must not load");
-    assert_eq!(
-        std::fs::read(&path).unwrap(),
-        bytes,
-        "the file was modified"
-    );
+    let error = rt.block_on(cache.load_from_backend(&FileBackend::new(&path))).expect_err("a bad file must not load");
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "the file was modified");
     assert_eq!(cache.get(&9).as_deref(), Some("kept"), "the cache changed");
     cache.insert(10, "still works".into());
     assert_eq!(cache.len(), 2);
     let message = error.to_string();
-    assert!(
-        message.contains("bad.cache"),
-        "the error names the file: {message}"
-    );
+    assert!(message.contains("bad.cache"), "the error names the file: {message}");
     error
 }
 
 fn is_typed(error: &BackendError) -> bool {
-    matches!(
-        error,
-        BackendError::Corrupt { .. } | BackendError::UnsupportedVersion { .. }
-    )
+    matches!(error, BackendError::Corrupt { .. } | BackendError::UnsupportedVersion { .. })
 }
 
 #[test]
@@ -70,10 +52,7 @@ fn truncation_at_every_length_is_corrupt() {
     let good = small_snapshot(&rt, dir.path());
     for len in 0..good.len() {
         let error = load_bad(&rt, dir.path(), &good[..len]);
-        assert!(
-            matches!(error, BackendError::Corrupt { .. }),
-            "length {len}: {error}"
-        );
+        assert!(matches!(error, BackendError::Corrupt { .. }), "length {len}: {error}");
     }
 }
 
@@ -114,21 +93,8 @@ fn a_newer_format_version_is_unsupported() {
     let mut newer = small_snapshot(&rt, dir.path());
     newer[8..12].copy_from_slice(&7u32.to_le_bytes());
     let error = load_bad(&rt, dir.path(), &newer);
-    assert!(
-        matches!(
-            error,
-            BackendError::UnsupportedVersion {
-                found: 7,
-                supported: 1,
-                ..
-            }
-        ),
-        "{error}"
-    );
-    assert!(
-        error.to_string().contains("upgrade"),
-        "says what to do: {error}"
-    );
+    assert!(matches!(error, BackendError::UnsupportedVersion { found: 7, supported: 1, .. }), "{error}");
+    assert!(error.to_string().contains("upgrade"), "says what to do: {error}");
 }
 
 #[test]
@@ -143,20 +109,13 @@ fn leftover_temporary_files_are_ignored_then_cleaned() {
     rt.block_on(async {
         let backend = FileBackend::new(&path);
         let cache = Cache::<u64, u64>::new(10);
-        assert_eq!(
-            cache.load_from_backend(&backend).await.unwrap().loaded,
-            0,
-            "ignored by a load"
-        );
+        assert_eq!(cache.load_from_backend(&backend).await.unwrap().loaded, 0, "ignored by a load");
         cache.insert(1, 1);
         cache.save_to_backend(&backend).await.unwrap();
     });
     assert!(!leftover.exists(), "cleaned by the next save");
     assert!(unrelated.exists(), "other files are not touched");
-    let names: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names.len(), 2, "no temporary file left behind: {names:?}");
 }
 

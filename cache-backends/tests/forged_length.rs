@@ -32,10 +32,7 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOCATOR: Counting = Counting;
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
 /// Loads `bytes` from a file: the error, after checking the file is
@@ -45,22 +42,13 @@ fn load_bad(rt: &tokio::runtime::Runtime, dir: &Path, bytes: &[u8]) -> BackendEr
     std::fs::write(&path, bytes).unwrap();
     let cache = Cache::<u64, String>::new(10);
     cache.insert(9, "kept".into());
-    let error = rt
-        .block_on(cache.load_from_backend(&FileBackend::new(&path)))
-        .expect_err("a bad file must not load");
-    assert_eq!(
-        std::fs::read(&path).unwrap(),
-        bytes,
-        "the file was modified"
-    );
+    let error = rt.block_on(cache.load_from_backend(&FileBackend::new(&path))).expect_err("a bad file must not load");
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "the file was modified");
     assert_eq!(cache.get(&9).as_deref(), Some("kept"), "the cache changed");
     cache.insert(10, "still works".into());
     assert_eq!(cache.len(), 2);
     let message = error.to_string();
-    assert!(
-        message.contains("bad.cache"),
-        "the error names the file: {message}"
-    );
+    assert!(message.contains("bad.cache"), "the error names the file: {message}");
     error
 }
 
@@ -93,9 +81,6 @@ fn a_forged_length_of_2_pow_40_allocates_nothing_like_it() {
         let error = load_bad(&rt, dir.path(), &bad);
         let grew = PEAK.load(Ordering::Relaxed) - before;
         assert!(matches!(error, BackendError::Corrupt { .. }), "{error}");
-        assert!(
-            grew < 1 << 20,
-            "a forged length made the load allocate {grew} bytes"
-        );
+        assert!(grew < 1 << 20, "a forged length made the load allocate {grew} bytes");
     }
 }

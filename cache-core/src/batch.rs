@@ -89,9 +89,7 @@ pub struct Batched<K, V, L> {
 
 impl<K, V, L> Clone for Batched<K, V, L> {
     fn clone(&self) -> Self {
-        Batched {
-            shared: Arc::clone(&self.shared),
-        }
+        Batched { shared: Arc::clone(&self.shared) }
     }
 }
 
@@ -177,10 +175,7 @@ where
                 window: config.batch_window,
                 max: config.max_batch_size,
                 runtime: Handle::current(),
-                pending: Mutex::new(Pending {
-                    leads: Vec::new(),
-                    generation: 0,
-                }),
+                pending: Mutex::new(Pending { leads: Vec::new(), generation: 0 }),
             }),
         }
     }
@@ -354,10 +349,7 @@ where
         let shared = Arc::clone(&self.shared);
         self.shared.runtime.spawn(async move {
             let store = Arc::clone(&shared.cache.store);
-            let mut flights = Flights {
-                store: Arc::clone(&store),
-                leads,
-            };
+            let mut flights = Flights { store: Arc::clone(&store), leads };
             // Keys whose every caller is gone are not sent: a flight only
             // held by its placeholder and this batch has nobody waiting.
             flights.leads.retain(|(_, lead)| {
@@ -378,9 +370,7 @@ where
             counters.loads.add(keys.len() as u64);
             let observer = store.observer();
             let started = observer.as_ref().map(|_| tokio::time::Instant::now());
-            let loaded = AssertUnwindSafe(shared.loader.load_batch(keys))
-                .catch_unwind()
-                .await;
+            let loaded = AssertUnwindSafe(shared.loader.load_batch(keys)).catch_unwind().await;
             if let (Some(observer), Some(started)) = (observer, started) {
                 observer(started.elapsed());
             }
@@ -393,12 +383,7 @@ where
                         .map(|(key, lead)| (values.remove(&key), lead))
                         .partition(|(value, _)| value.is_some());
                     // One lock for the whole batch, then the wake-ups.
-                    store.resolve_all(
-                        found
-                            .iter()
-                            .map(|(value, lead)| (lead, value.clone().expect("found"))),
-                        ttl,
-                    );
+                    store.resolve_all(found.iter().map(|(value, lead)| (lead, value.clone().expect("found"))), ttl);
                     store.abandon_all(absent.iter().map(|(_, lead)| lead));
                     for (value, lead) in found {
                         lead.flight.finish(Outcome::Value(value.expect("found")));

@@ -41,9 +41,7 @@ pub struct CacheBuilder<K, V> {
 
 impl<K, V> fmt::Debug for CacheBuilder<K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CacheBuilder")
-            .field("config", &self.config)
-            .finish()
+        f.debug_struct("CacheBuilder").field("config", &self.config).finish()
     }
 }
 

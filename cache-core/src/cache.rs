@@ -42,9 +42,7 @@ pub struct Cache<K, V> {
 
 impl<K, V> Clone for Cache<K, V> {
     fn clone(&self) -> Self {
-        Cache {
-            store: Arc::clone(&self.store),
-        }
+        Cache { store: Arc::clone(&self.store) }
     }
 }
 
@@ -97,9 +95,7 @@ where
     }
 
     pub(crate) fn from_config(config: Config) -> Self {
-        Cache {
-            store: Arc::new(Store::new(config)),
-        }
+        Cache { store: Arc::new(Store::new(config)) }
     }
 
     /// The value for `key`, if present and not expired. A hit promotes the
@@ -385,9 +381,7 @@ where
     /// assert!(weak.upgrade().is_none());
     /// ```
     pub fn downgrade(&self) -> WeakCache<K, V> {
-        WeakCache {
-            store: Arc::downgrade(&self.store),
-        }
+        WeakCache { store: Arc::downgrade(&self.store) }
     }
 
     /// Whether two handles share one cache.
@@ -425,16 +419,12 @@ impl<K, V> WeakCache<K, V> {
 
 impl<K, V> Clone for WeakCache<K, V> {
     fn clone(&self) -> Self {
-        WeakCache {
-            store: self.store.clone(),
-        }
+        WeakCache { store: self.store.clone() }
     }
 }
 
 impl<K, V> fmt::Debug for WeakCache<K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WeakCache")
-            .field("alive", &(self.store.strong_count() > 0))
-            .finish()
+        f.debug_struct("WeakCache").field("alive", &(self.store.strong_count() > 0)).finish()
     }
 }

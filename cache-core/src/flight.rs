@@ -90,18 +90,13 @@ struct Waiters {
 
 impl<V> std::fmt::Debug for Flight<V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Flight")
-            .field("done", &self.outcome.get().is_some())
-            .finish()
+        f.debug_struct("Flight").field("done", &self.outcome.get().is_some()).finish()
     }
 }
 
 impl<V: Clone> Flight<V> {
     pub(crate) fn new() -> Self {
-        Flight {
-            outcome: OnceLock::new(),
-            waiters: Mutex::new(Waiters::default()),
-        }
+        Flight { outcome: OnceLock::new(), waiters: Mutex::new(Waiters::default()) }
     }
 
     /// Ends the flight and wakes every waiter. Later calls do nothing.
@@ -119,10 +114,7 @@ impl<V: Clone> Flight<V> {
 
     /// Waits for the outcome.
     pub(crate) fn wait(self: Arc<Self>) -> Wait<V> {
-        Wait {
-            flight: self,
-            place: None,
-        }
+        Wait { flight: self, place: None }
     }
 }
 
@@ -278,8 +270,7 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = V>,
     {
-        self.get_or_load_with_ttl(key, self.store.config.default_ttl, load)
-            .await
+        self.get_or_load_with_ttl(key, self.store.config.default_ttl, load).await
     }
 
     /// [`get_or_load`](Self::get_or_load) storing the value with its own TTL
@@ -305,9 +296,7 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = V>,
     {
-        let loaded = self.load(key, ttl, true, Errors::Shared, || async {
-            Ok::<V, Infallible>(load().await)
-        });
+        let loaded = self.load(key, ttl, true, Errors::Shared, || async { Ok::<V, Infallible>(load().await) });
         match loaded.await {
             Ok(value) => value,
             Err(Failure::Own(never)) => match never {},
@@ -346,8 +335,7 @@ where
         Fut: Future<Output = Result<V, E>>,
         E: Send + Sync + 'static,
     {
-        self.try_get_or_load_with_ttl(key, self.store.config.default_ttl, load)
-            .await
+        self.try_get_or_load_with_ttl(key, self.store.config.default_ttl, load).await
     }
 
     /// [`try_get_or_load`](Self::try_get_or_load) storing the value with its
@@ -367,12 +355,7 @@ where
     /// assert_eq!(v.unwrap(), 1);
     /// # }
     /// ```
-    pub async fn try_get_or_load_with_ttl<F, Fut, E>(
-        &self,
-        key: K,
-        ttl: Option<Duration>,
-        load: F,
-    ) -> Result<V, Arc<E>>
+    pub async fn try_get_or_load_with_ttl<F, Fut, E>(&self, key: K, ttl: Option<Duration>, load: F) -> Result<V, Arc<E>>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
@@ -399,11 +382,7 @@ where
     {
         let store = &*self.store;
         let hash = store.hash(&key);
-        let found = if lookup {
-            store.get(hash, &key)
-        } else {
-            store.peek(hash, &key)
-        };
+        let found = if lookup { store.get(hash, &key) } else { store.peek(hash, &key) };
         if let Some(value) = found {
             return Ok(value);
         }
@@ -439,10 +418,7 @@ where
                     continue;
                 }
             };
-            let leader = Leader {
-                store,
-                lead: Some(lead),
-            };
+            let leader = Leader { store, lead: Some(lead) };
             store.counters.loads.inc();
             let load = load.take().expect("a caller leads at most once");
             return match self.timed(load()).await {
@@ -470,12 +446,7 @@ where
 
     /// A waiter's own attempt after a failed flight whose error it cannot
     /// share: outside single-flight, storing a value like any load.
-    async fn load_alone<F, Fut, E>(
-        &self,
-        key: K,
-        ttl: Option<Duration>,
-        load: F,
-    ) -> Result<V, Failure<E>>
+    async fn load_alone<F, Fut, E>(&self, key: K, ttl: Option<Duration>, load: F) -> Result<V, Failure<E>>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
@@ -513,23 +484,15 @@ mod tests {
     #[tokio::test]
     async fn every_waiter_gets_the_outcome() {
         let flight = Arc::new(Flight::<u32>::new());
-        let waiters: Vec<_> = (0..20)
-            .map(|_| tokio::spawn(Arc::clone(&flight).wait()))
-            .collect();
+        let waiters: Vec<_> = (0..20).map(|_| tokio::spawn(Arc::clone(&flight).wait())).collect();
         tokio::task::yield_now().await;
         flight.finish(Outcome::Value(7));
         for w in waiters {
-            let got = tokio::time::timeout(Duration::from_secs(5), w)
-                .await
-                .unwrap()
-                .unwrap();
+            let got = tokio::time::timeout(Duration::from_secs(5), w).await.unwrap().unwrap();
             assert!(matches!(got, Outcome::Value(7)));
         }
         // A late waiter sees it at once.
-        assert!(matches!(
-            Arc::clone(&flight).wait().await,
-            Outcome::Value(7)
-        ));
+        assert!(matches!(Arc::clone(&flight).wait().await, Outcome::Value(7)));
     }
 
     #[tokio::test]

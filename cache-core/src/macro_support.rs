@@ -24,13 +24,7 @@ macro_rules! __async_cache_site {
     ($key:ty, $value:ty, $name:expr, $max_size:expr, $ttl_secs:expr) => {{
         static SITE: $crate::__private::Site<&'static $crate::__private::Cache<$key, $value>> =
             $crate::__private::Site::new();
-        let site = ::std::concat!(
-            ::std::module_path!(),
-            "@",
-            ::std::line!(),
-            ":",
-            ::std::column!()
-        );
+        let site = ::std::concat!(::std::module_path!(), "@", ::std::line!(), ":", ::std::column!());
         $crate::__private::cache(&SITE, site, $name, $max_size, $ttl_secs)
     }};
 }
@@ -64,10 +58,7 @@ pub fn cache<K: CachedKey, V: CachedValue>(
     site.get_or_init(|| {
         type Registry = Mutex<HashMap<&'static str, &'static (dyn Any + Send + Sync)>>;
         static REGISTRY: OnceLock<Registry> = OnceLock::new();
-        let mut registry = REGISTRY
-            .get_or_init(Registry::default)
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut registry = REGISTRY.get_or_init(Registry::default).lock().unwrap_or_else(|e| e.into_inner());
         let cache = *registry.entry(id).or_insert_with(|| {
             let mut builder = Cache::<K, V>::builder().name(name).max_size(max_size);
             if ttl_secs > 0.0 {
@@ -75,9 +66,7 @@ pub fn cache<K: CachedKey, V: CachedValue>(
             }
             Box::leak(Box::new(builder.build()))
         });
-        cache
-            .downcast_ref()
-            .expect("one #[cached] site, one key and value type")
+        cache.downcast_ref().expect("one #[cached] site, one key and value type")
     })
 }
 
@@ -200,10 +189,7 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Option<V>>,
 {
-    cache
-        .try_get_or_load(key, || async { load().await.ok_or(Nothing) })
-        .await
-        .ok()
+    cache.try_get_or_load(key, || async { load().await.ok_or(Nothing) }).await.ok()
 }
 
 /// A function returning `Result<T, E>`: caches `Ok` only. With a `sharer`
@@ -222,11 +208,7 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<V, E>>,
 {
-    let errors = if sharer.is_some() {
-        Errors::Shared
-    } else {
-        Errors::PerCaller
-    };
+    let errors = if sharer.is_some() { Errors::Shared } else { Errors::PerCaller };
     let ttl = cache.store.config.default_ttl;
     match cache.load(key, ttl, true, errors, load).await {
         Ok(value) => Ok(value),

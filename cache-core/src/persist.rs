@@ -214,19 +214,14 @@ where
     /// # Ok(()) }
     /// # }
     /// ```
-    pub async fn save_to_backend<B: Backend + ?Sized>(
-        &self,
-        backend: &B,
-    ) -> Result<SaveReport, BackendError> {
+    pub async fn save_to_backend<B: Backend + ?Sized>(&self, backend: &B) -> Result<SaveReport, BackendError> {
         let _one_at_a_time = self.store.save_lock.lock().await;
         // Copying and encoding run together on the blocking pool: each entry
         // is encoded where it lies, without a clone.
         let store = Arc::clone(&self.store);
         let records = tokio::task::spawn_blocking(move || {
             let mut scratch = Vec::new();
-            store.snapshot(|key, value, expires| {
-                encode(key, value, expires, store.clock, &mut scratch)
-            })
+            store.snapshot(|key, value, expires| encode(key, value, expires, store.clock, &mut scratch))
         })
         .await
         .map_err(|panic| panicked("Serialize", panic))??;
@@ -263,32 +258,22 @@ where
     /// # Ok(()) }
     /// # }
     /// ```
-    pub async fn load_from_backend<B: Backend + ?Sized>(
-        &self,
-        backend: &B,
-    ) -> Result<LoadReport, BackendError> {
+    pub async fn load_from_backend<B: Backend + ?Sized>(&self, backend: &B) -> Result<LoadReport, BackendError> {
         let records = backend.load().await?;
-        let (entries, skipped_undecodable) =
-            tokio::task::spawn_blocking(move || decode::<K, V>(records))
-                .await
-                .map_err(|panic| panicked("Deserialize", panic))?;
-        let mut report = LoadReport {
-            skipped_undecodable,
-            ..LoadReport::default()
-        };
-        let live =
-            entries.into_iter().filter_map(|(key, value, expires_at)| {
-                match Clock::remaining(expires_at) {
-                    Some(Duration::ZERO) => {
-                        report.skipped_expired += 1;
-                        None
-                    }
-                    ttl => {
-                        report.loaded += 1;
-                        Some((key, value, ttl))
-                    }
-                }
-            });
+        let (entries, skipped_undecodable) = tokio::task::spawn_blocking(move || decode::<K, V>(records))
+            .await
+            .map_err(|panic| panicked("Deserialize", panic))?;
+        let mut report = LoadReport { skipped_undecodable, ..LoadReport::default() };
+        let live = entries.into_iter().filter_map(|(key, value, expires_at)| match Clock::remaining(expires_at) {
+            Some(Duration::ZERO) => {
+                report.skipped_expired += 1;
+                None
+            }
+            ttl => {
+                report.loaded += 1;
+                Some((key, value, ttl))
+            }
+        });
         // In saved order, a lock per chunk: the last saved ends most recent.
         self.store.insert_all(live, LOAD_CHUNK);
         Ok(report)
@@ -351,21 +336,14 @@ where
                     return;
                 };
                 let result = Cache { store }.save_to_backend(&backend).await;
-                task_status
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .record(&result);
+                task_status.lock().unwrap_or_else(|e| e.into_inner()).record(&result);
                 if let Some(reply) = reply {
                     let _ = reply.send(result);
                     return;
                 }
             }
         });
-        AutosaveHandle {
-            stop: Some(stop),
-            status,
-            task,
-        }
+        AutosaveHandle { stop: Some(stop), status, task }
     }
 }
 
@@ -386,11 +364,7 @@ fn encode<K: Serialize, V: Serialize>(
         item.encode(scratch)?;
         Ok(scratch.as_slice().to_vec())
     };
-    Ok(Record {
-        key: exact(key)?,
-        value: exact(value)?,
-        expires_at: clock.wall_clock(expires),
-    })
+    Ok(Record { key: exact(key)?, value: exact(value)?, expires_at: clock.wall_clock(expires) })
 }
 
 /// Encoding through a trait object, so keys and values share one closure.
@@ -403,8 +377,7 @@ mod erased {
 
     impl<T: serde::Serialize> Encode for T {
         fn encode(&self, out: &mut Vec<u8>) -> Result<(), BackendError> {
-            let filled = postcard::to_extend(self, std::mem::take(out))
-                .map_err(|e| BackendError::Encode(e.into()))?;
+            let filled = postcard::to_extend(self, std::mem::take(out)).map_err(|e| BackendError::Encode(e.into()))?;
             *out = filled;
             Ok(())
         }
@@ -473,9 +446,7 @@ pub struct AutosaveHandle {
 
 impl fmt::Debug for AutosaveHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AutosaveHandle")
-            .field("status", &self.status)
-            .finish_non_exhaustive()
+        f.debug_struct("AutosaveHandle").field("status", &self.status).finish_non_exhaustive()
     }
 }
 

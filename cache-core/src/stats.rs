@@ -73,11 +73,7 @@ impl Metrics {
     /// ```
     pub fn hit_rate(&self) -> f64 {
         let asked = self.hits + self.misses;
-        if asked == 0 {
-            0.0
-        } else {
-            self.hits as f64 / asked as f64
-        }
+        if asked == 0 { 0.0 } else { self.hits as f64 / asked as f64 }
     }
 }
 

@@ -20,17 +20,13 @@ pub(crate) struct Clock {
 
 impl Clock {
     pub(crate) fn new() -> Self {
-        Clock {
-            epoch: Instant::now(),
-        }
+        Clock { epoch: Instant::now() }
     }
 
     /// Nanoseconds since the epoch; never `NEVER`.
     #[inline]
     pub(crate) fn now(&self) -> u64 {
-        let ns = Instant::now()
-            .saturating_duration_since(self.epoch)
-            .as_nanos();
+        let ns = Instant::now().saturating_duration_since(self.epoch).as_nanos();
         u64::try_from(ns).unwrap_or(NEVER - 1).min(NEVER - 1)
     }
 
@@ -39,10 +35,7 @@ impl Clock {
     pub(crate) fn deadline(now: u64, ttl: Option<Duration>) -> u64 {
         match ttl {
             None => NEVER,
-            Some(ttl) => u64::try_from(ttl.as_nanos())
-                .ok()
-                .and_then(|ttl| now.checked_add(ttl))
-                .unwrap_or(NEVER),
+            Some(ttl) => u64::try_from(ttl.as_nanos()).ok().and_then(|ttl| now.checked_add(ttl)).unwrap_or(NEVER),
         }
     }
 
@@ -55,11 +48,9 @@ impl Clock {
         let now = self.now();
         let wall = SystemTime::now();
         Some(if deadline >= now {
-            wall.checked_add(Duration::from_nanos(deadline - now))
-                .unwrap_or(wall)
+            wall.checked_add(Duration::from_nanos(deadline - now)).unwrap_or(wall)
         } else {
-            wall.checked_sub(Duration::from_nanos(now - deadline))
-                .unwrap_or(wall)
+            wall.checked_sub(Duration::from_nanos(now - deadline)).unwrap_or(wall)
         })
     }
 
@@ -67,10 +58,7 @@ impl Clock {
     /// `Some(ZERO)` when it has passed.
     #[cfg(feature = "persist")]
     pub(crate) fn remaining(expires_at: Option<SystemTime>) -> Option<Duration> {
-        expires_at.map(|at| {
-            at.duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO)
-        })
+        expires_at.map(|at| at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
     }
 }
 
@@ -81,10 +69,7 @@ mod tests {
     #[test]
     fn a_ttl_too_large_for_the_clock_saturates_to_never() {
         assert_eq!(Clock::deadline(5, Some(Duration::MAX)), NEVER);
-        assert_eq!(
-            Clock::deadline(5, Some(Duration::from_nanos(u64::MAX - 5))),
-            NEVER
-        );
+        assert_eq!(Clock::deadline(5, Some(Duration::from_nanos(u64::MAX - 5))), NEVER);
         assert_eq!(Clock::deadline(5, Some(Duration::from_nanos(10))), 15);
         assert_eq!(Clock::deadline(5, None), NEVER);
     }

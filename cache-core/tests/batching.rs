@@ -9,9 +9,7 @@ use cache_core::{BatchLoader, Cache, async_trait};
 use futures_util::future::join_all;
 
 async fn within<T>(f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(10), f)
-        .await
-        .expect("timed out: something hangs")
+    tokio::time::timeout(Duration::from_secs(10), f).await.expect("timed out: something hangs")
 }
 
 /// A loader that records every batch it is sent, answers `key * 10` for keys
@@ -24,10 +22,7 @@ struct Recorder {
 
 impl Recorder {
     fn slow(delay: Duration) -> Self {
-        Recorder {
-            delay,
-            ..Self::default()
-        }
+        Recorder { delay, ..Self::default() }
     }
 
     fn calls(&self) -> Vec<Vec<u64>> {
@@ -46,20 +41,12 @@ impl BatchLoader<u64, u64> for Recorder {
     async fn load_batch(&self, keys: Vec<u64>) -> Result<HashMap<u64, u64>, String> {
         self.calls.lock().unwrap().push(keys.clone());
         tokio::time::sleep(self.delay).await;
-        Ok(keys
-            .into_iter()
-            .filter(|k| *k < 1_000)
-            .map(|k| (k, k * 10))
-            .collect())
+        Ok(keys.into_iter().filter(|k| *k < 1_000).map(|k| (k, k * 10)).collect())
     }
 }
 
 fn cache(max_batch: usize) -> Cache<u64, u64> {
-    Cache::builder()
-        .max_size(1_000)
-        .max_batch_size(max_batch)
-        .batch_window(Duration::from_millis(5))
-        .build()
+    Cache::builder().max_size(1_000).max_batch_size(max_batch).batch_window(Duration::from_millis(5)).build()
 }
 
 #[tokio::test(start_paused = true)]
@@ -74,10 +61,7 @@ async fn requests_within_the_window_are_sent_as_one_batch() {
     );
     assert_eq!(loader.calls(), vec![vec![1, 2, 3, 4, 5]]);
     let m = cache.metrics();
-    assert_eq!(
-        (m.batches, m.batched_keys, m.loads, m.misses, m.hits),
-        (1, 5, 5, 5, 0)
-    );
+    assert_eq!((m.batches, m.batched_keys, m.loads, m.misses, m.hits), (1, 5, 5, 5, 0));
     assert_eq!(cache.get(&3), Some(30), "loaded values are cached");
 }
 
@@ -104,10 +88,7 @@ async fn a_batch_is_cut_at_max_batch_size_in_order() {
     assert!(got.iter().all(|r| r.as_ref().unwrap().is_some()));
     // Batches go out in the order they fill: [1,2,3] and [4,5,6] at once,
     // [7] when its window closes.
-    assert_eq!(
-        *loader.calls.lock().unwrap(),
-        vec![vec![1, 2, 3], vec![4, 5, 6], vec![7]]
-    );
+    assert_eq!(*loader.calls.lock().unwrap(), vec![vec![1, 2, 3], vec![4, 5, 6], vec![7]]);
     assert_eq!(cache.metrics().batches, 3);
 }
 
@@ -144,9 +125,7 @@ async fn a_key_in_an_in_flight_batch_joins_it_instead_of_loading_again() {
     let via_batch = batched.get(500);
     let via_get_or_load = async {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        cache
-            .get_or_load(500, || async { unreachable!("joined the batch") })
-            .await
+        cache.get_or_load(500, || async { unreachable!("joined the batch") }).await
     };
     let (x, y) = within(async { tokio::join!(via_batch, via_get_or_load) }).await;
     assert_eq!((x.unwrap(), y), (Some(5000), 5000));
@@ -159,16 +138,9 @@ async fn keys_missing_from_the_answer_give_none_and_are_not_cached() {
     let users = cache.batched(loader.clone());
     let (a, b) = within(async { tokio::join!(users.get(5), users.get(5_000)) }).await;
     assert_eq!((a.unwrap(), b.unwrap()), (Some(50), None));
-    assert!(
-        !cache.contains_key(&5_000),
-        "no value is not cached (the Python seed's bug)"
-    );
+    assert!(!cache.contains_key(&5_000), "no value is not cached (the Python seed's bug)");
     assert_eq!(within(users.get(5_000)).await.unwrap(), None);
-    assert_eq!(
-        loader.calls(),
-        vec![vec![5, 5_000], vec![5_000]],
-        "asked again next time"
-    );
+    assert_eq!(loader.calls(), vec![vec![5, 5_000], vec![5_000]], "asked again next time");
 }
 
 #[tokio::test(start_paused = true)]
@@ -189,19 +161,11 @@ async fn an_error_reaches_every_caller_of_that_batch_and_nothing_is_cached() {
     let got = within(join_all((1..=4).map(|k| users.get(k)))).await;
     let first = got[0].as_ref().unwrap_err();
     assert_eq!(first.as_str(), "backend down for 4 keys");
-    assert!(
-        got.iter()
-            .all(|r| Arc::ptr_eq(r.as_ref().unwrap_err(), first)),
-        "one shared error"
-    );
+    assert!(got.iter().all(|r| Arc::ptr_eq(r.as_ref().unwrap_err(), first)), "one shared error");
     assert!(cache.is_empty());
     assert_eq!(cache.metrics().load_errors, 4);
     *fail.lock().unwrap() = false;
-    assert_eq!(
-        within(users.get(1)).await.unwrap(),
-        Some(1),
-        "the next request loads again"
-    );
+    assert_eq!(within(users.get(1)).await.unwrap(), Some(1), "the next request loads again");
     assert!(within(users.get_many(vec![7, 8])).await.is_ok());
 }
 
@@ -226,10 +190,7 @@ async fn a_panic_reaches_every_caller_of_that_batch_and_nobody_hangs() {
         assert!(message.contains("loader bug"), "{message}");
     }
     assert!(cache.is_empty());
-    assert!(
-        within(cache.get_or_load(1, || async { 1 })).await == 1,
-        "no placeholder is left behind"
-    );
+    assert!(within(cache.get_or_load(1, || async { 1 })).await == 1, "no placeholder is left behind");
 }
 
 #[tokio::test(start_paused = true)]
@@ -241,10 +202,7 @@ async fn a_dropped_caller_does_not_hurt_the_others_in_its_batch() {
     let stayers = join_all([1, 2].map(|k| users.get(k)));
     let (quit, stayed) = within(async { tokio::join!(quitter, stayers) }).await;
     assert!(quit.is_err());
-    assert_eq!(
-        stayed.into_iter().map(Result::unwrap).collect::<Vec<_>>(),
-        vec![Some(10), Some(20)]
-    );
+    assert_eq!(stayed.into_iter().map(Result::unwrap).collect::<Vec<_>>(), vec![Some(10), Some(20)]);
     assert_eq!(loader.calls(), vec![vec![1, 2]]);
 
     // Dropped while the batch is in flight: the batch still completes and
@@ -260,8 +218,7 @@ async fn a_batch_whose_callers_are_all_gone_is_not_sent() {
     let cache = cache(100);
     let loader = Recorder::default();
     let users = cache.batched(loader.clone());
-    let quitters =
-        join_all((1..=3).map(|k| tokio::time::timeout(Duration::from_millis(1), users.get(k))));
+    let quitters = join_all((1..=3).map(|k| tokio::time::timeout(Duration::from_millis(1), users.get(k))));
     assert!(within(quitters).await.iter().all(Result::is_err));
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(loader.calls().is_empty(), "{:?}", loader.calls());
@@ -300,9 +257,7 @@ async fn remove_during_a_batch_wins() {
 
 #[tokio::test(start_paused = true)]
 async fn a_zero_window_sends_at_the_next_yield() {
-    let cache = Cache::<u64, u64>::builder()
-        .batch_window(Duration::ZERO)
-        .build();
+    let cache = Cache::<u64, u64>::builder().batch_window(Duration::ZERO).build();
     let loader = Recorder::default();
     let users = cache.batched(loader.clone());
     let started = tokio::time::Instant::now();
@@ -328,11 +283,7 @@ async fn no_task_is_left_behind() {
     let users = cache.batched(loader.clone());
     within(users.get_many((1..=10).collect())).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(
-        metrics.num_alive_tasks(),
-        0,
-        "the window timer stops when nothing is pending"
-    );
+    assert_eq!(metrics.num_alive_tasks(), 0, "the window timer stops when nothing is pending");
     // A window open when the last handles go: its timer ends without loading.
     let pending = tokio::time::timeout(Duration::from_millis(1), users.get(99));
     assert!(within(pending).await.is_err());

@@ -12,9 +12,7 @@ use futures_util::future::join_all;
 
 /// Fails the test if `f` takes longer than 10 s of (real or paused) time.
 async fn within<T>(f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(10), f)
-        .await
-        .expect("timed out: something hangs")
+    tokio::time::timeout(Duration::from_secs(10), f).await.expect("timed out: something hangs")
 }
 
 /// A loader that counts its runs, waits `ms` and returns `value`.
@@ -33,10 +31,7 @@ fn slow(calls: &Arc<AtomicUsize>, ms: u64, value: u64) -> impl Future<Output = u
 async fn single_flight_1000_concurrent_misses_run_the_loader_once() {
     let cache = Cache::<u64, u64>::new(100);
     let calls = Arc::new(AtomicUsize::new(0));
-    let got = within(join_all(
-        (0..1000).map(|_| cache.get_or_load(7, || slow(&calls, 50, 42))),
-    ))
-    .await;
+    let got = within(join_all((0..1000).map(|_| cache.get_or_load(7, || slow(&calls, 50, 42))))).await;
     assert!(got.iter().all(|v| *v == 42));
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     let m = cache.metrics();
@@ -62,11 +57,7 @@ async fn single_flight_1000_tasks_on_two_workers_run_the_loader_once() {
     let m = cache.metrics();
     assert_eq!(m.loads, 1);
     assert_eq!(m.misses + m.hits, 1000);
-    assert_eq!(
-        m.coalesced,
-        m.misses - 1,
-        "every caller that missed but the leader was served by its load"
-    );
+    assert_eq!(m.coalesced, m.misses - 1, "every caller that missed but the leader was served by its load");
 }
 
 #[tokio::test(start_paused = true)]
@@ -82,10 +73,7 @@ async fn single_flight_different_keys_load_independently_and_concurrently() {
     assert_eq!(got, (0..10).map(|k| k * 10).collect::<Vec<_>>());
     assert_eq!(calls.load(Ordering::SeqCst), 10);
     // Concurrent, not one after the other: ten 100 ms loads take ~100 ms.
-    assert!(
-        started.elapsed() < Duration::from_millis(150),
-        "loads ran one after another"
-    );
+    assert!(started.elapsed() < Duration::from_millis(150), "loads ran one after another");
 }
 
 #[tokio::test(start_paused = true)]
@@ -144,18 +132,11 @@ async fn loader_panic_with_50_waiters_hands_the_load_to_one_waiter() {
         })
         .collect();
     let panicked = within(leader).await.unwrap_err();
-    assert!(
-        panicked.is_panic(),
-        "the panic propagates in the caller that ran the loader"
-    );
+    assert!(panicked.is_panic(), "the panic propagates in the caller that ran the loader");
     for w in within(join_all(waiters)).await {
         assert_eq!(w.unwrap(), 99);
     }
-    assert_eq!(
-        runs.load(Ordering::SeqCst),
-        2,
-        "exactly one waiter took the load over"
-    );
+    assert_eq!(runs.load(Ordering::SeqCst), 2, "exactly one waiter took the load over");
     assert_eq!(cache.get(&1), Some(99));
 }
 
@@ -189,10 +170,7 @@ async fn aborted_leader_hands_the_load_to_a_waiter() {
 async fn leader_timed_out_hands_the_load_to_a_waiter_and_no_placeholder_outlives_its_flight() {
     let cache = Cache::<u64, u64>::new(100);
     let runs = Arc::new(AtomicUsize::new(0));
-    let leader = tokio::time::timeout(
-        Duration::from_millis(10),
-        cache.get_or_load(1, || slow(&runs, 1_000, 1)),
-    );
+    let leader = tokio::time::timeout(Duration::from_millis(10), cache.get_or_load(1, || slow(&runs, 1_000, 1)));
     let waiter = cache.get_or_load(1, || slow(&runs, 10, 2));
     let (led, waited) = within(async { tokio::join!(leader, waiter) }).await;
     assert!(led.is_err(), "the leader timed out");
@@ -200,17 +178,10 @@ async fn leader_timed_out_hands_the_load_to_a_waiter_and_no_placeholder_outlives
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 
     // A leader cancelled with no waiters leaves nothing behind either.
-    let cancelled = tokio::time::timeout(
-        Duration::from_millis(10),
-        cache.get_or_load(3, || slow(&runs, 1_000, 3)),
-    );
+    let cancelled = tokio::time::timeout(Duration::from_millis(10), cache.get_or_load(3, || slow(&runs, 1_000, 3)));
     assert!(within(cancelled).await.is_err());
     assert!(!cache.contains_key(&3));
-    assert_eq!(
-        within(cache.get_or_load(3, || async { 33 })).await,
-        33,
-        "a new load starts at once"
-    );
+    assert_eq!(within(cache.get_or_load(3, || async { 33 })).await, 33, "a new load starts at once");
 }
 
 #[tokio::test(start_paused = true)]
@@ -218,12 +189,9 @@ async fn cancelled_waiters_do_not_disturb_the_flight() {
     let cache = Cache::<u64, u64>::new(100);
     let runs = Arc::new(AtomicUsize::new(0));
     let leader = cache.get_or_load(1, || slow(&runs, 100, 7));
-    let quitters = join_all((0..10).map(|_| {
-        tokio::time::timeout(
-            Duration::from_millis(5),
-            cache.get_or_load(1, || slow(&runs, 1, 0)),
-        )
-    }));
+    let quitters = join_all(
+        (0..10).map(|_| tokio::time::timeout(Duration::from_millis(5), cache.get_or_load(1, || slow(&runs, 1, 0)))),
+    );
     let stayer = cache.get_or_load(1, || slow(&runs, 1, 0));
     let (led, quit, stayed) = within(async { tokio::join!(leader, quitters, stayer) }).await;
     assert_eq!((led, stayed), (7, 7));
@@ -239,11 +207,7 @@ async fn remove_during_a_load_wins_the_value_reaches_waiters_but_is_not_stored()
     let waiter = cache.get_or_load(1, || slow(&runs, 100, 6));
     let remover = async {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(
-            cache.remove(&1),
-            None,
-            "a load in flight has no value to return"
-        );
+        assert_eq!(cache.remove(&1), None, "a load in flight has no value to return");
     };
     let (a, b, ()) = within(async { tokio::join!(load, waiter, remover) }).await;
     assert_eq!((a, b), (5, 5));
@@ -310,10 +274,7 @@ fn lru_evicts_the_least_recently_used_entry_exactly() {
     cache.insert(1, 11); // re-insert is a use: order 4, 3, 1
     cache.insert(5, 5); // evicts 4
     assert!(!cache.contains_key(&4));
-    let mut left: Vec<_> = [1, 2, 3, 4, 5]
-        .into_iter()
-        .filter(|k| cache.contains_key(k))
-        .collect();
+    let mut left: Vec<_> = [1, 2, 3, 4, 5].into_iter().filter(|k| cache.contains_key(k)).collect();
     left.sort();
     assert_eq!(left, [1, 3, 5]);
     assert_eq!(cache.metrics().evictions, 2);
@@ -385,10 +346,7 @@ async fn lru_is_exact_for_one_task_that_moves_between_worker_threads() {
             // Now 99 is least recently used, then 98, ...
             for (i, k) in (100..150).enumerate() {
                 cache.insert(k, k);
-                assert!(
-                    !cache.contains_key(&(99 - i as u32)),
-                    "evicted out of order at {k}"
-                );
+                assert!(!cache.contains_key(&(99 - i as u32)), "evicted out of order at {k}");
             }
         })
     };
@@ -403,9 +361,7 @@ fn a_full_cache_holds_exactly_max_size_entries() {
             cache.insert(i, i);
         }
         assert_eq!(cache.len(), max, "max_size {max}");
-        let present = (0..max as u64 * 3)
-            .filter(|k| cache.contains_key(k))
-            .count();
+        let present = (0..max as u64 * 3).filter(|k| cache.contains_key(k)).count();
         assert_eq!(present, max);
     }
 }
@@ -440,10 +396,7 @@ fn len_never_exceeds_max_size_even_under_concurrent_inserts() {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while cache.lifetime_metrics().evictions < 50_000 {
             assert!(cache.len() <= 64);
-            assert!(
-                std::time::Instant::now() < deadline,
-                "writers made no progress"
-            );
+            assert!(std::time::Instant::now() < deadline, "writers made no progress");
         }
         stop.store(true, Ordering::Relaxed);
     });
@@ -454,10 +407,7 @@ fn len_never_exceeds_max_size_even_under_concurrent_inserts() {
 
 #[tokio::test(start_paused = true)]
 async fn ttl_an_expired_entry_is_never_returned() {
-    let cache = Cache::<u64, u64>::builder()
-        .max_size(100)
-        .default_ttl(Duration::from_millis(100))
-        .build();
+    let cache = Cache::<u64, u64>::builder().max_size(100).default_ttl(Duration::from_millis(100)).build();
     cache.insert(1, 1);
     cache.insert_with_ttl(2, 2, Some(Duration::from_millis(300)));
     cache.insert_with_ttl(3, 3, None);
@@ -488,9 +438,7 @@ async fn ttl_reinserting_restarts_it_and_a_zero_ttl_stores_nothing_visible() {
     cache.insert_with_ttl(1, 3, Some(Duration::ZERO));
     assert_eq!(cache.get(&1), None);
     assert!(cache.is_empty());
-    let zero = Cache::<u64, u64>::builder()
-        .default_ttl(Duration::ZERO)
-        .build();
+    let zero = Cache::<u64, u64>::builder().default_ttl(Duration::ZERO).build();
     zero.insert(1, 1);
     assert_eq!(zero.get(&1), None);
 }
@@ -515,10 +463,7 @@ async fn ttl_expired_entries_are_reclaimed_without_anyone_reading_them() {
         LIVE.fetch_add(1, Ordering::SeqCst);
         Counted
     };
-    let cache = Cache::<u64, Counted>::builder()
-        .unbounded()
-        .default_ttl(Duration::from_secs(1))
-        .build();
+    let cache = Cache::<u64, Counted>::builder().unbounded().default_ttl(Duration::from_secs(1)).build();
     let mut key = 0;
     for round in 0..200 {
         for _ in 0..1_000 {
@@ -529,20 +474,14 @@ async fn ttl_expired_entries_are_reclaimed_without_anyone_reading_them() {
         assert_eq!(cache.len(), 0, "round {round}");
         // Written once, never read: what is alive stays around one round's worth
         // (reclaimed slots are dropped after a grace period, not at once).
-        assert!(
-            LIVE.load(Ordering::SeqCst) <= 3_000,
-            "round {round}: {} values alive",
-            LIVE.load(Ordering::SeqCst)
-        );
+        assert!(LIVE.load(Ordering::SeqCst) <= 3_000, "round {round}: {} values alive", LIVE.load(Ordering::SeqCst));
     }
     assert_eq!(cache.metrics().expirations, 200_000);
 }
 
 #[tokio::test(start_paused = true)]
 async fn ttl_too_large_for_the_clock_saturates_to_never() {
-    let cache = Cache::<u64, u64>::builder()
-        .default_ttl(Duration::MAX)
-        .build();
+    let cache = Cache::<u64, u64>::builder().default_ttl(Duration::MAX).build();
     cache.insert(1, 1);
     cache.insert_with_ttl(2, 2, Some(Duration::from_secs(u64::MAX)));
     tokio::time::advance(Duration::from_secs(10 * 365 * 24 * 3600)).await;
@@ -552,17 +491,12 @@ async fn ttl_too_large_for_the_clock_saturates_to_never() {
 
 #[tokio::test(start_paused = true)]
 async fn get_or_load_with_ttl_stores_with_that_ttl() {
-    let cache = Cache::<u64, u64>::builder()
-        .default_ttl(Duration::from_secs(1))
-        .build();
+    let cache = Cache::<u64, u64>::builder().default_ttl(Duration::from_secs(1)).build();
     within(cache.get_or_load_with_ttl(1, Some(Duration::from_secs(100)), || async { 1 })).await;
     within(cache.get_or_load_with_ttl(2, None, || async { 2 })).await;
     within(cache.get_or_load(3, || async { 3 })).await;
     tokio::time::advance(Duration::from_secs(50)).await;
-    assert_eq!(
-        (cache.get(&1), cache.get(&2), cache.get(&3)),
-        (Some(1), Some(2), None)
-    );
+    assert_eq!((cache.get(&1), cache.get(&2), cache.get(&3)), (Some(1), Some(2), None));
 }
 
 // ---------------------------------------------------------------- warmup
@@ -571,8 +505,7 @@ async fn get_or_load_with_ttl_stores_with_that_ttl() {
 async fn warmup_never_overwrites_a_present_key() {
     let cache = Cache::<u64, String>::new(1_000);
     cache.insert(5, "present".into());
-    within(cache.warmup((0..10u64).map(|k| (k, move || async move { format!("loaded {k}") }))))
-        .await;
+    within(cache.warmup((0..10u64).map(|k| (k, move || async move { format!("loaded {k}") })))).await;
     assert_eq!(cache.get(&5).unwrap(), "present");
     assert_eq!(cache.get(&6).unwrap(), "loaded 6");
     let m = cache.metrics();
@@ -598,10 +531,7 @@ async fn warmup_runs_loads_concurrently_but_bounded() {
     within(cache.warmup(entries)).await;
     assert_eq!(cache.len(), 100_000);
     let peak = peak.load(Ordering::SeqCst);
-    assert!(
-        peak > 1 && peak <= cache_core::WARMUP_CONCURRENCY,
-        "peak concurrency {peak}"
-    );
+    assert!(peak > 1 && peak <= cache_core::WARMUP_CONCURRENCY, "peak concurrency {peak}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -629,29 +559,19 @@ fn metrics_clear_keeps_counters_and_reset_zeroes_them() {
     cache.get(&0);
     cache.clear();
     let m = cache.metrics();
-    assert_eq!(
-        (m.hits, m.misses, m.evictions, m.size, m.max_size),
-        (1, 1, 1, 0, Some(2))
-    );
+    assert_eq!((m.hits, m.misses, m.evictions, m.size, m.max_size), (1, 1, 1, 0, Some(2)));
     assert_eq!(m.hit_rate(), 0.5);
     cache.reset_metrics();
     let m = cache.metrics();
     assert_eq!((m.hits, m.misses, m.evictions), (0, 0, 0));
-    assert_eq!(
-        cache.lifetime_metrics().hits,
-        1,
-        "exporters still see the lifetime counts"
-    );
+    assert_eq!(cache.lifetime_metrics().hits, 1, "exporters still see the lifetime counts");
     cache.get(&9);
     assert_eq!(cache.metrics().misses, 1);
 }
 
 #[test]
 fn building_needs_no_runtime_and_handles_share_one_cache() {
-    let cache = Cache::<String, u32>::builder()
-        .max_size(10)
-        .default_ttl(Duration::from_secs(1))
-        .build();
+    let cache = Cache::<String, u32>::builder().max_size(10).default_ttl(Duration::from_secs(1)).build();
     let other = cache.clone();
     other.insert("a".into(), 1);
     assert_eq!(cache.get("a"), Some(1));

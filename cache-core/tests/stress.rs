@@ -31,10 +31,7 @@ fn quiet_deliberate_panics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stress_every_operation_at_once_on_two_workers() {
     quiet_deliberate_panics();
-    let cache = Cache::<u64, (u64, u64)>::builder()
-        .max_size(MAX)
-        .default_ttl(Duration::from_millis(50))
-        .build();
+    let cache = Cache::<u64, (u64, u64)>::builder().max_size(MAX).default_ttl(Duration::from_millis(50)).build();
     let stop = Arc::new(AtomicBool::new(false));
     let ops = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -79,11 +76,7 @@ async fn stress_every_operation_at_once_on_two_workers() {
                         let r = cache
                             .try_get_or_load(key, || async move {
                                 tokio::task::yield_now().await;
-                                if fail {
-                                    Err("no")
-                                } else {
-                                    Ok(value(key, version))
-                                }
+                                if fail { Err("no") } else { Ok(value(key, version)) }
                             })
                             .await;
                         if let Ok(v) = r {
@@ -151,22 +144,13 @@ async fn stress_every_operation_at_once_on_two_workers() {
         }
         watcher.await.expect("watcher")
     };
-    let looks = tokio::time::timeout(Duration::from_secs(20), all)
-        .await
-        .expect("hung");
+    let looks = tokio::time::timeout(Duration::from_secs(20), all).await.expect("hung");
     assert!(looks > 100, "the watcher looked {looks} times");
-    assert!(
-        ops.load(Ordering::Relaxed) > 10_000,
-        "only {} operations",
-        ops.load(Ordering::Relaxed)
-    );
+    assert!(ops.load(Ordering::Relaxed) > 10_000, "only {} operations", ops.load(Ordering::Relaxed));
     assert!(cache.len() <= MAX);
     // Still fully working afterwards.
     cache.clear();
     cache.insert(1, value(1, 0));
     assert_eq!(cache.get(&1), Some(value(1, 0)));
-    assert_eq!(
-        cache.get_or_load(2, || async { value(2, 0) }).await,
-        value(2, 0)
-    );
+    assert_eq!(cache.get_or_load(2, || async { value(2, 0) }).await, value(2, 0));
 }

@@ -45,10 +45,7 @@ impl Parse for Args {
             };
             let label = name.to_string();
             if seen.contains(&label) {
-                return Err(Error::new_spanned(
-                    &name,
-                    format!("`{label}` is given twice: keep one"),
-                ));
+                return Err(Error::new_spanned(&name, format!("`{label}` is given twice: keep one")));
             }
             seen.push(label.clone());
             match label.as_str() {
@@ -56,10 +53,7 @@ impl Parse for Args {
                     input.parse::<Token![=]>()?;
                     let lit: syn::LitInt = input.parse()?;
                     args.max_size = Some(lit.base10_parse().map_err(|_| {
-                        Error::new_spanned(
-                            &lit,
-                            "`maxsize` is a whole number of entries, such as `maxsize = 1000`",
-                        )
+                        Error::new_spanned(&lit, "`maxsize` is a whole number of entries, such as `maxsize = 1000`")
                     })?);
                     maxsize_at = Some(name);
                 }
@@ -111,10 +105,7 @@ impl Parse for Args {
             }
         }
         if let (Some(_), Some(unbounded)) = (&maxsize_at, &unbounded_at) {
-            return Err(Error::new_spanned(
-                unbounded,
-                "`unbounded` and `maxsize` contradict each other: keep one",
-            ));
+            return Err(Error::new_spanned(unbounded, "`unbounded` and `maxsize` contradict each other: keep one"));
         }
         args.key = match (key, key_type) {
             (Some((_, expr)), Some((_, ty))) => Some((expr, ty)),
@@ -142,10 +133,7 @@ fn parse_ttl(input: ParseStream<'_>) -> Result<Ttl> {
         Lit::Int(int) => Ttl::Secs(int.base10_parse()?),
         Lit::Float(float) => Ttl::SecsF64(float.base10_parse()?),
         _ => {
-            return Err(Error::new_spanned(
-                &lit,
-                "`ttl` is in seconds: a number, such as `ttl = 60` or `ttl = 0.5`",
-            ));
+            return Err(Error::new_spanned(&lit, "`ttl` is in seconds: a number, such as `ttl = 60` or `ttl = 0.5`"));
         }
     };
     let ok = match ttl {
@@ -204,13 +192,7 @@ mod tests {
         assert_eq!(args.max_size, Some(1000));
         assert_eq!(args.ttl, Some(Ttl::Secs(60)));
         assert_eq!(args.name.as_ref().unwrap().value(), "users");
-        assert_eq!(
-            args.skip
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>(),
-            ["self", "pool"]
-        );
+        assert_eq!(args.skip.iter().map(ToString::to_string).collect::<Vec<_>>(), ["self", "pool"]);
         assert!(args.key.is_some());
         let krate = args.krate();
         assert_eq!(quote!(#krate).to_string().replace(' ', ""), "::my::cache");

@@ -8,9 +8,7 @@ use async_cache::cached;
 use futures_util::future::join_all;
 
 async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(10), f)
-        .await
-        .expect("timed out: something hangs")
+    tokio::time::timeout(Duration::from_secs(10), f).await.expect("timed out: something hangs")
 }
 
 static SQUARES: AtomicUsize = AtomicUsize::new(0);
@@ -30,15 +28,8 @@ async fn same_arguments_run_the_body_once_different_ones_again() {
     assert_eq!(within(square(4)).await, 16);
     assert_eq!(SQUARES.load(Ordering::SeqCst), 2);
     let m = square_cache().metrics();
-    assert_eq!(
-        (m.hits, m.misses, m.loads, m.size, m.max_size),
-        (1, 2, 2, 2, Some(100))
-    );
-    assert!(
-        square_cache().name().ends_with("::square"),
-        "{}",
-        square_cache().name()
-    );
+    assert_eq!((m.hits, m.misses, m.loads, m.size, m.max_size), (1, 2, 2, 2, Some(100)));
+    assert!(square_cache().name().ends_with("::square"), "{}", square_cache().name());
 }
 
 static SLOW: AtomicUsize = AtomicUsize::new(0);
@@ -77,17 +68,8 @@ async fn fallible(id: u32) -> Result<Arc<String>, DbError> {
 #[tokio::test(start_paused = true)]
 async fn ok_is_cached_err_is_not_and_waiters_share_the_error() {
     let failed = within(join_all((0..5).map(|_| fallible(1)))).await;
-    assert!(
-        failed
-            .iter()
-            .all(|r| *r == Err(DbError("first call fails".into()))),
-        "{failed:?}"
-    );
-    assert_eq!(
-        FALLIBLE.load(Ordering::SeqCst),
-        1,
-        "one run, its error shared"
-    );
+    assert!(failed.iter().all(|r| *r == Err(DbError("first call fails".into()))), "{failed:?}");
+    assert_eq!(FALLIBLE.load(Ordering::SeqCst), 1, "one run, its error shared");
     assert_eq!(within(fallible(1)).await.unwrap().as_str(), "user 1");
     assert_eq!(within(fallible(1)).await.unwrap().as_str(), "user 1");
     assert_eq!(FALLIBLE.load(Ordering::SeqCst), 2);
@@ -170,11 +152,7 @@ static REFRESHED: AtomicUsize = AtomicUsize::new(0);
 #[cached]
 async fn version(id: u8) -> Result<usize, String> {
     let n = REFRESHED.fetch_add(1, Ordering::SeqCst);
-    if id == 0 {
-        Err("no such id".into())
-    } else {
-        Ok(n)
-    }
+    if id == 0 { Err("no such id".into()) } else { Ok(n) }
 }
 
 #[tokio::test]
@@ -184,10 +162,7 @@ async fn refresh_loads_afresh_and_stores_and_invalidate_removes() {
     assert_eq!(version_refresh(1).await, Ok(1));
     assert_eq!(version(1).await, Ok(1), "the refreshed value is stored");
     assert_eq!(version_refresh(0).await, Err("no such id".to_string()));
-    assert!(
-        !version_cache().contains_key(&(0,)),
-        "an error is not stored"
-    );
+    assert!(!version_cache().contains_key(&(0,)), "an error is not stored");
     assert!(version_invalidate(1));
     assert_eq!(version(1).await, Ok(3));
 }
@@ -216,19 +191,11 @@ impl UserService {
 #[tokio::test]
 async fn skip_self_on_a_method_shares_one_cache_across_instances() {
     let pool = Arc::new(AtomicUsize::new(0));
-    let a = UserService {
-        pool: Arc::clone(&pool),
-    };
-    let b = UserService {
-        pool: Arc::clone(&pool),
-    };
+    let a = UserService { pool: Arc::clone(&pool) };
+    let b = UserService { pool: Arc::clone(&pool) };
     assert_eq!(a.find(1, "req-1").await.unwrap().as_str(), "user 1");
     assert_eq!(b.find(1, "req-2").await.unwrap().as_str(), "user 1");
-    assert_eq!(
-        pool.load(Ordering::SeqCst),
-        1,
-        "one cache for every instance; skipped args are not in the key"
-    );
+    assert_eq!(pool.load(Ordering::SeqCst), 1, "one cache for every instance; skipped args are not in the key");
     assert_eq!(UserService::find_cache().metrics().hits, 1);
     assert!(a.find_invalidate(1, "any"));
     a.find_refresh(2, "warm").await;
@@ -272,18 +239,10 @@ async fn opaque(id: u8) -> Result<u8, Opaque> {
 async fn an_error_that_is_not_clone_reaches_each_waiter_by_its_own_attempt() {
     let got = within(join_all((0..5).map(|_| opaque(0)))).await;
     assert!(got.iter().all(Result::is_err));
-    assert_eq!(
-        OPAQUE.load(Ordering::SeqCst),
-        5,
-        "the leader's run, then one attempt per waiter"
-    );
+    assert_eq!(OPAQUE.load(Ordering::SeqCst), 5, "the leader's run, then one attempt per waiter");
     let ok = within(join_all((0..5).map(|_| opaque(1)))).await;
     assert!(ok.iter().all(|r| matches!(r, Ok(1))));
-    assert_eq!(
-        OPAQUE.load(Ordering::SeqCst),
-        6,
-        "success is shared as usual"
-    );
+    assert_eq!(OPAQUE.load(Ordering::SeqCst), 6, "success is shared as usual");
 }
 
 #[cached]

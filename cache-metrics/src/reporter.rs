@@ -7,10 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cache_core::{Cache, Metrics};
-use metrics::{
-    Counter, Gauge, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge,
-    histogram,
-};
+use metrics::{Counter, Gauge, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 
 use crate::names;
 
@@ -89,40 +86,15 @@ where
             }
         })
     };
-    MetricsReporter {
-        name,
-        publish,
-        live,
-        task,
-    }
+    MetricsReporter { name, publish, live, task }
 }
 
 fn describe() {
-    describe_counter!(
-        names::HITS,
-        Unit::Count,
-        "Cache lookups that found a live value."
-    );
-    describe_counter!(
-        names::MISSES,
-        Unit::Count,
-        "Cache lookups that found no live value."
-    );
-    describe_counter!(
-        names::EVICTIONS,
-        Unit::Count,
-        "Entries evicted because the cache was full."
-    );
-    describe_counter!(
-        names::EXPIRATIONS,
-        Unit::Count,
-        "Entries removed because their TTL passed."
-    );
-    describe_counter!(
-        names::LOADS,
-        Unit::Count,
-        "Loader runs (single-flight or batched), failed ones included."
-    );
+    describe_counter!(names::HITS, Unit::Count, "Cache lookups that found a live value.");
+    describe_counter!(names::MISSES, Unit::Count, "Cache lookups that found no live value.");
+    describe_counter!(names::EVICTIONS, Unit::Count, "Entries evicted because the cache was full.");
+    describe_counter!(names::EXPIRATIONS, Unit::Count, "Entries removed because their TTL passed.");
+    describe_counter!(names::LOADS, Unit::Count, "Loader runs (single-flight or batched), failed ones included.");
     describe_counter!(names::LOAD_ERRORS, Unit::Count, "Loader runs that failed.");
     describe_counter!(
         names::COALESCED,
@@ -131,15 +103,8 @@ fn describe() {
     );
     describe_gauge!(names::SIZE, Unit::Count, "Live entries in the cache.");
     describe_gauge!(names::MAX_SIZE, Unit::Count, "The cache's size bound.");
-    describe_gauge!(
-        names::HIT_RATIO,
-        "Hits over lookups since the previous publication (about the last second)."
-    );
-    describe_histogram!(
-        names::LOAD_DURATION,
-        Unit::Seconds,
-        "How long each load took."
-    );
+    describe_gauge!(names::HIT_RATIO, "Hits over lookups since the previous publication (about the last second).");
+    describe_histogram!(names::LOAD_DURATION, Unit::Seconds, "How long each load took.");
 }
 
 /// One cache's metric handles, and what was last published.
@@ -226,9 +191,7 @@ impl MetricsReporter {
 
 impl fmt::Debug for MetricsReporter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MetricsReporter")
-            .field("cache", &self.name)
-            .finish_non_exhaustive()
+        f.debug_struct("MetricsReporter").field("cache", &self.name).finish_non_exhaustive()
     }
 }
 

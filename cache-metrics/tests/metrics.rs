@@ -18,21 +18,12 @@ struct Published {
 }
 
 fn published(snapshotter: &Snapshotter) -> Published {
-    let mut out = Published {
-        values: HashMap::new(),
-        units: HashMap::new(),
-        described: HashMap::new(),
-    };
+    let mut out = Published { values: HashMap::new(), units: HashMap::new(), described: HashMap::new() };
     for (key, unit, description, value) in snapshotter.snapshot().into_vec() {
         let key = key.key();
-        let cache = key
-            .labels()
-            .find(|l| l.key() == names::LABEL)
-            .map(|l| l.value().to_string())
-            .unwrap_or_default();
+        let cache = key.labels().find(|l| l.key() == names::LABEL).map(|l| l.value().to_string()).unwrap_or_default();
         out.units.insert(key.name().to_string(), unit);
-        out.described
-            .insert(key.name().to_string(), description.is_some());
+        out.described.insert(key.name().to_string(), description.is_some());
         out.values.insert((key.name().to_string(), cache), value);
     }
     out
@@ -65,11 +56,7 @@ impl Published {
 async fn every_metric_has_its_value_label_unit_and_description() {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
-    let users = Cache::<u64, String>::builder()
-        .name("users")
-        .max_size(2)
-        .default_ttl(Duration::from_secs(60))
-        .build();
+    let users = Cache::<u64, String>::builder().name("users").max_size(2).default_ttl(Duration::from_secs(60)).build();
     let reporter = metrics::with_local_recorder(&recorder, || register(&users));
 
     // 3 inserts into a cache of 2: 1 eviction.
@@ -87,12 +74,7 @@ async fn every_metric_has_its_value_label_unit_and_description() {
     let joined = futures_join(5, || users.get_or_load(10, load)).await;
     assert!(joined.iter().all(|v| v == "loaded"));
     // A failed load: 1 miss, 1 load, 1 error.
-    assert!(
-        users
-            .try_get_or_load(11, || async { Err::<String, _>("down") })
-            .await
-            .is_err()
-    );
+    assert!(users.try_get_or_load(11, || async { Err::<String, _>("down") }).await.is_err());
     // Expire everything with a TTL: the two entries left expire.
     tokio::time::advance(Duration::from_secs(61)).await;
     assert_eq!(users.len(), 0);
@@ -101,11 +83,7 @@ async fn every_metric_has_its_value_label_unit_and_description() {
     let p = published(&snapshotter);
     assert_eq!(p.counter(names::HITS, "users"), 2);
     assert_eq!(p.counter(names::MISSES, "users"), 1 + 5 + 1);
-    assert_eq!(
-        p.counter(names::EVICTIONS, "users"),
-        2,
-        "one by the inserts, one by the load's value"
-    );
+    assert_eq!(p.counter(names::EVICTIONS, "users"), 2, "one by the inserts, one by the load's value");
     assert_eq!(p.counter(names::EXPIRATIONS, "users"), 2);
     assert_eq!(p.counter(names::LOADS, "users"), 2);
     assert_eq!(p.counter(names::LOAD_ERRORS, "users"), 1);
@@ -115,19 +93,10 @@ async fn every_metric_has_its_value_label_unit_and_description() {
     assert_eq!(p.gauge(names::HIT_RATIO, "users"), 2.0 / 9.0);
     let durations = p.histogram(names::LOAD_DURATION, "users");
     assert_eq!(durations.len(), 2, "one per load");
-    assert!(
-        durations.iter().any(|d| (*d - 0.25).abs() < 1e-6),
-        "{durations:?}"
-    );
+    assert!(durations.iter().any(|d| (*d - 0.25).abs() < 1e-6), "{durations:?}");
     assert_eq!(p.units[names::HITS], Some(Unit::Count));
     assert_eq!(p.units[names::LOAD_DURATION], Some(Unit::Seconds));
-    for name in [
-        names::HITS,
-        names::MISSES,
-        names::SIZE,
-        names::HIT_RATIO,
-        names::LOAD_DURATION,
-    ] {
+    for name in [names::HITS, names::MISSES, names::SIZE, names::HIT_RATIO, names::LOAD_DURATION] {
         assert!(p.described[name], "{name} has help text");
     }
 }
@@ -147,10 +116,7 @@ async fn published_counters_never_go_down_and_the_reporter_keeps_publishing() {
     cache.get(&2);
     // Published within a second, without asking.
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    assert_eq!(
-        published(&snapshotter).counter(names::MISSES, "monotonic"),
-        2
-    );
+    assert_eq!(published(&snapshotter).counter(names::MISSES, "monotonic"), 2);
     cache.reset_metrics();
     assert_eq!(cache.metrics().misses, 0);
     cache.get(&3);
@@ -175,14 +141,8 @@ async fn several_caches_coexist_and_publishing_stops_with_the_reporter_or_the_ca
     ra.publish();
     rb.publish();
     let p = published(&snapshotter);
-    assert_eq!(
-        (p.counter(names::MISSES, "a"), p.counter(names::HITS, "a")),
-        (1, 0)
-    );
-    assert_eq!(
-        (p.counter(names::MISSES, "b"), p.counter(names::HITS, "b")),
-        (0, 1)
-    );
+    assert_eq!((p.counter(names::MISSES, "a"), p.counter(names::HITS, "a")), (1, 0));
+    assert_eq!((p.counter(names::MISSES, "b"), p.counter(names::HITS, "b")), (0, 1));
 
     // Dropped reporter: nothing more is published. (A debugging snapshot
     // takes the values it reads, so an unpublished counter reads 0; a
@@ -196,11 +156,7 @@ async fn several_caches_coexist_and_publishing_stops_with_the_reporter_or_the_ca
     let metrics = tokio::runtime::Handle::current().metrics();
     drop(b);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(
-        metrics.num_alive_tasks(),
-        0,
-        "the reporter outlived its cache"
-    );
+    assert_eq!(metrics.num_alive_tasks(), 0, "the reporter outlived its cache");
     drop(rb);
 }
 
@@ -208,10 +164,7 @@ async fn several_caches_coexist_and_publishing_stops_with_the_reporter_or_the_ca
 async fn prometheus_text_shows_the_counters() {
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
-    let users = Cache::<u64, String>::builder()
-        .name("users")
-        .max_size(100)
-        .build();
+    let users = Cache::<u64, String>::builder().name("users").max_size(100).build();
     let reporter = metrics::with_local_recorder(&recorder, || register(&users));
     users.insert(1, "ada".into());
     for _ in 0..3 {
@@ -223,10 +176,8 @@ async fn prometheus_text_shows_the_counters() {
 
     let text = handle.render();
     let value = |line_start: &str| -> f64 {
-        let line = text
-            .lines()
-            .find(|l| l.starts_with(line_start))
-            .unwrap_or_else(|| panic!("no `{line_start}` in\n{text}"));
+        let line =
+            text.lines().find(|l| l.starts_with(line_start)).unwrap_or_else(|| panic!("no `{line_start}` in\n{text}"));
         line.rsplit(' ').next().unwrap().parse().unwrap()
     };
     assert_eq!(value(r#"cache_hits_total{cache="users"}"#), 3.0);
@@ -235,13 +186,7 @@ async fn prometheus_text_shows_the_counters() {
     assert_eq!(value(r#"cache_size{cache="users"}"#), 2.0);
     assert_eq!(value(r#"cache_max_size{cache="users"}"#), 100.0);
     assert_eq!(value(r#"cache_hit_ratio{cache="users"}"#), 0.6);
-    assert!(
-        text.contains("# HELP cache_hits_total Cache lookups that found a live value."),
-        "{text}"
-    );
+    assert!(text.contains("# HELP cache_hits_total Cache lookups that found a live value."), "{text}");
     assert!(text.contains("# TYPE cache_hits_total counter"));
-    assert!(
-        text.contains(r#"cache_load_duration_seconds{cache="users",quantile="0.5"}"#),
-        "{text}"
-    );
+    assert!(text.contains(r#"cache_load_duration_seconds{cache="users",quantile="0.5"}"#), "{text}");
 }

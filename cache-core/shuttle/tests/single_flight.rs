@@ -91,10 +91,7 @@ fn race(loaders: &[Loader], remove: bool) -> (Vec<Option<Result<u32, &'static st
 fn concurrent_callers_share_one_load() {
     shuttle::check_random(
         || {
-            let (results, runs) = race(
-                &[Loader::Returns(1), Loader::Returns(2), Loader::Returns(3)],
-                false,
-            );
+            let (results, runs) = race(&[Loader::Returns(1), Loader::Returns(2), Loader::Returns(3)], false);
             let first = results[0].unwrap().unwrap();
             assert!(results.iter().all(|r| *r == Some(Ok(first))), "{results:?}");
             // A caller that comes after the value is stored hits it instead;
@@ -112,25 +109,15 @@ fn a_leader_dropped_mid_load_hands_over_to_one_waiter() {
             // The first caller is dropped after 1 to 3 polls: before, while
             // or after it leads, depending on the schedule.
             for polls in 1..=3 {
-                let loaders = [
-                    Loader::Dropped(polls),
-                    Loader::Returns(2),
-                    Loader::Returns(3),
-                ];
+                let loaders = [Loader::Dropped(polls), Loader::Returns(2), Loader::Returns(3)];
                 let (results, runs) = race(&loaders, false);
                 assert!(matches!(results[0], None | Some(Ok(_))), "{results:?}");
                 for r in &results[1..] {
                     assert!(matches!(r, Some(Ok(_))), "{results:?}");
                 }
                 let served = results[1].unwrap().unwrap();
-                assert!(
-                    results[1..].iter().all(|r| *r == Some(Ok(served))),
-                    "one value for all: {results:?}"
-                );
-                assert!(
-                    runs <= 2,
-                    "one dropped leader, then one takeover: {runs} runs"
-                );
+                assert!(results[1..].iter().all(|r| *r == Some(Ok(served))), "one value for all: {results:?}");
+                assert!(runs <= 2, "one dropped leader, then one takeover: {runs} runs");
             }
         },
         SCHEDULES,
@@ -141,17 +128,9 @@ fn a_leader_dropped_mid_load_hands_over_to_one_waiter() {
 fn dropped_waiters_never_leave_the_others_waiting() {
     shuttle::check_random(
         || {
-            let loaders = [
-                Loader::Returns(1),
-                Loader::Dropped(1),
-                Loader::Dropped(2),
-                Loader::Returns(4),
-            ];
+            let loaders = [Loader::Returns(1), Loader::Dropped(1), Loader::Dropped(2), Loader::Returns(4)];
             let (results, runs) = race(&loaders, false);
-            assert!(
-                matches!(results[0], Some(Ok(_))) && matches!(results[3], Some(Ok(_))),
-                "{results:?}"
-            );
+            assert!(matches!(results[0], Some(Ok(_))) && matches!(results[3], Some(Ok(_))), "{results:?}");
             assert!(runs <= 3, "{runs} runs");
         },
         SCHEDULES,
@@ -162,10 +141,7 @@ fn dropped_waiters_never_leave_the_others_waiting() {
 fn errors_are_shared_and_a_remove_during_the_load_wins() {
     shuttle::check_random(
         || {
-            let (results, runs) = race(
-                &[Loader::Fails, Loader::Returns(2), Loader::Returns(3)],
-                true,
-            );
+            let (results, runs) = race(&[Loader::Fails, Loader::Returns(2), Loader::Returns(3)], true);
             for r in &results {
                 assert!(matches!(r, Some(Err("failed") | Ok(2 | 3))), "{results:?}");
             }

@@ -6,10 +6,14 @@
 //! reads land in one stripe in the order it made them and the replay is
 //! exact for any single task, even one that moves between worker threads.
 //! Stripes are cache-padded, so two threads on different stripes write no
-//! shared cache line on a hit. A full stripe is drained by the reader that
-//! finds it full, if the lock is free; if another thread holds it, the reader
-//! overwrites its stripe's oldest record instead of waiting. Records are only
-//! ever lost that way, under contention: never for a task running alone.
+//! shared cache line on a hit.
+//!
+//! A full stripe is drained by the reader that finds it full, if its stripe
+//! is the one that drained last (or that one has gone quiet) and the lock is
+//! free; otherwise the reader overwrites its stripe's oldest record instead
+//! of waiting. So under concurrency one core does the replaying, and the LRU
+//! links stay in its cache instead of bouncing between cores; records are
+//! only ever lost then, never for a task running alone.
 //!
 //! A record is `(meta << 32) | index`; the replay checks the entry still has
 //! that meta, so a lost, stale or torn-by-a-race record only costs accuracy.
@@ -36,7 +40,20 @@ struct Stripe {
     head: AtomicU64,
     /// Misses counted through this stripe.
     misses: AtomicU64,
+    /// `ReadBuffer::drains` at this stripe's last lap without draining, and
+    /// how many laps in a row saw no drain at all (then the drainer is gone).
+    seen: AtomicU64,
+    strikes: AtomicU64,
     records: [AtomicU64; CAPACITY as usize],
+}
+
+/// Who replays read records.
+#[derive(Debug, Default)]
+struct Drainer {
+    /// The stripe whose reader drained last, plus one; 0 for none.
+    stripe: AtomicUsize,
+    /// Drains so far, by readers or writers.
+    drains: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -44,6 +61,7 @@ pub(crate) struct ReadBuffer {
     stripes: Box<[CachePadded<Stripe>]>,
     /// One bit per stripe that may hold records.
     dirty: CachePadded<AtomicU64>,
+    drainer: CachePadded<Drainer>,
 }
 
 /// A stripe had no room: the caller drains under the lock, then retries.
@@ -80,10 +98,9 @@ fn stripe_hint() -> usize {
 impl ReadBuffer {
     pub(crate) fn new() -> Self {
         ReadBuffer {
-            stripes: (0..stripe_count())
-                .map(|_| CachePadded::default())
-                .collect(),
+            stripes: (0..stripe_count()).map(|_| CachePadded::default()).collect(),
             dirty: CachePadded::default(),
+            drainer: CachePadded::default(),
         }
     }
 
@@ -94,22 +111,20 @@ impl ReadBuffer {
     }
 
     /// Records a hit on `(idx, meta)` in stripe `s`. Unless `overwrite`, a
-    /// full stripe refuses the record.
+    /// stripe a whole number of laps behind refuses the record, so the
+    /// caller decides once per lap whether to drain; between those points a
+    /// stripe that did not drain overwrites its oldest records.
     #[inline]
     pub(crate) fn push(&self, s: usize, idx: u32, meta: u32, overwrite: bool) -> Result<(), Full> {
         let stripe = &self.stripes[s];
         let record = (u64::from(meta) << 32) | u64::from(idx);
         let mut tail = stripe.tail.load(Ordering::Relaxed);
         loop {
-            if !overwrite && tail - stripe.head.load(Ordering::Acquire) >= CAPACITY {
+            let behind = tail - stripe.head.load(Ordering::Acquire);
+            if !overwrite && behind >= CAPACITY && behind % CAPACITY == 0 {
                 return Err(Full);
             }
-            match stripe.tail.compare_exchange_weak(
-                tail,
-                tail + 1,
-                Ordering::SeqCst,
-                Ordering::Relaxed,
-            ) {
+            match stripe.tail.compare_exchange_weak(tail, tail + 1, Ordering::SeqCst, Ordering::Relaxed) {
                 Ok(_) => break,
                 Err(now) => tail = now,
             }
@@ -124,19 +139,42 @@ impl ReadBuffer {
         Ok(())
     }
 
+    /// Whether the reader of full stripe `s` should replay the records
+    /// (rather than overwrite its oldest): it drained last, or nobody has
+    /// drained for `TAKEOVER` laps of this stripe.
+    pub(crate) fn should_drain(&self, s: usize) -> bool {
+        const TAKEOVER: u64 = 4;
+        let drainer = self.drainer.stripe.load(Ordering::Relaxed);
+        if drainer == 0 || drainer == s + 1 {
+            return true;
+        }
+        let stripe = &self.stripes[s];
+        let drains = self.drainer.drains.load(Ordering::Relaxed);
+        if stripe.seen.swap(drains, Ordering::Relaxed) != drains {
+            stripe.strikes.store(0, Ordering::Relaxed);
+            return false;
+        }
+        stripe.strikes.fetch_add(1, Ordering::Relaxed) + 1 >= TAKEOVER
+    }
+
     /// Whether any stripe may hold records.
     #[inline]
     pub(crate) fn is_dirty(&self) -> bool {
         self.dirty.load(Ordering::Relaxed) != 0
     }
 
-    /// Replays the records of every dirty stripe, and of stripe `also`, in
-    /// the order each stripe received them. Lock held.
-    pub(crate) fn drain(&self, also: Option<usize>, mut apply: impl FnMut(u32, u32)) {
+    /// Replays the records of every dirty stripe, and of stripe `reader`
+    /// (whose reader is draining, and becomes the drainer), in the order each
+    /// stripe received them. `prefetch` is called on a stripe's records
+    /// before `apply`, so their memory loads overlap. Lock held.
+    pub(crate) fn drain(&self, reader: Option<usize>, prefetch: impl Fn(u32), mut apply: impl FnMut(u32, u32)) {
         let mut mask = self.dirty.swap(0, Ordering::SeqCst);
-        if let Some(s) = also {
+        if let Some(s) = reader {
             mask |= 1 << s;
+            self.drainer.stripe.store(s + 1, Ordering::Relaxed);
         }
+        self.drainer.drains.fetch_add(1, Ordering::Relaxed);
+        let mut batch = [0u64; CAPACITY as usize];
         while mask != 0 {
             let s = mask.trailing_zeros() as usize;
             mask &= mask - 1;
@@ -144,13 +182,14 @@ impl ReadBuffer {
             let tail = stripe.tail.load(Ordering::SeqCst);
             // Overwritten records are gone; a place reserved but not yet
             // written still holds an older record, which the replay checks.
-            let head = stripe
-                .head
-                .load(Ordering::Relaxed)
-                .max(tail.saturating_sub(CAPACITY));
-            for i in head..tail {
-                let record = stripe.records[(i % CAPACITY) as usize].load(Ordering::Acquire);
-                apply(record as u32, (record >> 32) as u32);
+            let head = stripe.head.load(Ordering::Relaxed).max(tail.saturating_sub(CAPACITY));
+            let records = &mut batch[..(tail - head) as usize];
+            for (i, record) in (head..tail).zip(records.iter_mut()) {
+                *record = stripe.records[(i % CAPACITY) as usize].load(Ordering::Acquire);
+                prefetch(*record as u32);
+            }
+            for record in records.iter() {
+                apply(*record as u32, (*record >> 32) as u32);
             }
             stripe.head.store(tail, Ordering::Release);
         }
@@ -163,18 +202,12 @@ impl ReadBuffer {
 
     /// Hits ever recorded.
     pub(crate) fn hits(&self) -> u64 {
-        self.stripes
-            .iter()
-            .map(|s| s.tail.load(Ordering::Relaxed))
-            .sum()
+        self.stripes.iter().map(|s| s.tail.load(Ordering::Relaxed)).sum()
     }
 
     /// Misses ever counted.
     pub(crate) fn misses(&self) -> u64 {
-        self.stripes
-            .iter()
-            .map(|s| s.misses.load(Ordering::Relaxed))
-            .sum()
+        self.stripes.iter().map(|s| s.misses.load(Ordering::Relaxed)).sum()
     }
 }
 
@@ -191,7 +224,7 @@ mod tests {
         }
         assert!(b.is_dirty());
         let mut seen = Vec::new();
-        b.drain(None, |idx, meta| seen.push((idx, meta)));
+        b.drain(None, |_| {}, |idx, meta| seen.push((idx, meta)));
         assert_eq!(seen, (0..10).map(|i| (i, 8)).collect::<Vec<_>>());
         assert!(!b.is_dirty());
         assert_eq!(b.hits(), 10);
@@ -208,10 +241,26 @@ mod tests {
         }
         assert!(b.push(s, 99, 8, false).is_err());
         let mut n = 0;
-        b.drain(Some(s), |_, _| n += 1);
+        b.drain(Some(s), |_| {}, |_, _| n += 1);
         assert_eq!(n, CAPACITY);
         assert!(b.push(s, 99, 8, false).is_ok());
         assert_eq!(b.hits(), CAPACITY + 1);
+    }
+
+    #[test]
+    fn a_stripe_that_did_not_drain_asks_again_a_lap_later() {
+        let b = ReadBuffer::new();
+        let s = b.stripe();
+        for i in 0..CAPACITY as u32 {
+            assert!(b.push(s, i, 8, false).is_ok());
+        }
+        assert!(b.push(s, 0, 8, false).is_err(), "one lap behind: drain or overwrite?");
+        assert!(b.push(s, 0, 8, true).is_ok(), "the caller chose to overwrite");
+        for _ in 1..CAPACITY {
+            assert!(b.push(s, 0, 8, false).is_ok(), "within the lap, overwrite without asking");
+        }
+        assert!(b.push(s, 0, 8, false).is_err(), "two laps behind: ask again");
+        assert_eq!(b.hits(), 2 * CAPACITY, "every hit counted");
     }
 
     #[test]
@@ -222,8 +271,28 @@ mod tests {
             assert!(b.push(s, i, 8, true).is_ok());
         }
         let mut seen = Vec::new();
-        b.drain(None, |idx, _| seen.push(idx));
+        b.drain(None, |_| {}, |idx, _| seen.push(idx));
         assert_eq!(seen, (5..CAPACITY as u32 + 5).collect::<Vec<_>>());
         assert_eq!(b.hits(), CAPACITY + 5);
+    }
+}
+
+#[cfg(test)]
+mod drainer_tests {
+    use super::*;
+
+    #[test]
+    fn the_last_drainer_keeps_draining_others_wait_until_it_goes_quiet() {
+        let b = ReadBuffer::new();
+        assert!(b.should_drain(0), "nobody drained yet");
+        b.drain(Some(0), |_| {}, |_, _| {});
+        assert!(b.should_drain(0), "the drainer drains again");
+        assert!(!b.should_drain(1), "another stripe overwrites instead");
+        b.drain(Some(0), |_| {}, |_, _| {});
+        assert!(!b.should_drain(1), "the drainer is still active");
+        assert!(!b.should_drain(1) && !b.should_drain(1) && !b.should_drain(1), "no drain for three laps");
+        assert!(b.should_drain(1), "nor for a fourth: stripe 1 takes over");
+        b.drain(Some(1), |_| {}, |_, _| {});
+        assert!(!b.should_drain(0));
     }
 }

@@ -87,10 +87,7 @@ struct Reclaimed {
 
 impl Reclaimed {
     fn add(&self, slots: Vec<u32>) {
-        self.slots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(slots);
+        self.slots.lock().unwrap_or_else(|e| e.into_inner()).extend(slots);
         self.any.store(true, Ordering::Release);
     }
 
@@ -153,6 +150,9 @@ fn retire_table(table: NonNull<Table>) {
     let guard = epoch::pin();
     // SAFETY: unreachable; readers still in it are pinned.
     unsafe { guard.defer_unchecked(move || Table::free({ retired }.0)) };
+    // Hand it to the collector now: a cache that only grows pins rarely, and
+    // old tables would otherwise wait, adding to its peak memory.
+    guard.flush();
 }
 
 impl<K, V> Store<K, V> {
@@ -160,18 +160,13 @@ impl<K, V> Store<K, V> {
         let shard_bits = if config.max_size == usize::MAX {
             MAX_SHARD_BITS
         } else {
-            (config.max_size / 4096)
-                .next_power_of_two()
-                .trailing_zeros()
-                .min(MAX_SHARD_BITS)
+            (config.max_size / 4096).next_power_of_two().trailing_zeros().min(MAX_SHARD_BITS)
         };
         let shards = 1usize << shard_bits;
         Store {
             hasher: foldhash::fast::RandomState::default(),
             shard_shift: 32 - shard_bits,
-            shards: (0..shards)
-                .map(|_| AtomicPtr::new(ptr::null_mut()))
-                .collect(),
+            shards: (0..shards).map(|_| AtomicPtr::new(ptr::null_mut())).collect(),
             slab: Slab::new(),
             reads: ReadBuffer::new(),
             policy: Mutex::new(Policy {
@@ -236,18 +231,11 @@ impl<K, V> Store<K, V> {
     /// Counters since the cache was built, never reset (for exporters),
     /// with the current size.
     pub(crate) fn totals(&self) -> Metrics {
-        let (size, evictions, expirations) =
-            self.write(false, |p| (p.len, p.evictions, p.expirations));
+        let (size, evictions, expirations) = self.write(false, |p| (p.len, p.evictions, p.expirations));
         let max_size = (self.config.max_size != usize::MAX).then_some(self.config.max_size as u64);
         let hits = self.reads.hits();
         let misses = self.reads.misses();
-        Metrics {
-            size: size as u64,
-            max_size,
-            evictions,
-            expirations,
-            ..self.counters.totals(hits, misses)
-        }
+        Metrics { size: size as u64, max_size, evictions, expirations, ..self.counters.totals(hits, misses) }
     }
 
     pub(crate) fn set_observer(&self, observer: Option<LoadObserver>) {
@@ -260,10 +248,7 @@ impl<K, V> Store<K, V> {
         if !self.observed.load(Ordering::Relaxed) {
             return None;
         }
-        self.observer
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.observer.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Runs `f` under the lock on an up-to-date policy, then hands retired
@@ -320,8 +305,10 @@ impl<K, V> Store<K, V> {
         }
     }
 
-    fn replay(&self, p: &mut Policy, also: Option<usize>) {
-        self.reads.drain(also, |idx, meta| p.lru.touch(idx, meta));
+    fn replay(&self, p: &mut Policy, reader: Option<usize>) {
+        let lru = &mut p.lru;
+        let links = lru.links_ptr();
+        self.reads.drain(reader, |idx| Lru::prefetch(links, idx), |idx, meta| lru.touch(idx, meta));
     }
 
     /// Records a hit. A full stripe is replayed if the lock is free; if
@@ -332,12 +319,12 @@ impl<K, V> Store<K, V> {
         if self.reads.push(stripe, idx, meta, false).is_ok() {
             return;
         }
-        match self.policy.try_lock() {
-            Ok(mut p) => self.replay(&mut p, Some(stripe)),
-            Err(std::sync::TryLockError::Poisoned(p)) => {
-                self.replay(&mut p.into_inner(), Some(stripe))
+        if self.reads.should_drain(stripe) {
+            match self.policy.try_lock() {
+                Ok(mut p) => self.replay(&mut p, Some(stripe)),
+                Err(std::sync::TryLockError::Poisoned(p)) => self.replay(&mut p.into_inner(), Some(stripe)),
+                Err(std::sync::TryLockError::WouldBlock) => {}
             }
-            Err(std::sync::TryLockError::WouldBlock) => {}
         }
         let _ = self.reads.push(stripe, idx, meta, true);
     }
@@ -420,14 +407,9 @@ impl<K, V> Store<K, V> {
         p.len += 1;
         if expires != NEVER {
             p.timed += 1;
-            p.wheel.push(Timer {
-                deadline: expires,
-                idx,
-                meta,
-            });
+            p.wheel.push(Timer { deadline: expires, idx, meta });
             if p.wheel.len() > 2 * p.timed + 1024 {
-                p.wheel
-                    .retain(|t| self.slot(t.idx).meta.load(Ordering::Relaxed) == t.meta);
+                p.wheel.retain(|t| self.slot(t.idx).meta.load(Ordering::Relaxed) == t.meta);
             }
         }
         while p.len > self.config.max_size {
@@ -444,11 +426,8 @@ impl<K, V> Store<K, V> {
     }
 
     /// [`resolve`](Self::resolve) for many placeholders under one lock.
-    pub(crate) fn resolve_all<'a>(
-        &self,
-        resolved: impl IntoIterator<Item = (&'a Lead<V>, V)>,
-        ttl: Option<Duration>,
-    ) where
+    pub(crate) fn resolve_all<'a>(&self, resolved: impl IntoIterator<Item = (&'a Lead<V>, V)>, ttl: Option<Duration>)
+    where
         V: 'a,
     {
         let expires = self.deadline(ttl);
@@ -629,15 +608,10 @@ where
         let existing = self.find(hash, &key);
         let idx = self.alloc(p);
         // SAFETY: a fresh slot, published below.
-        let meta = unsafe {
-            self.slot(idx)
-                .fill(tag, expires, key, Filling::Ready(value))
-        };
+        let meta = unsafe { self.slot(idx).fill(tag, expires, key, Filling::Ready(value)) };
         match existing {
             Some((pos, old)) => {
-                self.table(shard)
-                    .expect("found in it")
-                    .replace(pos, tag, idx);
+                self.table(shard).expect("found in it").replace(pos, tag, idx);
                 self.retire(p, old);
             }
             None => self.table_insert(p, shard, tag, idx),
@@ -692,19 +666,14 @@ where
         let shard = self.shard(tag);
         let guard = epoch::pin();
         let found = self.write(false, |p| {
-            let Some((_, idx)) =
-                self.find(hash, key.as_ref().expect("the caller still owns its key"))
-            else {
+            let Some((_, idx)) = self.find(hash, key.as_ref().expect("the caller still owns its key")) else {
                 let idx = self.alloc(p);
                 let key = key.take().expect("checked above");
                 // Allocated only by the caller that leads: joiners and hits
                 // (most callers under a herd) pay nothing.
                 let flight = Arc::new(Flight::new());
                 // SAFETY: a fresh slot, published below.
-                let meta = unsafe {
-                    self.slot(idx)
-                        .fill(tag, NEVER, key, Filling::Pending(Arc::clone(&flight)))
-                };
+                let meta = unsafe { self.slot(idx).fill(tag, NEVER, key, Filling::Pending(Arc::clone(&flight))) };
                 self.table_insert(p, shard, tag, idx);
                 return Err(Lead { idx, meta, flight });
             };
@@ -736,10 +705,7 @@ where
     ///
     /// The first error `visit` returns.
     #[cfg(feature = "persist")]
-    pub(crate) fn snapshot<R, E>(
-        &self,
-        mut visit: impl FnMut(&K, &V, u64) -> Result<R, E>,
-    ) -> Result<Vec<R>, E> {
+    pub(crate) fn snapshot<R, E>(&self, mut visit: impl FnMut(&K, &V, u64) -> Result<R, E>) -> Result<Vec<R>, E> {
         // Which entries, and their recency, a shard per lock.
         let mut picked: Vec<(u32, u32, u32)> = Vec::new();
         for shard in 0..self.shards.len() {
@@ -780,11 +746,7 @@ where
 
     /// Inserts many entries, in order, taking the lock once per `chunk`.
     #[cfg(feature = "persist")]
-    pub(crate) fn insert_all(
-        &self,
-        entries: impl IntoIterator<Item = (K, V, Option<Duration>)>,
-        chunk: usize,
-    ) {
+    pub(crate) fn insert_all(&self, entries: impl IntoIterator<Item = (K, V, Option<Duration>)>, chunk: usize) {
         let mut entries = entries.into_iter().peekable();
         while entries.peek().is_some() {
             let batch: Vec<_> = entries
@@ -826,8 +788,6 @@ impl<K, V> Drop for Store<K, V> {
 
 impl<K, V> std::fmt::Debug for Store<K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
+        f.debug_struct("Store").field("config", &self.config).finish_non_exhaustive()
     }
 }

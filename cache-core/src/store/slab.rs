@@ -128,18 +128,8 @@ impl<K, V> Slot<K, V> {
         let meta = self.meta.load(Ordering::Relaxed);
         debug_assert_eq!(state(meta), FREE);
         let (payload, new_state) = match payload {
-            Filling::Ready(value) => (
-                Payload {
-                    ready: ManuallyDrop::new(value),
-                },
-                READY,
-            ),
-            Filling::Pending(flight) => (
-                Payload {
-                    pending: ManuallyDrop::new(flight),
-                },
-                PENDING,
-            ),
+            Filling::Ready(value) => (Payload { ready: ManuallyDrop::new(value) }, READY),
+            Filling::Pending(flight) => (Payload { pending: ManuallyDrop::new(flight) }, PENDING),
         };
         unsafe {
             *self.tag.get() = tag;
@@ -164,9 +154,7 @@ impl<K, V> Slot<K, V> {
             let payload = (*self.payload.get()).assume_init_mut();
             let flight = ManuallyDrop::take(&mut payload.pending);
             *self.expires.get() = expires;
-            (*self.payload.get()).write(Payload {
-                ready: ManuallyDrop::new(value),
-            });
+            (*self.payload.get()).write(Payload { ready: ManuallyDrop::new(value) });
             flight
         };
         let meta = with_state(meta, READY);
@@ -183,8 +171,7 @@ impl<K, V> Slot<K, V> {
             PENDING => RETIRED_PENDING,
             other => unreachable!("retiring a slot in state {other}"),
         };
-        self.meta
-            .store(with_state(meta, retired), Ordering::Release);
+        self.meta.store(with_state(meta, retired), Ordering::Release);
     }
 
     /// Moves the contents out of a retired slot and marks it `FREE`.
@@ -203,10 +190,7 @@ impl<K, V> Slot<K, V> {
                 PENDING | RETIRED_PENDING => {
                     let key = (*self.key.get()).assume_init_read();
                     let mut payload = (*self.payload.get()).assume_init_read();
-                    Some(Garbage::Pending(
-                        key,
-                        ManuallyDrop::take(&mut payload.pending),
-                    ))
+                    Some(Garbage::Pending(key, ManuallyDrop::take(&mut payload.pending)))
                 }
                 _ => None,
             }
@@ -233,16 +217,12 @@ pub(crate) const MAX_SLOTS: u64 = (1u64 << 32) - (1 << FIRST_BITS);
 fn locate(idx: u32) -> (usize, usize) {
     let x = idx as u64 + (1 << FIRST_BITS);
     let segment = 63 - x.leading_zeros() - FIRST_BITS;
-    (
-        segment as usize,
-        (x - (1u64 << (segment + FIRST_BITS))) as usize,
-    )
+    (segment as usize, (x - (1u64 << (segment + FIRST_BITS))) as usize)
 }
 
 #[inline]
 fn segment_layout<K, V>(segment: usize) -> Layout {
-    Layout::array::<Slot<K, V>>(1 << (segment as u32 + FIRST_BITS))
-        .expect("slab segment size overflows")
+    Layout::array::<Slot<K, V>>(1 << (segment as u32 + FIRST_BITS)).expect("slab segment size overflows")
 }
 
 pub(crate) struct Slab<K, V> {
@@ -251,9 +231,7 @@ pub(crate) struct Slab<K, V> {
 
 impl<K, V> Slab<K, V> {
     pub(crate) fn new() -> Self {
-        Slab {
-            segments: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
-        }
+        Slab { segments: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())) }
     }
 
     /// # Safety
@@ -263,21 +241,12 @@ impl<K, V> Slab<K, V> {
         let (segment, offset) = locate(idx);
         // SAFETY: `ensure` allocated the segment before the index was handed
         // out, and the Release store of the index (table entry) orders it.
-        unsafe {
-            &*self
-                .segments
-                .get_unchecked(segment)
-                .load(Ordering::Acquire)
-                .add(offset)
-        }
+        unsafe { &*self.segments.get_unchecked(segment).load(Ordering::Acquire).add(offset) }
     }
 
     /// Makes sure the segment holding `idx` exists. Called under the lock.
     pub(crate) fn ensure(&self, idx: u32) {
-        assert!(
-            (idx as u64) < MAX_SLOTS,
-            "async-cache holds at most {MAX_SLOTS} entries"
-        );
+        assert!((idx as u64) < MAX_SLOTS, "async-cache holds at most {MAX_SLOTS} entries");
         let (segment, _) = locate(idx);
         if self.segments[segment].load(Ordering::Relaxed).is_null() {
             let layout = segment_layout::<K, V>(segment);

@@ -46,9 +46,7 @@ impl Table {
         let layout = Self::layout(capacity);
         // SAFETY: the layout is non-zero; zeroed words are EMPTY.
         let ptr = unsafe { alloc::alloc_zeroed(layout) }.cast::<Table>();
-        let Some(table) = NonNull::new(ptr) else {
-            alloc::handle_alloc_error(layout)
-        };
+        let Some(table) = NonNull::new(ptr) else { alloc::handle_alloc_error(layout) };
         // SAFETY: freshly allocated, large enough for the header.
         unsafe { (*table.as_ptr()).mask = capacity - 1 };
         table
@@ -79,11 +77,7 @@ impl Table {
     /// Probes for `tag`, calling `matches` on each candidate slab index until
     /// it says yes. Returns the word's position and the index.
     #[inline]
-    pub(crate) fn find(
-        &self,
-        tag: u32,
-        mut matches: impl FnMut(u32) -> bool,
-    ) -> Option<(usize, u32)> {
+    pub(crate) fn find(&self, tag: u32, mut matches: impl FnMut(u32) -> bool) -> Option<(usize, u32)> {
         let mut pos = tag as usize & self.mask;
         loop {
             let w = self.word(pos).load(Ordering::Acquire);
@@ -109,10 +103,7 @@ impl Table {
             if w == target {
                 return pos;
             }
-            assert!(
-                w != EMPTY,
-                "async-cache: entry missing from its table (a bug)"
-            );
+            assert!(w != EMPTY, "async-cache: entry missing from its table (a bug)");
             pos = (pos + 1) & self.mask;
         }
     }
@@ -201,11 +192,7 @@ mod tests {
         assert_eq!(t.find(19, |_| true), Some((4, 11)));
         assert_eq!(t.find(3, |i| i == 99), None);
         t.remove(4);
-        assert_eq!(
-            t.find(3, |i| i == 12),
-            Some((5, 12)),
-            "a tombstone does not end a probe"
-        );
+        assert_eq!(t.find(3, |i| i == 12), Some((5, 12)), "a tombstone does not end a probe");
         assert_eq!(t.find(19, |_| true), None);
         assert!(t.insert(19, 13), "a tombstone is reused");
         assert_eq!(t.position_of(19, 13), 4);

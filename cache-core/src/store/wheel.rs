@@ -69,12 +69,8 @@ impl Wheel {
             return;
         }
         if self.levels.is_empty() {
-            self.levels = (0..LEVELS)
-                .map(|_| Level {
-                    occupied: 0,
-                    slots: std::array::from_fn(|_| Vec::new()),
-                })
-                .collect();
+            self.levels =
+                (0..LEVELS).map(|_| Level { occupied: 0, slots: std::array::from_fn(|_| Vec::new()) }).collect();
         }
         let level = level_for(self.elapsed, timer.deadline);
         let slot = slot_for(timer.deadline, level);
@@ -158,11 +154,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn timer(deadline: u64, idx: u32) -> Timer {
-        Timer {
-            deadline,
-            idx,
-            meta: 0,
-        }
+        Timer { deadline, idx, meta: 0 }
     }
 
     fn fired(wheel: &mut Wheel, now: u64) -> Vec<u32> {

@@ -2,7 +2,7 @@
 //! backend, beside the physical floor: writing (and `fsync`ing) or reading
 //! the same number of raw bytes.
 //!
-//! Run with `cargo bench -p benches --bench persistence`.
+//! Run with `cargo bench -p cache-backends --all-features --bench persistence`.
 
 use std::io::Write;
 use std::time::Duration;
@@ -21,39 +21,23 @@ fn filled() -> Cache<u64, String> {
 }
 
 fn persistence(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let cache = filled();
     let dir = tempfile::tempdir().unwrap();
     let backends: Vec<(&str, Box<dyn Backend>)> = vec![
-        (
-            "file",
-            Box::new(FileBackend::new(dir.path().join("bench.cache"))),
-        ),
-        (
-            "sled",
-            Box::new(SledBackend::open(dir.path().join("bench.sled")).unwrap()),
-        ),
-        (
-            "sqlite",
-            Box::new(SqliteBackend::open(dir.path().join("bench.db")).unwrap()),
-        ),
+        ("file", Box::new(FileBackend::new(dir.path().join("bench.cache")))),
+        ("sled", Box::new(SledBackend::open(dir.path().join("bench.sled")).unwrap())),
+        ("sqlite", Box::new(SqliteBackend::open(dir.path().join("bench.db")).unwrap())),
     ];
     // The floor is as many bytes as the file backend writes.
     rt.block_on(cache.save_to_backend(&*backends[0].1)).unwrap();
-    let bytes = std::fs::metadata(dir.path().join("bench.cache"))
-        .unwrap()
-        .len() as usize;
+    let bytes = std::fs::metadata(dir.path().join("bench.cache")).unwrap().len() as usize;
     eprintln!("snapshot of {ENTRIES} entries: file backend {bytes} bytes");
     let raw = vec![0x5au8; bytes];
     let raw_path = dir.path().join("raw.bin");
 
     let mut save = c.benchmark_group("save_100000");
-    save.sample_size(10)
-        .measurement_time(Duration::from_secs(10));
+    save.sample_size(10).measurement_time(Duration::from_secs(10));
     save.bench_function("raw_write_fsync_same_bytes", |b| {
         b.iter(|| {
             let mut file = std::fs::File::create(&raw_path).unwrap();
@@ -63,24 +47,18 @@ fn persistence(c: &mut Criterion) {
     });
     for (name, backend) in &backends {
         save.bench_function(BenchmarkId::from_parameter(name), |b| {
-            b.to_async(&rt)
-                .iter(|| async { cache.save_to_backend(&**backend).await.unwrap() })
+            b.to_async(&rt).iter(|| async { cache.save_to_backend(&**backend).await.unwrap() })
         });
     }
     save.finish();
 
     let mut load = c.benchmark_group("load_100000");
-    load.sample_size(10)
-        .measurement_time(Duration::from_secs(10));
-    load.bench_function("raw_read_same_bytes", |b| {
-        b.iter(|| std::fs::read(&raw_path).unwrap())
-    });
+    load.sample_size(10).measurement_time(Duration::from_secs(10));
+    load.bench_function("raw_read_same_bytes", |b| b.iter(|| std::fs::read(&raw_path).unwrap()));
     for (name, backend) in &backends {
         load.bench_function(BenchmarkId::from_parameter(name), |b| {
             b.to_async(&rt).iter(|| async {
-                let fresh = Cache::<u64, String>::builder()
-                    .max_size(ENTRIES as usize)
-                    .build();
+                let fresh = Cache::<u64, String>::builder().max_size(ENTRIES as usize).build();
                 let report = fresh.load_from_backend(&**backend).await.unwrap();
                 assert_eq!(report.loaded, ENTRIES as usize);
             })
@@ -96,10 +74,7 @@ fn persistence(c: &mut Criterion) {
 
 fn walk(path: &std::path::Path) -> u64 {
     match std::fs::metadata(path) {
-        Ok(meta) if meta.is_dir() => std::fs::read_dir(path)
-            .unwrap()
-            .map(|e| walk(&e.unwrap().path()))
-            .sum(),
+        Ok(meta) if meta.is_dir() => std::fs::read_dir(path).unwrap().map(|e| walk(&e.unwrap().path())).sum(),
         Ok(meta) => meta.len(),
         Err(_) => 0,
     }

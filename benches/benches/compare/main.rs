@@ -1,0 +1,497 @@
+//! async-cache beside quick_cache, moka and a `Mutex<lru::LruCache>`, on
+//! identical inputs, in one process, interleaved: each round runs every
+//! contender once, and figures are medians over rounds of per-round ratios,
+//! so the machine's drift between runs cancels out. Memory is measured in
+//! child processes (this binary again), one cache each.
+//!
+//! `cargo bench -p benches --bench compare` runs everything and rewrites
+//! `BENCHMARKS.md` and its plots; `-- --quick` is a short smoke run that
+//! writes nothing.
+
+mod contenders;
+mod report;
+mod workloads;
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use contenders::{Contender, value};
+use report::{Report, Table};
+
+/// Contenders' names, in table order.
+const OURS: &str = "async-cache";
+const QUICK: &str = "quick_cache";
+const MOKA: &str = "moka";
+
+struct Settings {
+    rounds: usize,
+    /// Operations per thread per round in the throughput cases.
+    ops: usize,
+    hit_ratio_requests: usize,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "--memory") {
+        memory_child(&args[at + 1]);
+        return;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let settings = if quick {
+        Settings { rounds: 3, ops: 2_000_000, hit_ratio_requests: 400_000 }
+    } else {
+        Settings { rounds: 9, ops: 5_000_000, hit_ratio_requests: 2_000_000 }
+    };
+    let mut report = Report::new(quick);
+    get_hit(&settings, &mut report, 1);
+    get_hit(&settings, &mut report, 2);
+    mixed(&settings, &mut report);
+    insert_with_eviction(&settings, &mut report);
+    miss_and_load(&settings, &mut report);
+    herd(&settings, &mut report);
+    metrics_overhead(&settings, &mut report);
+    memory(&mut report);
+    hit_ratios(&settings, &mut report, quick);
+    report.finish();
+}
+
+/// Runs `run(index, contender, thread)` for each contender, `rounds` times,
+/// interleaved (the order rotates each round); returns ns per operation,
+/// per round, per contender. `run` returns the operations it did.
+fn interleaved<C: ?Sized + Sync>(
+    contenders: &[(&'static str, Box<C>)],
+    threads: usize,
+    rounds: usize,
+    run: impl Fn(usize, &C, usize) -> usize + Sync,
+) -> Vec<Vec<f64>> {
+    let mut ns = vec![Vec::new(); contenders.len()];
+    for round in 0..rounds {
+        for i in 0..contenders.len() {
+            let which = (i + round) % contenders.len();
+            let contender = &*contenders[which].1;
+            let started = Instant::now();
+            let done: usize = std::thread::scope(|s| {
+                let run = &run;
+                let handles: Vec<_> = (0..threads).map(|t| s.spawn(move || run(which, contender, t))).collect();
+                handles.into_iter().map(|h| h.join().unwrap()).sum()
+            });
+            ns[which].push(started.elapsed().as_nanos() as f64 / done as f64);
+        }
+    }
+    ns
+}
+
+/// A throughput table: ns/op, Mops/s, and our speed over each peer.
+fn throughput_table(title: &str, names: &[&'static str], ns: &[Vec<f64>], extra: Option<(&str, Vec<String>)>) -> Table {
+    let ours = names.iter().position(|n| *n == OURS).unwrap();
+    let mut headers = vec!["cache", "ns/op (median)", "Mops/s", "async-cache speed ×"];
+    if let Some((name, _)) = &extra {
+        headers.push(name);
+    }
+    let mut table = Table::new(title, &headers);
+    for (i, name) in names.iter().enumerate() {
+        let median = report::median(&ns[i]);
+        let speedup = report::median(&ns[i].iter().zip(&ns[ours]).map(|(them, us)| them / us).collect::<Vec<_>>());
+        // ns/op is wall time per operation over all threads: Mops/s is the total.
+        let mut row =
+            vec![name.to_string(), format!("{median:.1}"), format!("{:.1}", 1_000.0 / median), format!("{speedup:.2}")];
+        if let Some((_, values)) = &extra {
+            row.push(values[i].clone());
+        }
+        table.row(row);
+    }
+    table
+}
+
+fn present_keys(contenders: &[(&'static str, Box<dyn Contender>)], capacity: u64) -> Vec<u64> {
+    // quick_cache keeps slightly fewer than its capacity: use the keys every
+    // contender holds, so every lookup is a hit everywhere.
+    (0..capacity).filter(|k| contenders.iter().all(|(_, c)| c.get(*k))).collect()
+}
+
+fn get_hit(settings: &Settings, report: &mut Report, threads: usize) {
+    const CAPACITY: u64 = 10_000;
+    let contenders = contenders::all(CAPACITY as usize);
+    for (_, c) in &contenders {
+        for k in 0..CAPACITY {
+            c.insert(k, value(k));
+        }
+    }
+    let keys = present_keys(&contenders, CAPACITY);
+    let trace = workloads::uniform(&keys, 1 << 20, 1);
+    let ops = settings.ops;
+    let ns = interleaved(&contenders, threads, settings.rounds, |_, c, t| {
+        let mut hits = 0usize;
+        let start = t * 7_919;
+        for i in 0..ops {
+            hits += usize::from(c.get(trace[(start + i) & ((1 << 20) - 1)]));
+        }
+        black_box(hits);
+        ops
+    });
+    let names: Vec<_> = contenders.iter().map(|(n, _)| *n).collect();
+    let title = format!(
+        "get-hit, {threads} thread{}: capacity 10,000, uniform random present keys, u64 -> Arc<String>",
+        if threads > 1 { "s" } else { "" }
+    );
+    report.throughput(threads, &names, &ns);
+    report.table(throughput_table(&title, &names, &ns, None));
+}
+
+fn mixed(settings: &Settings, report: &mut Report) {
+    const CAPACITY: usize = 10_000;
+    const THREADS: usize = 2;
+    let contenders = contenders::all(CAPACITY);
+    let trace = workloads::zipf(100_000, 0.99, 1 << 21, 2);
+    let ops = settings.ops / 2;
+    let shared = value(0);
+    let hits: Vec<AtomicUsize> = (0..contenders.len()).map(|_| AtomicUsize::new(0)).collect();
+    let gets: Vec<AtomicUsize> = (0..contenders.len()).map(|_| AtomicUsize::new(0)).collect();
+    let ns = interleaved(&contenders, THREADS, settings.rounds, |which, c, t| {
+        let (mut h, mut g) = (0, 0);
+        let start = t * 1_000_003;
+        for i in 0..ops {
+            let key = trace[(start + i) & ((1 << 21) - 1)];
+            if i % 10 == 0 {
+                c.insert(key, Arc::clone(&shared));
+            } else {
+                g += 1;
+                h += usize::from(c.get(key));
+            }
+        }
+        hits[which].fetch_add(h, Ordering::Relaxed);
+        gets[which].fetch_add(g, Ordering::Relaxed);
+        ops
+    });
+    let names: Vec<_> = contenders.iter().map(|(n, _)| *n).collect();
+    let ratios: Vec<String> = (0..names.len())
+        .map(|i| format!("{:.3}", hits[i].load(Ordering::Relaxed) as f64 / gets[i].load(Ordering::Relaxed) as f64))
+        .collect();
+    report.throughput(0, &names, &ns);
+    report.table(throughput_table(
+        "mixed, 2 threads: Zipf(0.99) over 100,000 keys, capacity 10,000, 90% get / 10% insert",
+        &names,
+        &ns,
+        Some(("hit ratio", ratios)),
+    ));
+}
+
+fn insert_with_eviction(settings: &Settings, report: &mut Report) {
+    const CAPACITY: usize = 10_000;
+    const INSERTS: usize = 1_000_000;
+    let names: Vec<&'static str> = contenders::all(1).into_iter().map(|(n, _)| n).collect();
+    let mut ns = vec![Vec::new(); names.len()];
+    let shared = value(0);
+    for round in 0..settings.rounds {
+        for i in 0..names.len() {
+            let which = (i + round) % names.len();
+            let contender = contenders::all(CAPACITY).swap_remove(which).1;
+            let started = Instant::now();
+            for k in 0..INSERTS as u64 {
+                contender.insert(k, Arc::clone(&shared));
+            }
+            ns[which].push(started.elapsed().as_nanos() as f64 / INSERTS as f64);
+            drop(contender);
+        }
+    }
+    report.throughput(3, &names, &ns);
+    report.table(throughput_table(
+        "insert with eviction, 1 thread: 1,000,000 distinct keys into capacity 10,000",
+        &names,
+        &ns,
+        None,
+    ));
+}
+
+fn runtime(workers: usize) -> tokio::runtime::Runtime {
+    if workers == 0 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build().unwrap()
+    }
+}
+
+/// A miss and a trivial load through each cache's single-flight path.
+fn miss_and_load(settings: &Settings, report: &mut Report) {
+    const CAPACITY: usize = 10_000;
+    let loads = 200_000u64;
+    let names = [OURS, QUICK, MOKA];
+    let rt = runtime(0);
+    let mut ns = vec![Vec::new(); names.len()];
+    for round in 0..settings.rounds {
+        for i in 0..names.len() {
+            let which = (i + round) % names.len();
+            let started = Instant::now();
+            rt.block_on(async {
+                match names[which] {
+                    OURS => {
+                        let cache = async_cache::Cache::<u64, u64>::new(CAPACITY);
+                        for k in 0..loads {
+                            black_box(cache.get_or_load(k, || async move { k }).await);
+                        }
+                    }
+                    QUICK => {
+                        let cache = quick_cache::sync::Cache::<u64, u64>::new(CAPACITY);
+                        for k in 0..loads {
+                            black_box(cache.get_or_insert_async(&k, async move { Ok::<_, ()>(k) }).await.unwrap());
+                        }
+                    }
+                    _ => {
+                        let cache = moka::future::Cache::<u64, u64>::new(CAPACITY as u64);
+                        for k in 0..loads {
+                            black_box(cache.get_with(k, async move { k }).await);
+                        }
+                    }
+                }
+            });
+            ns[which].push(started.elapsed().as_nanos() as f64 / loads as f64);
+        }
+    }
+    report.table(throughput_table(
+        "miss + trivial load through single-flight, 1 thread: get_or_load / get_or_insert_async / get_with, 200,000 distinct keys, capacity 10,000",
+        &names,
+        &ns,
+        None,
+    ));
+    report.note(format!(
+        "Against the Python seed: a miss plus load costs us {:.0} ns here, against its 3 µs of miss overhead.",
+        report::median(&ns[0])
+    ));
+}
+
+/// 10,000 tasks on a 2-worker runtime ask for one key whose load takes 10 ms.
+fn herd(settings: &Settings, report: &mut Report) {
+    const TASKS: usize = 10_000;
+    let names = [OURS, QUICK, MOKA];
+    let rt = runtime(2);
+    let mut wall = vec![Vec::new(); names.len()];
+    let mut calls = vec![0usize; names.len()];
+    for round in 0..settings.rounds {
+        for i in 0..names.len() {
+            let which = (i + round) % names.len();
+            let loads = Arc::new(AtomicUsize::new(0));
+            let started = Instant::now();
+            rt.block_on(async {
+                let load = |loads: Arc<AtomicUsize>| async move {
+                    loads.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    7u64
+                };
+                let tasks: Vec<_> = match names[which] {
+                    OURS => {
+                        let cache = async_cache::Cache::<u64, u64>::new(100);
+                        (0..TASKS)
+                            .map(|_| {
+                                let (cache, loads) = (cache.clone(), Arc::clone(&loads));
+                                tokio::spawn(async move { cache.get_or_load(1, || load(loads)).await })
+                            })
+                            .collect()
+                    }
+                    QUICK => {
+                        let cache = Arc::new(quick_cache::sync::Cache::<u64, u64>::new(100));
+                        (0..TASKS)
+                            .map(|_| {
+                                let (cache, loads) = (Arc::clone(&cache), Arc::clone(&loads));
+                                tokio::spawn(async move {
+                                    cache
+                                        .get_or_insert_async(&1, async move { Ok::<_, ()>(load(loads).await) })
+                                        .await
+                                        .unwrap()
+                                })
+                            })
+                            .collect()
+                    }
+                    _ => {
+                        let cache = moka::future::Cache::<u64, u64>::new(100);
+                        (0..TASKS)
+                            .map(|_| {
+                                let (cache, loads) = (cache.clone(), Arc::clone(&loads));
+                                tokio::spawn(async move { cache.get_with(1, load(loads)).await })
+                            })
+                            .collect()
+                    }
+                };
+                for task in tasks {
+                    assert_eq!(task.await.unwrap(), 7);
+                }
+            });
+            wall[which].push(started.elapsed().as_secs_f64() * 1_000.0);
+            calls[which] = calls[which].max(loads.load(Ordering::SeqCst));
+        }
+    }
+    let ours = report::median(&wall[0]);
+    let mut table = Table::new(
+        "thundering herd: 10,000 tasks on a 2-worker runtime, one key, a loader that sleeps 10 ms",
+        &["cache", "loader calls (most in a round)", "wall ms (median)", "wall vs async-cache ×"],
+    );
+    for (i, name) in names.iter().enumerate() {
+        let median = report::median(&wall[i]);
+        table.row(vec![
+            name.to_string(),
+            calls[i].to_string(),
+            format!("{median:.2}"),
+            format!("{:.2}", median / ours),
+        ]);
+    }
+    report.table(table);
+}
+
+/// get-hit throughput with `metrics::register` active and without, on
+/// identical caches.
+fn metrics_overhead(settings: &Settings, report: &mut Report) {
+    const CAPACITY: u64 = 10_000;
+    let rt = runtime(1);
+    let _enter = rt.enter();
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let _ = metrics::set_global_recorder(recorder);
+    let plain = contenders::Ours(async_cache::Cache::new(CAPACITY as usize));
+    let observed = contenders::Ours(async_cache::Cache::builder().max_size(CAPACITY as usize).name("observed").build());
+    let _reporter = async_cache::metrics::register(&observed.0);
+    let contenders: Vec<(&'static str, Box<dyn Contender>)> =
+        vec![("without register", Box::new(plain)), ("with register", Box::new(observed))];
+    for (_, c) in &contenders {
+        for k in 0..CAPACITY {
+            c.insert(k, value(k));
+        }
+    }
+    let keys: Vec<u64> = (0..CAPACITY).collect();
+    let trace = workloads::uniform(&keys, 1 << 20, 3);
+    let ops = settings.ops;
+    let ns = interleaved(&contenders, 1, settings.rounds.max(9), |_, c, _| {
+        let mut hits = 0usize;
+        for i in 0..ops {
+            hits += usize::from(c.get(trace[i & ((1 << 20) - 1)]));
+        }
+        black_box(hits);
+        ops
+    });
+    let mut table = Table::new(
+        "metrics overhead: get-hit, 1 thread, with `async_cache::metrics::register` publishing every second vs not",
+        &["cache", "ns/op (median)", "vs without"],
+    );
+    for (i, (name, _)) in contenders.iter().enumerate() {
+        let ratio = report::median(&ns[i].iter().zip(&ns[0]).map(|(x, base)| x / base).collect::<Vec<_>>());
+        table.row(vec![name.to_string(), format!("{:.1}", report::median(&ns[i])), format!("{ratio:.3}")]);
+    }
+    report.table(table);
+}
+
+/// Bytes per `u64 -> u64` entry with 1,000,000 entries: peak RSS of a child
+/// process holding one cache, over its RSS before.
+fn memory(report: &mut Report) {
+    let mut table = Table::new(
+        "memory: 1,000,000 u64 -> u64 entries in a cache of capacity 1,000,000 (peak RSS per cache, each in its own process)",
+        &["cache", "bytes per entry"],
+    );
+    for name in [OURS, QUICK, MOKA, "Mutex<lru>"] {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--memory", name])
+            .output()
+            .expect("memory child");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let bytes: f64 = text.trim().parse().unwrap_or_else(|_| panic!("memory child for {name} said {text:?}"));
+        table.row(vec![name.to_string(), format!("{bytes:.1}")]);
+    }
+    report.table(table);
+}
+
+fn rss_kb(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn memory_child(name: &str) {
+    const N: u64 = 1_000_000;
+    let before = rss_kb("VmRSS:");
+    let held: Box<dyn std::any::Any> = match name {
+        OURS => {
+            let cache = async_cache::Cache::<u64, u64>::new(N as usize);
+            for k in 0..N {
+                cache.insert(k, k);
+            }
+            assert_eq!(cache.len(), N as usize);
+            Box::new(cache)
+        }
+        QUICK => {
+            let cache = quick_cache::sync::Cache::<u64, u64>::new(N as usize);
+            for k in 0..N {
+                cache.insert(k, k);
+            }
+            Box::new(cache)
+        }
+        MOKA => {
+            let cache = moka::sync::Cache::<u64, u64>::new(N);
+            for k in 0..N {
+                cache.insert(k, k);
+            }
+            cache.run_pending_tasks();
+            Box::new(cache)
+        }
+        _ => {
+            let mut cache = lru::LruCache::<u64, u64>::new(std::num::NonZeroUsize::new(N as usize).unwrap());
+            for k in 0..N {
+                cache.put(k, k);
+            }
+            Box::new(std::sync::Mutex::new(cache))
+        }
+    };
+    let peak = rss_kb("VmHWM:");
+    black_box(&held);
+    println!("{:.1}", (peak - before) as f64 * 1024.0 / N as f64);
+}
+
+/// Cache-aside over Zipf traces: every contender and Che's approximation.
+fn hit_ratios(settings: &Settings, report: &mut Report, quick: bool) {
+    const KEYS: u64 = 100_000;
+    let exponents = [0.8, 0.99, 1.2];
+    let table_capacities = [1_000usize, 10_000];
+    let plot_capacities: &[usize] = if quick { &[1_000, 10_000] } else { &[500, 1_000, 2_000, 5_000, 10_000, 20_000] };
+    let requests = settings.hit_ratio_requests;
+    let warmup = requests / 10;
+    let names: Vec<&'static str> = contenders::all(1).into_iter().map(|(n, _)| n).collect();
+    let mut table = Table::new(
+        &format!(
+            "hit ratio: cache-aside over a {requests}-request Zipf trace over {KEYS} keys (first 10% is warm-up, not counted)"
+        ),
+        &["s", "capacity", "async-cache", "quick_cache", "moka", "Mutex<lru>", "Che (LRU)", "async-cache − Che"],
+    );
+    let shared = value(0);
+    for (si, &s) in exponents.iter().enumerate() {
+        let trace = workloads::zipf(KEYS, s, requests, 10 + si as u64);
+        let mut series = vec![Vec::new(); names.len() + 1];
+        for &capacity in plot_capacities {
+            let mut row = vec![format!("{s}"), capacity.to_string()];
+            let mut ours = 0.0;
+            for (i, (_, c)) in contenders::all(capacity).into_iter().enumerate() {
+                let mut hits = 0usize;
+                for (n, &key) in trace.iter().enumerate() {
+                    let hit = c.get(key);
+                    if !hit {
+                        c.insert(key, Arc::clone(&shared));
+                    }
+                    if n >= warmup {
+                        hits += usize::from(hit);
+                    }
+                }
+                let ratio = hits as f64 / (requests - warmup) as f64;
+                if i == 0 {
+                    ours = ratio;
+                }
+                series[i].push((capacity, ratio));
+                row.push(format!("{ratio:.4}"));
+            }
+            let che = workloads::che(KEYS, s, capacity as f64);
+            series[names.len()].push((capacity, che));
+            row.push(format!("{che:.4}"));
+            row.push(format!("{:+.4}", ours - che));
+            if table_capacities.contains(&capacity) {
+                table.row(row);
+            }
+        }
+        report.hit_ratio_series(s, &names, series);
+    }
+    report.table(table);
+}

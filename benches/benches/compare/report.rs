@@ -1,0 +1,219 @@
+//! Tables and plots of one run: printed, and (unless `--quick`) written to
+//! `BENCHMARKS.md` and `docs/bench-*.svg` at the repository's root.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use plotters::prelude::*;
+
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
+pub struct Table {
+    title: String,
+    headers: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn new(title: &str, headers: &[&str]) -> Self {
+        Table { title: title.to_string(), headers: headers.iter().map(|h| h.to_string()).collect(), rows: Vec::new() }
+    }
+
+    pub fn row(&mut self, row: Vec<String>) {
+        self.rows.push(row);
+    }
+
+    fn markdown(&self) -> String {
+        let mut out =
+            format!("### {}\n\n| {} |\n|{}\n", self.title, self.headers.join(" | "), "---|".repeat(self.headers.len()));
+        for row in &self.rows {
+            let _ = writeln!(out, "| {} |", row.join(" | "));
+        }
+        out
+    }
+}
+
+/// One hit-ratio panel: a line per cache (and Che), over capacities.
+type Series = Vec<Vec<(usize, f64)>>;
+
+pub struct Report {
+    quick: bool,
+    sections: Vec<String>,
+    /// (case, names, median ns/op per name)
+    throughput: Vec<(usize, Vec<&'static str>, Vec<f64>)>,
+    hit_ratio: Vec<(f64, Vec<&'static str>, Series)>,
+}
+
+const CASES: [&str; 4] = ["mixed, 2 threads", "get-hit, 1 thread", "get-hit, 2 threads", "insert + evict"];
+
+impl Report {
+    pub fn new(quick: bool) -> Self {
+        Report { quick, sections: Vec::new(), throughput: Vec::new(), hit_ratio: Vec::new() }
+    }
+
+    pub fn table(&mut self, table: Table) {
+        let markdown = table.markdown();
+        println!("{markdown}");
+        self.sections.push(markdown);
+    }
+
+    pub fn note(&mut self, note: String) {
+        println!("{note}\n");
+        self.sections.push(format!("{note}\n"));
+    }
+
+    /// Throughput for the plot: case 0 mixed, 1 and 2 get-hit on that many
+    /// threads, 3 insert.
+    pub fn throughput(&mut self, case: usize, names: &[&'static str], ns: &[Vec<f64>]) {
+        self.throughput.push((case, names.to_vec(), ns.iter().map(|n| median(n)).collect()));
+    }
+
+    pub fn hit_ratio_series(&mut self, s: f64, names: &[&'static str], series: Series) {
+        let mut names = names.to_vec();
+        names.push("Che's approximation (LRU)");
+        self.hit_ratio.push((s, names, series));
+    }
+
+    pub fn finish(self) {
+        if self.quick {
+            return;
+        }
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        std::fs::create_dir_all(root.join("docs")).unwrap();
+        self.plot_throughput(&root.join("docs/bench-throughput.svg"));
+        self.plot_hit_ratio(&root.join("docs/bench-hit-ratio.svg"));
+        let mut doc = String::from(HEADER);
+        let _ = writeln!(doc, "Machine: {}; {}.\n", machine(), rustc());
+        doc.push_str("![throughput against peers](docs/bench-throughput.svg)\n\n![hit ratio against capacity](docs/bench-hit-ratio.svg)\n\n");
+        for section in &self.sections {
+            doc.push_str(section);
+            doc.push('\n');
+        }
+        std::fs::write(root.join("BENCHMARKS.md"), doc).unwrap();
+        println!("wrote BENCHMARKS.md and docs/bench-*.svg");
+    }
+
+    fn plot_throughput(&self, path: &std::path::Path) {
+        let names = &self.throughput[0].1;
+        let root = SVGBackend::new(path, (900, 420)).into_drawing_area();
+        root.fill(&WHITE).unwrap();
+        let top =
+            self.throughput.iter().flat_map(|(_, _, ns)| ns.iter().map(|n| 1_000.0 / n)).fold(0.0, f64::max) * 1.15;
+        let mut chart = ChartBuilder::on(&root)
+            .caption("Throughput, millions of operations per second (higher is better)", ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(30)
+            .y_label_area_size(45)
+            .build_cartesian_2d(0.0..CASES.len() as f64, 0.0..top)
+            .unwrap();
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(CASES.len() * 2 + 1)
+            .x_label_formatter(&|x| {
+                let i = (x - 0.5).round();
+                if (x - 0.5 - i).abs() < 0.01 && (0.0..CASES.len() as f64).contains(&i) {
+                    CASES[i as usize].to_string()
+                } else {
+                    String::new()
+                }
+            })
+            .y_desc("Mops/s")
+            .draw()
+            .unwrap();
+        let width = 0.8 / names.len() as f64;
+        for (c, name) in names.iter().enumerate() {
+            let color = Palette99::pick(c).to_rgba();
+            let bars = self.throughput.iter().map(|(case, _, ns)| {
+                let x = *case as f64 + 0.1 + width * c as f64;
+                Rectangle::new([(x, 0.0), (x + width * 0.9, 1_000.0 / ns[c])], color.filled())
+            });
+            chart
+                .draw_series(bars)
+                .unwrap()
+                .label(*name)
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+        }
+        chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw().unwrap();
+        root.present().unwrap();
+    }
+
+    fn plot_hit_ratio(&self, path: &std::path::Path) {
+        let root = SVGBackend::new(path, (1200, 420)).into_drawing_area();
+        root.fill(&WHITE).unwrap();
+        let panels = root.split_evenly((1, self.hit_ratio.len()));
+        for (panel, (s, names, series)) in panels.iter().zip(&self.hit_ratio) {
+            let xs: Vec<usize> = series[0].iter().map(|(c, _)| *c).collect();
+            let (lo, hi) = (*xs.first().unwrap() as f64, *xs.last().unwrap() as f64);
+            let mut chart = ChartBuilder::on(panel)
+                .caption(format!("Zipf s = {s}"), ("sans-serif", 18))
+                .margin(10)
+                .x_label_area_size(30)
+                .y_label_area_size(40)
+                .build_cartesian_2d((lo..hi).log_scale(), 0.0..1.0)
+                .unwrap();
+            chart.configure_mesh().x_desc("capacity").y_desc("hit ratio").draw().unwrap();
+            for (i, (name, points)) in names.iter().zip(series).enumerate() {
+                let color = if i + 1 == names.len() { BLACK.to_rgba() } else { Palette99::pick(i).to_rgba() };
+                let style = ShapeStyle { color, filled: false, stroke_width: if i == 0 { 3 } else { 1 } };
+                chart
+                    .draw_series(LineSeries::new(points.iter().map(|(c, r)| (*c as f64, *r)), style))
+                    .unwrap()
+                    .label(*name)
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], style));
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::LowerRight)
+                .border_style(BLACK)
+                .background_style(WHITE.mix(0.8))
+                .draw()
+                .unwrap();
+        }
+        root.present().unwrap();
+    }
+}
+
+const HEADER: &str = "# Benchmarks
+
+async-cache beside [quick_cache](https://crates.io/crates/quick_cache) 0.7,
+[moka](https://crates.io/crates/moka) 0.12 and a `Mutex<lru::LruCache>`,
+measured in one run of one process, on identical inputs, interleaved: each
+round runs every contender once, and each figure is a median over the rounds
+(\"speed ×\" is the median of per-round ratios, above 1 when async-cache is
+faster). Memory is measured in child processes, one cache each. This
+machine's absolute timings drift from run to run; the ratios are the result.
+
+Reproduce everything (tables and plots) with:
+
+```sh
+cargo bench -p benches --bench compare
+```
+
+";
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cpu}, {cores} cores")
+}
+
+fn rustc() -> String {
+    std::process::Command::new("rustc")
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "rustc".into())
+}
