@@ -28,11 +28,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use crossbeam_utils::CachePadded;
 
 /// Records per stripe.
-const CAPACITY: u64 = 32;
+const CAPACITY: u64 = 128;
 /// The most stripes: one bit each in `dirty`.
 const MAX_STRIPES: usize = 64;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Stripe {
     /// Records ever pushed (hits).
     tail: AtomicU64,
@@ -45,6 +45,19 @@ struct Stripe {
     seen: AtomicU64,
     strikes: AtomicU64,
     records: [AtomicU64; CAPACITY as usize],
+}
+
+impl Default for Stripe {
+    fn default() -> Self {
+        Stripe {
+            tail: AtomicU64::new(0),
+            head: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            seen: AtomicU64::new(0),
+            strikes: AtomicU64::new(0),
+            records: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
 }
 
 /// Who replays read records.
@@ -110,25 +123,17 @@ impl ReadBuffer {
         stripe_hint() & (self.stripes.len() - 1)
     }
 
-    /// Records a hit on `(idx, meta)` in stripe `s`. Unless `overwrite`, a
-    /// stripe a whole number of laps behind refuses the record, so the
-    /// caller decides once per lap whether to drain; between those points a
-    /// stripe that did not drain overwrites its oldest records.
+    /// Records a hit on `(idx, meta)` in stripe `s`. Every `CAPACITY`th
+    /// push ends a lap of the ring and returns `Full` (the record is in): the
+    /// caller then decides whether to drain. A stripe that did not drain
+    /// overwrites its oldest records during the next lap. Only this decision
+    /// looks at the drainer's side of the stripe, so a hit writes nothing the
+    /// drainer reads or writes but its own record and counter.
     #[inline]
-    pub(crate) fn push(&self, s: usize, idx: u32, meta: u32, overwrite: bool) -> Result<(), Full> {
+    pub(crate) fn push(&self, s: usize, idx: u32, meta: u32) -> Result<(), Full> {
         let stripe = &self.stripes[s];
         let record = (u64::from(meta) << 32) | u64::from(idx);
-        let mut tail = stripe.tail.load(Ordering::Relaxed);
-        loop {
-            let behind = tail - stripe.head.load(Ordering::Acquire);
-            if !overwrite && behind >= CAPACITY && behind % CAPACITY == 0 {
-                return Err(Full);
-            }
-            match stripe.tail.compare_exchange_weak(tail, tail + 1, Ordering::SeqCst, Ordering::Relaxed) {
-                Ok(_) => break,
-                Err(now) => tail = now,
-            }
-        }
+        let tail = stripe.tail.fetch_add(1, Ordering::SeqCst);
         stripe.records[(tail % CAPACITY) as usize].store(record, Ordering::Release);
         // SeqCst pairs with the drain's swap: either the drain sees this bit,
         // or this load sees the drain's clear and sets it again.
@@ -136,7 +141,7 @@ impl ReadBuffer {
         if self.dirty.load(Ordering::SeqCst) & bit == 0 {
             self.dirty.fetch_or(bit, Ordering::SeqCst);
         }
-        Ok(())
+        if tail % CAPACITY == CAPACITY - 1 { Err(Full) } else { Ok(()) }
     }
 
     /// Whether the reader of full stripe `s` should replay the records
@@ -220,7 +225,7 @@ mod tests {
         let b = ReadBuffer::new();
         let s = b.stripe();
         for i in 0..10 {
-            assert!(b.push(s, i, 8, false).is_ok());
+            assert!(b.push(s, i, 8).is_ok());
         }
         assert!(b.is_dirty());
         let mut seen = Vec::new();
@@ -233,34 +238,19 @@ mod tests {
     }
 
     #[test]
-    fn a_full_stripe_refuses_until_drained() {
+    fn every_lap_of_the_ring_asks_whether_to_drain() {
         let b = ReadBuffer::new();
         let s = b.stripe();
-        for i in 0..CAPACITY as u32 {
-            assert!(b.push(s, i, 8, false).is_ok());
+        for lap in 0..3 {
+            for i in 0..CAPACITY as u32 - 1 {
+                assert!(b.push(s, i, 8).is_ok(), "lap {lap}, record {i}");
+            }
+            assert!(b.push(s, 0, 8).is_err(), "lap {lap} ends: drain?");
         }
-        assert!(b.push(s, 99, 8, false).is_err());
         let mut n = 0;
         b.drain(Some(s), |_| {}, |_, _| n += 1);
-        assert_eq!(n, CAPACITY);
-        assert!(b.push(s, 99, 8, false).is_ok());
-        assert_eq!(b.hits(), CAPACITY + 1);
-    }
-
-    #[test]
-    fn a_stripe_that_did_not_drain_asks_again_a_lap_later() {
-        let b = ReadBuffer::new();
-        let s = b.stripe();
-        for i in 0..CAPACITY as u32 {
-            assert!(b.push(s, i, 8, false).is_ok());
-        }
-        assert!(b.push(s, 0, 8, false).is_err(), "one lap behind: drain or overwrite?");
-        assert!(b.push(s, 0, 8, true).is_ok(), "the caller chose to overwrite");
-        for _ in 1..CAPACITY {
-            assert!(b.push(s, 0, 8, false).is_ok(), "within the lap, overwrite without asking");
-        }
-        assert!(b.push(s, 0, 8, false).is_err(), "two laps behind: ask again");
-        assert_eq!(b.hits(), 2 * CAPACITY, "every hit counted");
+        assert_eq!(n, CAPACITY, "an undrained stripe keeps its newest lap");
+        assert_eq!(b.hits(), 3 * CAPACITY, "every hit counted");
     }
 
     #[test]
@@ -268,7 +258,7 @@ mod tests {
         let b = ReadBuffer::new();
         let s = b.stripe();
         for i in 0..CAPACITY as u32 + 5 {
-            assert!(b.push(s, i, 8, true).is_ok());
+            let _ = b.push(s, i, 8);
         }
         let mut seen = Vec::new();
         b.drain(None, |_| {}, |idx, _| seen.push(idx));

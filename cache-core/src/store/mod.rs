@@ -42,7 +42,7 @@ use crate::sync::{Mutex, MutexGuard, lock};
 use crate::time::{Clock, NEVER};
 
 /// Retired slots handed to the epoch in one batch.
-const LIMBO_BATCH: usize = 32;
+const LIMBO_BATCH: usize = 128;
 /// The most table shards (a resize copies one shard).
 const MAX_SHARD_BITS: u32 = 6;
 
@@ -71,6 +71,8 @@ struct Policy {
     usage: Vec<Usage>,
     /// Retired slots not yet handed to the epoch.
     limbo: Vec<u32>,
+    /// Spare buffer for taking back reclaimed slots.
+    reclaiming: Vec<u32>,
     /// Counted here, under the lock that evicts and expires, not with atomics.
     evictions: u64,
     expirations: u64,
@@ -91,8 +93,11 @@ impl Reclaimed {
         self.any.store(true, Ordering::Release);
     }
 
-    fn take(&self) -> Vec<u32> {
-        std::mem::take(&mut *self.slots.lock().unwrap_or_else(|e| e.into_inner()))
+    /// Swaps the reclaimed slots into `out` (empty), so both vectors keep
+    /// their capacity instead of growing anew every batch.
+    fn take_into(&self, out: &mut Vec<u32>) {
+        debug_assert!(out.is_empty());
+        std::mem::swap(&mut *self.slots.lock().unwrap_or_else(|e| e.into_inner()), out);
     }
 }
 
@@ -178,6 +183,7 @@ impl<K, V> Store<K, V> {
                 timed: 0,
                 usage: vec![Usage::default(); shards],
                 limbo: Vec::new(),
+                reclaiming: Vec::new(),
                 evictions: 0,
                 expirations: 0,
             }),
@@ -261,7 +267,7 @@ impl<K, V> Store<K, V> {
             self.maintain(&mut p, &mut garbage);
             let out = f(&mut p);
             if p.limbo.len() >= LIMBO_BATCH || (flush && !p.limbo.is_empty()) {
-                let slots = std::mem::take(&mut p.limbo);
+                let slots = std::mem::replace(&mut p.limbo, Vec::with_capacity(LIMBO_BATCH));
                 let reclaimed = Arc::clone(&self.reclaimed);
                 let guard = epoch::pin();
                 guard.defer(move || reclaimed.add(slots));
@@ -280,16 +286,22 @@ impl<K, V> Store<K, V> {
         }
         if self.reclaimed.any.load(Ordering::Acquire) {
             self.reclaimed.any.store(false, Ordering::Relaxed);
-            let slots = self.reclaimed.take();
+            let mut slots = std::mem::take(&mut p.reclaiming);
+            self.reclaimed.take_into(&mut slots);
             let keep = std::mem::needs_drop::<K>() || std::mem::needs_drop::<V>();
-            for idx in slots {
+            if keep {
+                garbage.reserve(slots.len());
+            }
+            for &idx in &slots {
                 // SAFETY: the grace period has ended: no reader holds it.
                 let contents = unsafe { self.slot(idx).take() };
                 if keep {
                     garbage.extend(contents);
                 }
-                p.free.push(idx);
             }
+            p.free.extend_from_slice(&slots);
+            slots.clear();
+            p.reclaiming = slots;
         }
         if !p.wheel.is_empty() {
             let now = self.clock.now();
@@ -311,22 +323,18 @@ impl<K, V> Store<K, V> {
         self.reads.drain(reader, |idx| Lru::prefetch(links, idx), |idx, meta| lru.touch(idx, meta));
     }
 
-    /// Records a hit. A full stripe is replayed if the lock is free; if
-    /// another thread holds it, the stripe's oldest record is dropped rather
-    /// than waiting (only ever under contention).
+    /// Records a hit. At the end of a lap of its stripe, the reader replays
+    /// the records if its stripe is the drainer and the lock is free; else
+    /// the stripe's oldest records are overwritten (only under concurrency).
     #[inline]
     fn record(&self, stripe: usize, idx: u32, meta: u32) {
-        if self.reads.push(stripe, idx, meta, false).is_ok() {
-            return;
-        }
-        if self.reads.should_drain(stripe) {
+        if self.reads.push(stripe, idx, meta).is_err() && self.reads.should_drain(stripe) {
             match self.policy.try_lock() {
                 Ok(mut p) => self.replay(&mut p, Some(stripe)),
                 Err(std::sync::TryLockError::Poisoned(p)) => self.replay(&mut p.into_inner(), Some(stripe)),
                 Err(std::sync::TryLockError::WouldBlock) => {}
             }
         }
-        let _ = self.reads.push(stripe, idx, meta, true);
     }
 
     fn alloc(&self, p: &mut Policy) -> u32 {

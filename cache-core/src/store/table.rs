@@ -157,12 +157,12 @@ impl Usage {
         (self.live + self.dead + 1) * 8 > capacity * 7
     }
 
-    /// The capacity to rebuild to before adding one more entry: doubles when
-    /// live words alone would fill the table past 7/16, else just sweeps
-    /// tombstones at the same size.
+    /// The capacity to rebuild to before adding one more entry: the same,
+    /// sweeping tombstones, while live words stay within half of it; else
+    /// doubled (a table grows from 7/8 to 7/16 full, never further).
     pub(crate) fn rebuilt_capacity(&self, capacity: usize) -> usize {
         let mut capacity = capacity.max(MIN_CAPACITY);
-        while (self.live + 1) * 16 > capacity * 7 {
+        while (self.live + 1) * 2 > capacity {
             capacity *= 2;
         }
         capacity
@@ -213,12 +213,14 @@ mod tests {
     }
 
     #[test]
-    fn usage_keeps_an_eighth_empty_and_grows_at_7_16() {
-        let u = Usage { live: 13, dead: 0 };
-        assert!(!u.full(16));
+    fn usage_keeps_an_eighth_empty_and_grows_by_doubling() {
+        let u = Usage { live: 14, dead: 0 };
+        assert!(u.full(16), "7/8 used: one more needs a rebuild");
+        assert!(!Usage { live: 13, dead: 0 }.full(16));
         assert!(Usage { live: 10, dead: 4 }.full(16));
-        assert_eq!(Usage { live: 6, dead: 8 }.rebuilt_capacity(16), 16);
-        assert_eq!(Usage { live: 7, dead: 7 }.rebuilt_capacity(16), 32);
-        assert_eq!(u.rebuilt_capacity(16), 32);
+        assert_eq!(Usage { live: 7, dead: 7 }.rebuilt_capacity(16), 16, "mostly tombstones: sweep in place");
+        assert_eq!(u.rebuilt_capacity(16), 32, "mostly live: double, not more");
+        // At the sizes of a 1,000,000-entry cache: 15,625 per shard.
+        assert_eq!(Usage { live: 14_336, dead: 0 }.rebuilt_capacity(16_384), 32_768);
     }
 }
