@@ -4,18 +4,18 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
 /// The value type of the throughput cases: what a service caches.
-pub type Value = Arc<String>;
+pub(crate) type Value = Arc<String>;
 
-pub trait Contender: Send + Sync {
+pub(crate) trait Contender: Send + Sync {
     /// `true` on a hit.
     fn get(&self, key: u64) -> bool;
     fn insert(&self, key: u64, value: Value);
 }
 
-pub struct Ours(pub async_cache::Cache<u64, Value>);
-pub struct Quick(pub quick_cache::sync::Cache<u64, Value>);
-pub struct Moka(pub moka::sync::Cache<u64, Value>);
-pub struct MutexLru(pub Mutex<lru::LruCache<u64, Value>>);
+pub(crate) struct Ours(pub async_cache::Cache<u64, Value>);
+pub(crate) struct Quick(pub quick_cache::sync::Cache<u64, Value>);
+pub(crate) struct Moka(pub moka::sync::Cache<u64, Value>);
+pub(crate) struct MutexLru(pub Mutex<lru::LruCache<u64, Value>>);
 
 impl Contender for Ours {
     #[inline]
@@ -58,7 +58,7 @@ impl Contender for MutexLru {
 }
 
 /// The four contenders, each of `capacity`, by name.
-pub fn all(capacity: usize) -> Vec<(&'static str, Box<dyn Contender>)> {
+pub(crate) fn all(capacity: usize) -> Vec<(&'static str, Box<dyn Contender>)> {
     vec![
         ("async-cache", Box::new(Ours(async_cache::Cache::new(capacity)))),
         ("quick_cache", Box::new(Quick(quick_cache::sync::Cache::new(capacity)))),
@@ -67,6 +67,6 @@ pub fn all(capacity: usize) -> Vec<(&'static str, Box<dyn Contender>)> {
     ]
 }
 
-pub fn value(key: u64) -> Value {
+pub(crate) fn value(key: u64) -> Value {
     Arc::new(format!("value {key}"))
 }

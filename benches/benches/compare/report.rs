@@ -6,24 +6,24 @@ use std::path::PathBuf;
 
 use plotters::prelude::*;
 
-pub fn median(values: &[f64]) -> f64 {
+pub(crate) fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     sorted[sorted.len() / 2]
 }
 
-pub struct Table {
+pub(crate) struct Table {
     title: String,
     headers: Vec<String>,
     rows: Vec<Vec<String>>,
 }
 
 impl Table {
-    pub fn new(title: &str, headers: &[&str]) -> Self {
+    pub(crate) fn new(title: &str, headers: &[&str]) -> Self {
         Table { title: title.to_string(), headers: headers.iter().map(|h| h.to_string()).collect(), rows: Vec::new() }
     }
 
-    pub fn row(&mut self, row: Vec<String>) {
+    pub(crate) fn row(&mut self, row: Vec<String>) {
         self.rows.push(row);
     }
 
@@ -40,7 +40,7 @@ impl Table {
 /// One hit-ratio panel: a line per cache (and Che), over capacities.
 type Series = Vec<Vec<(usize, f64)>>;
 
-pub struct Report {
+pub(crate) struct Report {
     quick: bool,
     sections: Vec<String>,
     /// (case, names, median ns/op per name)
@@ -51,34 +51,34 @@ pub struct Report {
 const CASES: [&str; 4] = ["mixed, 2 threads", "get-hit, 1 thread", "get-hit, 2 threads", "insert + evict"];
 
 impl Report {
-    pub fn new(quick: bool) -> Self {
+    pub(crate) fn new(quick: bool) -> Self {
         Report { quick, sections: Vec::new(), throughput: Vec::new(), hit_ratio: Vec::new() }
     }
 
-    pub fn table(&mut self, table: Table) {
+    pub(crate) fn table(&mut self, table: Table) {
         let markdown = table.markdown();
         println!("{markdown}");
         self.sections.push(markdown);
     }
 
-    pub fn note(&mut self, note: String) {
+    pub(crate) fn note(&mut self, note: String) {
         println!("{note}\n");
         self.sections.push(format!("{note}\n"));
     }
 
     /// Throughput for the plot: case 0 mixed, 1 and 2 get-hit on that many
     /// threads, 3 insert.
-    pub fn throughput(&mut self, case: usize, names: &[&'static str], ns: &[Vec<f64>]) {
+    pub(crate) fn throughput(&mut self, case: usize, names: &[&'static str], ns: &[Vec<f64>]) {
         self.throughput.push((case, names.to_vec(), ns.iter().map(|n| median(n)).collect()));
     }
 
-    pub fn hit_ratio_series(&mut self, s: f64, names: &[&'static str], series: Series) {
+    pub(crate) fn hit_ratio_series(&mut self, s: f64, names: &[&'static str], series: Series) {
         let mut names = names.to_vec();
         names.push("Che's approximation (LRU)");
         self.hit_ratio.push((s, names, series));
     }
 
-    pub fn finish(self) {
+    pub(crate) fn finish(self) {
         if self.quick {
             return;
         }

@@ -3,19 +3,19 @@
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
 
-pub fn rng(seed: u64) -> rand::rngs::StdRng {
+pub(crate) fn rng(seed: u64) -> rand::rngs::StdRng {
     rand::rngs::StdRng::seed_from_u64(seed)
 }
 
 /// `len` keys drawn uniformly from `keys`.
-pub fn uniform(keys: &[u64], len: usize, seed: u64) -> Vec<u64> {
+pub(crate) fn uniform(keys: &[u64], len: usize, seed: u64) -> Vec<u64> {
     let mut rng = rng(seed);
     (0..len).map(|_| keys[rng.random_range(0..keys.len())]).collect()
 }
 
 /// `len` requests over keys `0..n`, key `i` with probability ∝ 1/(i+1)^s.
 /// Keys are scrambled so popularity does not follow key order (or hash).
-pub fn zipf(n: u64, s: f64, len: usize, seed: u64) -> Vec<u64> {
+pub(crate) fn zipf(n: u64, s: f64, len: usize, seed: u64) -> Vec<u64> {
     let mut rng = rng(seed);
     let zipf = Zipf::new(n as f64, s).expect("a valid Zipf distribution");
     (0..len).map(|_| scramble(zipf.sample(&mut rng) as u64 - 1)).collect()
@@ -29,7 +29,7 @@ fn scramble(rank: u64) -> u64 {
 /// Che's approximation of LRU's hit ratio for `capacity` over a Zipf(s)
 /// popularity of `n` keys: solve Σ(1 − e^{−p_i·T}) = C for T by bisection,
 /// then hit ratio = Σ p_i(1 − e^{−p_i·T}).
-pub fn che(n: u64, s: f64, capacity: f64) -> f64 {
+pub(crate) fn che(n: u64, s: f64, capacity: f64) -> f64 {
     let weights: Vec<f64> = (1..=n).map(|i| 1.0 / (i as f64).powf(s)).collect();
     let total: f64 = weights.iter().sum();
     let p: Vec<f64> = weights.iter().map(|w| w / total).collect();
