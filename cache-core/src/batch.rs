@@ -226,20 +226,33 @@ where
             // A leading claim moves its key into the placeholder; the batch
             // keeps this copy to hand to the loader.
             let mut placed = Some(key.clone());
-            let flight = match store.claim(hash, &mut placed) {
+            let (flight, joined) = match store.claim(hash, &mut placed) {
                 Claim::Hit(value) => return Ok(Some(value)),
-                Claim::Join(flight) => flight,
+                Claim::Join(flight) => (flight, true),
                 Claim::Lead(lead) => {
                     let flight = Arc::clone(&lead.flight);
                     self.enqueue(key.clone(), lead);
-                    flight
+                    (flight, false)
+                }
+            };
+            // A caller that joined someone else's load is served by it.
+            let coalesced = || {
+                if joined {
+                    store.counters.coalesced.inc();
                 }
             };
             match flight.wait().await {
-                Outcome::Value(value) => return Ok(Some(value)),
-                Outcome::Absent => return Ok(None),
+                Outcome::Value(value) => {
+                    coalesced();
+                    return Ok(Some(value));
+                }
+                Outcome::Absent => {
+                    coalesced();
+                    return Ok(None);
+                }
                 Outcome::Error(error) => {
                     if let Ok(error) = error.downcast::<L::Error>() {
+                        coalesced();
                         return Err(error);
                     }
                     // Another loader's error type: load it ourselves.

@@ -100,6 +100,7 @@ async fn the_same_key_twice_in_a_window_is_loaded_once() {
     let got = within(join_all([1, 2, 1, 1, 2].map(|k| users.get(k)))).await;
     assert!(got.iter().all(|r| r.as_ref().unwrap().is_some()));
     assert_eq!(loader.calls(), vec![vec![1, 2]]);
+    assert_eq!(cache.metrics().coalesced, 3, "the repeats were served by the first caller's load");
     let many = within(users.get_many(vec![5, 5, 6])).await.unwrap();
     assert_eq!(many, HashMap::from([(5, 50), (6, 60)]));
     assert_eq!(loader.calls(), vec![vec![1, 2], vec![5, 6]]);
