@@ -143,28 +143,50 @@ impl Report {
     }
 
     fn plot_hit_ratio(&self, path: &std::path::Path) {
-        let root = SVGBackend::new(path, (1200, 420)).into_drawing_area();
+        let root = SVGBackend::new(path, (1200, 440)).into_drawing_area();
         root.fill(&WHITE).unwrap();
-        let panels = root.split_evenly((1, self.hit_ratio.len()));
+        let (title, body) = root.split_vertically(30);
+        title
+            .titled("Hit ratio against capacity; async-cache, Mutex<lru> and Che's approximation coincide", ("sans-serif", 16))
+            .unwrap();
+        let panels = body.split_evenly((1, self.hit_ratio.len()));
         for (panel, (s, names, series)) in panels.iter().zip(&self.hit_ratio) {
             let xs: Vec<usize> = series[0].iter().map(|(c, _)| *c).collect();
             let (lo, hi) = (*xs.first().unwrap() as f64, *xs.last().unwrap() as f64);
             let mut chart = ChartBuilder::on(panel)
-                .caption(format!("Zipf s = {s}"), ("sans-serif", 18))
+                .caption(format!("Zipf s = {s}"), ("sans-serif", 16))
                 .margin(10)
                 .x_label_area_size(30)
                 .y_label_area_size(40)
                 .build_cartesian_2d((lo..hi).log_scale(), 0.0..1.0)
                 .unwrap();
-            chart.configure_mesh().x_desc("capacity").y_desc("hit ratio").draw().unwrap();
+            chart
+                .configure_mesh()
+                .x_labels(4)
+                .x_label_formatter(&|x| format!("{}k", (*x / 1_000.0 * 10.0).round() / 10.0))
+                .x_desc("capacity")
+                .y_desc("hit ratio")
+                .draw()
+                .unwrap();
+            let che = names.len() - 1;
             for (i, (name, points)) in names.iter().zip(series).enumerate() {
-                let color = if i + 1 == names.len() { BLACK.to_rgba() } else { Palette99::pick(i).to_rgba() };
-                let style = ShapeStyle { color, filled: false, stroke_width: if i == 0 { 3 } else { 1 } };
-                chart
-                    .draw_series(LineSeries::new(points.iter().map(|(c, r)| (*c as f64, *r)), style))
-                    .unwrap()
-                    .label(*name)
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], style));
+                let line = points.iter().map(|(c, r)| (*c as f64, *r));
+                if i == che {
+                    let style = ShapeStyle { color: BLACK.to_rgba(), filled: false, stroke_width: 1 };
+                    chart
+                        .draw_series(DashedLineSeries::new(line, 6, 4, style))
+                        .unwrap()
+                        .label(*name)
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], style));
+                } else {
+                    let color = Palette99::pick(i).to_rgba();
+                    let style = ShapeStyle { color, filled: false, stroke_width: if i == 0 { 4 } else { 2 } };
+                    chart
+                        .draw_series(LineSeries::new(line, style))
+                        .unwrap()
+                        .label(*name)
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], style));
+                }
             }
             chart
                 .configure_series_labels()
