@@ -147,7 +147,10 @@ impl Report {
         root.fill(&WHITE).unwrap();
         let (title, body) = root.split_vertically(30);
         title
-            .titled("Hit ratio against capacity; async-cache, Mutex<lru> and Che's approximation coincide", ("sans-serif", 16))
+            .titled(
+                "Hit ratio against capacity; async-cache, Mutex<lru> and Che's approximation coincide",
+                ("sans-serif", 16),
+            )
             .unwrap();
         let panels = body.split_evenly((1, self.hit_ratio.len()));
         for (panel, (s, names, series)) in panels.iter().zip(&self.hit_ratio) {
