@@ -39,26 +39,26 @@ impl BatchLoader<u64, u64> for Db {
     }
 }
 
+/// Runs `work` as a task on the runtime, as a request would run in a
+/// server, rather than on the bench's own thread.
+async fn in_task<T: Send + 'static>(work: impl std::future::Future<Output = T> + Send + 'static) -> T {
+    tokio::spawn(work).await.expect("the measured task")
+}
+
 fn batching(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let mut group = c.benchmark_group("batching_10000_gets_1000_keys");
     group.sample_size(30);
 
-    // Each iteration runs as a task on the runtime, as a request would in a
-    // server, rather than on the bench's own thread.
     group.bench_function("direct_10_batches", |b| {
         let db = Db::default();
         b.to_async(&rt).iter(|| {
             let db = db.clone();
-            async move {
-                tokio::spawn(async move {
-                    let keys = (0..KEYS).collect::<Vec<_>>();
-                    let calls = keys.chunks(BATCH).map(|keys| db.load_batch(keys.to_vec()));
-                    join_all(calls).await
-                })
-                .await
-                .unwrap()
-            }
+            in_task(async move {
+                let keys = (0..KEYS).collect::<Vec<_>>();
+                let calls = keys.chunks(BATCH).map(|keys| db.load_batch(keys.to_vec()));
+                join_all(calls).await
+            })
         });
     });
 
@@ -66,24 +66,20 @@ fn batching(c: &mut Criterion) {
         let db = Db::default();
         b.to_async(&rt).iter(|| {
             let db = db.clone();
-            async move {
-                tokio::spawn(async move {
-                    let keys = (0..KEYS).collect::<Vec<_>>();
-                    let loads: Vec<_> = keys
-                        .chunks(BATCH)
-                        .map(|keys| {
-                            let (db, keys) = (db.clone(), keys.to_vec());
-                            tokio::spawn(async move { db.load_batch(keys).await.map(|m| m.len()) })
-                                .map(|r| r.unwrap())
-                                .shared()
-                        })
-                        .collect();
-                    let waiters = (0..GETS as usize).map(|i| loads[i % loads.len()].clone());
-                    join_all(waiters).await
-                })
-                .await
-                .unwrap()
-            }
+            in_task(async move {
+                let keys = (0..KEYS).collect::<Vec<_>>();
+                let loads: Vec<_> = keys
+                    .chunks(BATCH)
+                    .map(|keys| {
+                        let (db, keys) = (db.clone(), keys.to_vec());
+                        tokio::spawn(async move { db.load_batch(keys).await.map(|m| m.len()) })
+                            .map(|r| r.unwrap())
+                            .shared()
+                    })
+                    .collect();
+                let waiters = (0..GETS as usize).map(|i| loads[i % loads.len()].clone());
+                join_all(waiters).await
+            })
         });
     });
 
@@ -91,18 +87,14 @@ fn batching(c: &mut Criterion) {
         let db = Db::default();
         b.to_async(&rt).iter(|| {
             let db = db.clone();
-            async move {
-                tokio::spawn(async move {
-                    let cache = Cache::<u64, u64>::builder().max_size(10_000).max_batch_size(BATCH).build();
-                    let batched = cache.batched(db.clone());
-                    let before = db.calls.load(Ordering::Relaxed);
-                    let got = join_all((0..GETS).map(|i| batched.get(i % KEYS))).await;
-                    assert!(got.iter().all(|r| matches!(r, Ok(Some(_)))));
-                    assert_eq!(db.calls.load(Ordering::Relaxed) - before, 10, "exactly 10 load_batch calls");
-                })
-                .await
-                .unwrap()
-            }
+            in_task(async move {
+                let cache = Cache::<u64, u64>::builder().max_size(10_000).max_batch_size(BATCH).build();
+                let batched = cache.batched(db.clone());
+                let before = db.calls.load(Ordering::Relaxed);
+                let got = join_all((0..GETS).map(|i| batched.get(i % KEYS))).await;
+                assert!(got.iter().all(|r| matches!(r, Ok(Some(_)))));
+                assert_eq!(db.calls.load(Ordering::Relaxed) - before, 10, "exactly 10 load_batch calls");
+            })
         });
     });
     group.finish();

@@ -21,10 +21,9 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use cache_core::async_trait;
-use cache_core::{Backend, BackendError, Record};
+use cache_core::{BackendError, Record};
 
-use crate::wire;
+use crate::{corrupt, wire};
 
 const MAGIC: &[u8; 8] = b"ASYNCACH";
 /// The format this build writes and the newest it reads.
@@ -89,25 +88,20 @@ impl FileBackend {
     }
 }
 
-#[async_trait]
-impl Backend for FileBackend {
-    async fn save(&self, entries: Vec<Record>) -> Result<(), BackendError> {
-        let path = self.path.clone();
-        crate::blocking(move || write_snapshot(&path, &entries)).await
+impl FileBackend {
+    fn save_blocking(&self, entries: &[Record]) -> Result<(), BackendError> {
+        write_snapshot(&self.path, entries)
     }
 
-    async fn load(&self) -> Result<Vec<Record>, BackendError> {
-        let path = self.path.clone();
-        crate::blocking(move || read_snapshot(&path)).await
+    fn load_blocking(&self) -> Result<Vec<Record>, BackendError> {
+        read_snapshot(&self.path)
     }
 }
+
+blocking_backend!(FileBackend);
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> BackendError + '_ {
     move |source| BackendError::Io { path: path.to_path_buf(), source }
-}
-
-fn corrupt(path: &Path, reason: impl Into<String>) -> BackendError {
-    BackendError::Corrupt { path: path.to_path_buf(), reason: reason.into() }
 }
 
 /// The whole file image: header then payload.

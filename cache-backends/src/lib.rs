@@ -2,23 +2,31 @@
 //! behind its feature. Not intended to be used directly: use
 //! `async_cache::backends` (the `Backend` trait itself lives in the core).
 
-#[cfg(feature = "file")]
-mod file;
-#[cfg(feature = "sled")]
-mod sled;
-#[cfg(feature = "sqlite")]
-mod sqlite;
+/// `BackendError::Corrupt` for `path`.
 #[cfg_attr(not(any(feature = "file", feature = "sled", feature = "sqlite")), allow(dead_code))]
-mod wire;
+fn corrupt(path: &std::path::Path, reason: impl Into<String>) -> BackendError {
+    BackendError::Corrupt { path: path.to_path_buf(), reason: reason.into() }
+}
 
-pub use cache_core::{AutosaveHandle, Backend, BackendError, LoadReport, Record, SaveReport};
+/// Implements [`Backend`] for a cloneable type with blocking `save_blocking`
+/// and `load_blocking`, which run on tokio's blocking pool.
+#[cfg_attr(not(any(feature = "file", feature = "sled", feature = "sqlite")), allow(unused_macros))]
+macro_rules! blocking_backend {
+    ($backend:ty) => {
+        #[cache_core::async_trait]
+        impl cache_core::Backend for $backend {
+            async fn save(&self, entries: Vec<cache_core::Record>) -> Result<(), cache_core::BackendError> {
+                let backend = self.clone();
+                crate::blocking(move || backend.save_blocking(&entries)).await
+            }
 
-#[cfg(feature = "file")]
-pub use crate::file::FileBackend;
-#[cfg(feature = "sled")]
-pub use crate::sled::SledBackend;
-#[cfg(feature = "sqlite")]
-pub use crate::sqlite::SqliteBackend;
+            async fn load(&self) -> Result<Vec<cache_core::Record>, cache_core::BackendError> {
+                let backend = self.clone();
+                crate::blocking(move || backend.load_blocking()).await
+            }
+        }
+    };
+}
 
 /// Runs a backend's blocking I/O on tokio's blocking pool.
 #[cfg_attr(not(any(feature = "file", feature = "sled", feature = "sqlite")), allow(dead_code))]
@@ -32,3 +40,22 @@ async fn blocking<T: Send + 'static>(
         })
     })
 }
+
+#[cfg(feature = "file")]
+mod file;
+#[cfg(feature = "sled")]
+mod sled;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+#[cfg_attr(not(any(feature = "file", feature = "sled", feature = "sqlite")), allow(dead_code))]
+mod wire;
+
+pub use cache_core::{AutosaveHandle, Backend, BackendError, LoadReport, Record, SaveReport};
+
+#[cfg(feature = "file")]
+pub use crate::file::FileBackend;
+#[cfg(feature = "sled")]
+pub use crate::sled::SledBackend;
+#[cfg(feature = "sqlite")]
+pub use crate::sqlite::SqliteBackend;

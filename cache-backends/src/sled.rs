@@ -9,10 +9,9 @@
 
 use std::path::{Path, PathBuf};
 
-use cache_core::async_trait;
-use cache_core::{Backend, BackendError, Record};
+use cache_core::{BackendError, Record};
 
-use crate::wire;
+use crate::{corrupt, wire};
 
 const META: &str = "async-cache/meta";
 const SNAPSHOT: &str = "async-cache/snapshot-";
@@ -44,10 +43,6 @@ pub struct SledBackend {
 
 fn storage(path: &Path) -> impl Fn(sled::Error) -> BackendError + '_ {
     move |e| BackendError::Storage { engine: "sled", path: path.to_path_buf(), source: Box::new(e) }
-}
-
-fn corrupt(path: &Path, reason: impl Into<String>) -> BackendError {
-    BackendError::Corrupt { path: path.to_path_buf(), reason: reason.into() }
 }
 
 impl SledBackend {
@@ -153,15 +148,4 @@ impl SledBackend {
     }
 }
 
-#[async_trait]
-impl Backend for SledBackend {
-    async fn save(&self, entries: Vec<Record>) -> Result<(), BackendError> {
-        let backend = self.clone();
-        crate::blocking(move || backend.save_blocking(&entries)).await
-    }
-
-    async fn load(&self) -> Result<Vec<Record>, BackendError> {
-        let backend = self.clone();
-        crate::blocking(move || backend.load_blocking()).await
-    }
-}
+blocking_backend!(SledBackend);

@@ -9,11 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cache_core::async_trait;
-use cache_core::{Backend, BackendError, Record};
+use cache_core::{BackendError, Record};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::wire;
+use crate::{corrupt, wire};
 
 const VERSION: u32 = 1;
 const META: &str = "async_cache_meta";
@@ -47,10 +46,6 @@ pub struct SqliteBackend {
 
 fn storage(path: &Path) -> impl Fn(rusqlite::Error) -> BackendError + '_ {
     move |e| BackendError::Storage { engine: "sqlite", path: path.to_path_buf(), source: Box::new(e) }
-}
-
-fn corrupt(path: &Path, reason: impl Into<String>) -> BackendError {
-    BackendError::Corrupt { path: path.to_path_buf(), reason: reason.into() }
 }
 
 impl SqliteBackend {
@@ -203,15 +198,4 @@ fn check_schema(connection: &Connection, path: &Path) -> Result<(), BackendError
     Ok(())
 }
 
-#[async_trait]
-impl Backend for SqliteBackend {
-    async fn save(&self, entries: Vec<Record>) -> Result<(), BackendError> {
-        let backend = self.clone();
-        crate::blocking(move || backend.save_blocking(&entries)).await
-    }
-
-    async fn load(&self) -> Result<Vec<Record>, BackendError> {
-        let backend = self.clone();
-        crate::blocking(move || backend.load_blocking()).await
-    }
-}
+blocking_backend!(SqliteBackend);

@@ -5,11 +5,10 @@
 use std::path::Path;
 
 use async_cache::{BackendError, Cache, FileBackend};
+use common::{load_bad, runtime};
 use proptest::prelude::*;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
-}
+mod common;
 
 /// A small, valid snapshot file's bytes.
 fn small_snapshot(rt: &tokio::runtime::Runtime, dir: &Path) -> Vec<u8> {
@@ -22,23 +21,6 @@ fn small_snapshot(rt: &tokio::runtime::Runtime, dir: &Path) -> Vec<u8> {
         cache.save_to_backend(&FileBackend::new(&path)).await.unwrap();
     });
     std::fs::read(path).unwrap()
-}
-
-/// Loads `bytes` from a file: the error, after checking the file is
-/// unchanged and the cache still works.
-fn load_bad(rt: &tokio::runtime::Runtime, dir: &Path, bytes: &[u8]) -> BackendError {
-    let path = dir.join("bad.cache");
-    std::fs::write(&path, bytes).unwrap();
-    let cache = Cache::<u64, String>::new(10);
-    cache.insert(9, "kept".into());
-    let error = rt.block_on(cache.load_from_backend(&FileBackend::new(&path))).expect_err("a bad file must not load");
-    assert_eq!(std::fs::read(&path).unwrap(), bytes, "the file was modified");
-    assert_eq!(cache.get(&9).as_deref(), Some("kept"), "the cache changed");
-    cache.insert(10, "still works".into());
-    assert_eq!(cache.len(), 2);
-    let message = error.to_string();
-    assert!(message.contains("bad.cache"), "the error names the file: {message}");
-    error
 }
 
 fn is_typed(error: &BackendError) -> bool {

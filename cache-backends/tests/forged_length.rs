@@ -3,10 +3,12 @@
 //! not disturbed by other tests running at the same time.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use async_cache::{BackendError, Cache, FileBackend};
+use async_cache::BackendError;
+use common::{load_bad, runtime};
+
+mod common;
 
 /// Counts live heap bytes and their peak, to show a load never allocates
 /// what a forged length asks for.
@@ -30,27 +32,6 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
-}
-
-/// Loads `bytes` from a file: the error, after checking the file is
-/// unchanged and the cache still works.
-fn load_bad(rt: &tokio::runtime::Runtime, dir: &Path, bytes: &[u8]) -> BackendError {
-    let path = dir.join("bad.cache");
-    std::fs::write(&path, bytes).unwrap();
-    let cache = Cache::<u64, String>::new(10);
-    cache.insert(9, "kept".into());
-    let error = rt.block_on(cache.load_from_backend(&FileBackend::new(&path))).expect_err("a bad file must not load");
-    assert_eq!(std::fs::read(&path).unwrap(), bytes, "the file was modified");
-    assert_eq!(cache.get(&9).as_deref(), Some("kept"), "the cache changed");
-    cache.insert(10, "still works".into());
-    assert_eq!(cache.len(), 2);
-    let message = error.to_string();
-    assert!(message.contains("bad.cache"), "the error names the file: {message}");
-    error
-}
 
 /// A file with a valid header and checksum around a record whose key claims
 /// 2^40 bytes, and a header claiming 2^40 bytes of records: both refused
