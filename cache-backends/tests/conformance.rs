@@ -143,6 +143,21 @@ async fn a_save_replaces_the_previous_snapshot(backend: &dyn Backend) {
     assert!(!loaded.contains_key(&0) && loaded.contains_key(&1_005));
 }
 
+/// Loading merges: saved keys overwrite present ones, others stay.
+async fn a_load_merges_into_the_cache(backend: &dyn Backend) {
+    let saved = Cache::<u64, String>::new(100);
+    saved.insert(1, value(1));
+    saved.insert(2, value(2));
+    saved.save_to_backend(backend).await.unwrap();
+    let cache = Cache::<u64, String>::new(100);
+    cache.insert(2, "present".into());
+    cache.insert(3, "present".into());
+    assert_eq!(cache.load_from_backend(backend).await.unwrap().loaded, 2);
+    assert_eq!(cache.get(&1), Some(value(1)));
+    assert_eq!(cache.get(&2), Some(value(2)), "the saved value overwrites");
+    assert_eq!(cache.get(&3).as_deref(), Some("present"), "keys not in the snapshot stay");
+}
+
 /// Autosave saves in the background and once more on shutdown.
 async fn autosave_saves_periodically_and_on_shutdown<B: Backend + Clone + 'static>(backend: B) {
     let cache = Cache::<u64, String>::new(100);
@@ -222,6 +237,12 @@ macro_rules! conformance {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_load_merges_into_the_cache() {
+                let dir = tempfile::tempdir().unwrap();
+                super::a_load_merges_into_the_cache(&open(dir.path())).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn autosave_saves_periodically_and_on_shutdown() {
                 let dir = tempfile::tempdir().unwrap();
                 super::autosave_saves_periodically_and_on_shutdown(open(dir.path())).await;
@@ -247,4 +268,49 @@ conformance! {
     file: |dir: &Path| FileBackend::new(dir.join("snapshot.cache"));
     sled: |dir: &Path| SledBackend::open(dir.join("snapshot.sled")).unwrap();
     sqlite: |dir: &Path| SqliteBackend::open(dir.join("snapshot.db")).unwrap();
+}
+
+/// A backend that takes a while to save and notes how many saves overlap.
+#[derive(Default)]
+struct Slow {
+    running: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+    saves: std::sync::atomic::AtomicUsize,
+}
+
+#[async_cache::async_trait]
+impl Backend for Slow {
+    async fn save(&self, _entries: Vec<Record>) -> Result<(), BackendError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.running.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.running.fetch_sub(1, SeqCst);
+        self.saves.fetch_add(1, SeqCst);
+        Ok(())
+    }
+
+    async fn load(&self) -> Result<Vec<Record>, BackendError> {
+        Ok(Vec::new())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saves_of_one_cache_never_overlap_autosave_or_not() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let backend = std::sync::Arc::new(Slow::default());
+    let cache = Cache::<u64, String>::new(100);
+    cache.insert(1, value(1));
+    // Autosave every 5 ms while eight manual saves run at once.
+    let autosave = cache.autosave(std::sync::Arc::clone(&backend), Duration::from_millis(5));
+    let manual = (0..8).map(|_| {
+        let (cache, backend) = (cache.clone(), std::sync::Arc::clone(&backend));
+        tokio::spawn(async move { cache.save_to_backend(&*backend).await })
+    });
+    for save in futures_util::future::join_all(manual).await {
+        save.unwrap().unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(10), autosave.shutdown()).await.expect("shutdown hangs").unwrap();
+    assert!(backend.saves.load(SeqCst) >= 9);
+    assert_eq!(backend.most.load(SeqCst), 1, "two saves ran at once");
 }

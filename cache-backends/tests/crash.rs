@@ -2,7 +2,7 @@
 //! with SIGKILL at random moments; after every kill the snapshot loads, and
 //! it is exactly one whole generation, no older than the last one seen.
 //!
-//! The child is this very test binary, run again with
+//! The child is the very same test, run again by its test binary with
 //! `ASYNC_CACHE_CRASH_CHILD=<backend>:<path>`. `CRASH_KILLS` (default 50 for
 //! the file, 20 each for sled and SQLite) sets the number of kills, for
 //! longer stress runs.
@@ -61,9 +61,14 @@ fn child(spec: &str) -> ! {
     }
 }
 
-/// `delay` bounds the random time a child runs before its kill: long enough
-/// for it to open the store and save now and then.
-fn kill_repeatedly(kind: &str, default_kills: usize, delay: std::ops::Range<u64>) {
+/// Re-runs test `test` as a child saving with backend `kind`, and kills it
+/// again and again. `delay` bounds the random time a child runs before its
+/// kill: long enough for it to open the store and save now and then. In the
+/// child, this is where the test saves in a loop until killed.
+fn kill_repeatedly(test: &str, kind: &str, default_kills: usize, delay: std::ops::Range<u64>) {
+    if let Ok(spec) = std::env::var(CHILD) {
+        child(&spec);
+    }
     let kills = std::env::var("CRASH_KILLS").ok().and_then(|n| n.parse().ok()).unwrap_or(default_kills);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(format!("crash.{kind}"));
@@ -73,7 +78,7 @@ fn kill_repeatedly(kind: &str, default_kills: usize, delay: std::ops::Range<u64>
     let mut changed = 0;
     for kill in 0..kills {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "a_child_process_saving_in_a_loop", "--nocapture", "--test-threads=1"])
+            .args(["--exact", test, "--nocapture", "--test-threads=1"])
             .env(CHILD, format!("{kind}:{}", path.display()))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -92,27 +97,17 @@ fn kill_repeatedly(kind: &str, default_kills: usize, delay: std::ops::Range<u64>
     assert!(changed > kills / 4, "{kind}: the child saved between only {changed} of {kills} kills");
 }
 
-/// Run by `kill_repeatedly` in a child process; does nothing on its own
-/// but check it is not in one.
-#[test]
-fn a_child_process_saving_in_a_loop() {
-    match std::env::var(CHILD) {
-        Ok(spec) => child(&spec),
-        Err(_) => assert!(std::env::var_os(CHILD).is_none()),
-    }
-}
-
 #[test]
 fn file_keeps_the_old_or_the_new_snapshot_through_50_kills() {
-    kill_repeatedly("file", 50, 5..120);
+    kill_repeatedly("file_keeps_the_old_or_the_new_snapshot_through_50_kills", "file", 50, 5..120);
 }
 
 #[test]
 fn sled_keeps_the_old_or_the_new_snapshot_through_20_kills() {
-    kill_repeatedly("sled", 20, 50..1_000);
+    kill_repeatedly("sled_keeps_the_old_or_the_new_snapshot_through_20_kills", "sled", 20, 50..1_000);
 }
 
 #[test]
 fn sqlite_keeps_the_old_or_the_new_snapshot_through_20_kills() {
-    kill_repeatedly("sqlite", 20, 5..200);
+    kill_repeatedly("sqlite_keeps_the_old_or_the_new_snapshot_through_20_kills", "sqlite", 20, 5..200);
 }

@@ -112,27 +112,34 @@ struct Shared<K, V, L> {
     pending: Mutex<Pending<K, V>>,
 }
 
-/// The batch being collected.
+/// The batch being collected. Its keys are held by the same guard as a batch
+/// being sent, so a batcher dropped with a window open leaves no placeholder
+/// behind.
 struct Pending<K, V> {
-    leads: Vec<(K, Lead<V>)>,
+    batch: Flights<K, V>,
     /// Which batch a timer belongs to: a batch cut at `max` gets a new one.
     generation: u64,
 }
 
-/// Keys of a batch that is being sent. Whatever is still here when it is
-/// dropped (a panic in the batch task, a runtime shutting down) is abandoned,
-/// so no placeholder outlives its batch.
-struct Flights<K, V: Clone> {
+/// The placeholders of a batch, collected or being sent. Whatever is still
+/// here when it is dropped (the batcher dropped with a window open, a panic
+/// in the batch task, a runtime shutting down) is abandoned, so no
+/// placeholder outlives its batch.
+struct Flights<K, V> {
     store: Arc<Store<K, V>>,
     leads: Vec<(K, Lead<V>)>,
 }
 
-impl<K, V: Clone> Drop for Flights<K, V> {
+impl<K, V> Flights<K, V> {
+    /// Moves the keys out into a batch of their own, to send.
+    fn take(&mut self) -> Self {
+        Flights { store: Arc::clone(&self.store), leads: std::mem::take(&mut self.leads) }
+    }
+}
+
+impl<K, V> Drop for Flights<K, V> {
     fn drop(&mut self) {
-        for (_, lead) in self.leads.drain(..) {
-            self.store.abandon(&lead);
-            lead.flight.finish(Outcome::Abandoned);
-        }
+        self.store.fail(self.leads.iter().map(|(_, lead)| lead), || Outcome::Abandoned);
     }
 }
 
@@ -175,7 +182,10 @@ where
                 window: config.batch_window,
                 max: config.max_batch_size,
                 runtime: Handle::current(),
-                pending: Mutex::new(Pending { leads: Vec::new(), generation: 0 }),
+                pending: Mutex::new(Pending {
+                    batch: Flights { store: Arc::clone(&self.store), leads: Vec::new() },
+                    generation: 0,
+                }),
             }),
         }
     }
@@ -317,13 +327,13 @@ where
     /// empty.
     fn enqueue(&self, key: K, lead: Lead<V>) {
         let mut pending = lock(&self.shared.pending);
-        pending.leads.push((key, lead));
-        if pending.leads.len() >= self.shared.max {
-            let full = std::mem::take(&mut pending.leads);
+        pending.batch.leads.push((key, lead));
+        if pending.batch.leads.len() >= self.shared.max {
+            let full = pending.batch.take();
             pending.generation += 1;
             drop(pending);
             self.send(full);
-        } else if pending.leads.len() == 1 {
+        } else if pending.batch.leads.len() == 1 {
             let generation = pending.generation;
             drop(pending);
             self.start_window(generation);
@@ -346,10 +356,10 @@ where
                 return;
             };
             let mut pending = lock(&shared.pending);
-            if pending.generation != generation || pending.leads.is_empty() {
+            if pending.generation != generation || pending.batch.leads.is_empty() {
                 return;
             }
-            let batch = std::mem::take(&mut pending.leads);
+            let batch = pending.batch.take();
             pending.generation += 1;
             drop(pending);
             Batched { shared }.send(batch);
@@ -358,18 +368,16 @@ where
 
     /// Runs one `load_batch` in its own task and hands each key's outcome to
     /// its waiters.
-    fn send(&self, leads: Vec<(K, Lead<V>)>) {
+    fn send(&self, mut flights: Flights<K, V>) {
         let shared = Arc::clone(&self.shared);
         self.shared.runtime.spawn(async move {
             let store = Arc::clone(&shared.cache.store);
-            let mut flights = Flights { store: Arc::clone(&store), leads };
             // Keys whose every caller is gone are not sent: a flight only
             // held by its placeholder and this batch has nobody waiting.
             flights.leads.retain(|(_, lead)| {
                 let wanted = Arc::strong_count(&lead.flight) > 2;
                 if !wanted {
-                    store.abandon(lead);
-                    lead.flight.finish(Outcome::Abandoned);
+                    store.fail([lead], || Outcome::Abandoned);
                 }
                 wanted
             });
@@ -397,29 +405,20 @@ where
                         .partition(|(value, _)| value.is_some());
                     // One lock for the whole batch, then the wake-ups.
                     store.resolve_all(found.iter().map(|(value, lead)| (lead, value.clone().expect("found"))), ttl);
-                    store.abandon_all(absent.iter().map(|(_, lead)| lead));
                     for (value, lead) in found {
                         lead.flight.finish(Outcome::Value(value.expect("found")));
                     }
-                    for (_, lead) in absent {
-                        lead.flight.finish(Outcome::Absent);
-                    }
+                    store.fail(absent.iter().map(|(_, lead)| lead), || Outcome::Absent);
                 }
                 Ok(Err(error)) => {
                     counters.load_errors.add(leads.len() as u64);
-                    store.abandon_all(leads.iter().map(|(_, lead)| lead));
                     let error: SharedError = Arc::new(error);
-                    for (_, lead) in leads {
-                        lead.flight.finish(Outcome::Error(Arc::clone(&error)));
-                    }
+                    store.fail(leads.iter().map(|(_, lead)| lead), || Outcome::Error(Arc::clone(&error)));
                 }
                 Err(panic) => {
                     counters.load_errors.add(leads.len() as u64);
-                    store.abandon_all(leads.iter().map(|(_, lead)| lead));
                     let message: Arc<str> = panic_message(&*panic).into();
-                    for (_, lead) in leads {
-                        lead.flight.finish(Outcome::Panicked(Arc::clone(&message)));
-                    }
+                    store.fail(leads.iter().map(|(_, lead)| lead), || Outcome::Panicked(Arc::clone(&message)));
                 }
             }
         });

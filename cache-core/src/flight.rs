@@ -94,7 +94,7 @@ impl<V> std::fmt::Debug for Flight<V> {
     }
 }
 
-impl<V: Clone> Flight<V> {
+impl<V> Flight<V> {
     pub(crate) fn new() -> Self {
         Flight { outcome: OnceLock::new(), waiters: Mutex::new(Waiters::default()) }
     }
@@ -196,7 +196,7 @@ impl<V> Drop for Wait<V> {
 /// The leader's side of a flight. Dropped without an outcome (the loader
 /// panicked or the caller was cancelled), it takes the placeholder out and
 /// abandons the flight, so a waiter takes the load over.
-struct Leader<'a, K, V: Clone> {
+struct Leader<'a, K, V> {
     store: &'a Store<K, V>,
     lead: Option<Lead<V>>,
 }
@@ -212,18 +212,16 @@ impl<K: Hash + Eq, V: Clone> Leader<'_, K, V> {
         }
     }
 
-    fn fail(mut self, outcome: Outcome<V>) {
+    fn fail(mut self, outcome: impl Fn() -> Outcome<V>) {
         let lead = self.lead.take().expect("a leader finishes once");
-        self.store.abandon(&lead);
-        lead.flight.finish(outcome);
+        self.store.fail([&lead], outcome);
     }
 }
 
-impl<K, V: Clone> Drop for Leader<'_, K, V> {
+impl<K, V> Drop for Leader<'_, K, V> {
     fn drop(&mut self) {
         if let Some(lead) = self.lead.take() {
-            self.store.abandon(&lead);
-            lead.flight.finish(Outcome::Abandoned);
+            self.store.fail([&lead], || Outcome::Abandoned);
         }
     }
 }
@@ -431,11 +429,11 @@ where
                     match errors {
                         Errors::Shared => {
                             let error = Arc::new(error);
-                            leader.fail(Outcome::Error(Arc::clone(&error) as SharedError));
+                            leader.fail(|| Outcome::Error(Arc::clone(&error) as SharedError));
                             Err(Failure::Shared(error))
                         }
                         Errors::PerCaller => {
-                            leader.fail(Outcome::Failed);
+                            leader.fail(|| Outcome::Failed);
                             Err(Failure::Own(error))
                         }
                     }

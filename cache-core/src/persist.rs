@@ -10,7 +10,7 @@ use std::error::Error;
 use std::fmt;
 use std::hash::Hash;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -19,7 +19,6 @@ use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
 use crate::Cache;
-use crate::store::Store;
 use crate::time::Clock;
 
 /// Where snapshots are kept. Implemented by `FileBackend`, `SledBackend`
@@ -309,7 +308,7 @@ where
     pub fn autosave<B: Backend + 'static>(&self, backend: B, every: Duration) -> AutosaveHandle {
         let (stop, stopped) = oneshot::channel::<StopRequest>();
         let status = Arc::new(Mutex::new(AutosaveStatus::default()));
-        let weak: Weak<Store<K, V>> = Arc::downgrade(&self.store);
+        let weak = self.downgrade();
         let task_status = Arc::clone(&status);
         let task = tokio::spawn(async move {
             let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -329,13 +328,13 @@ where
                         continue;
                     }
                 };
-                let Some(store) = weak.upgrade() else {
+                let Some(cache) = weak.upgrade() else {
                     if let Some(reply) = reply {
                         let _ = reply.send(Err(BackendError::CacheDropped));
                     }
                     return;
                 };
-                let result = Cache { store }.save_to_backend(&backend).await;
+                let result = cache.save_to_backend(&backend).await;
                 task_status.lock().unwrap_or_else(|e| e.into_inner()).record(&result);
                 if let Some(reply) = reply {
                     let _ = reply.send(result);
@@ -357,31 +356,15 @@ fn encode<K: Serialize, V: Serialize>(
     clock: Clock,
     scratch: &mut Vec<u8>,
 ) -> Result<Record, BackendError> {
-    // Through one scratch buffer, so each field is allocated once, at its
-    // exact size, instead of growing from empty.
-    let mut exact = |item: &dyn erased::Encode| -> Result<Vec<u8>, BackendError> {
-        scratch.clear();
-        item.encode(scratch)?;
-        Ok(scratch.as_slice().to_vec())
-    };
-    Ok(Record { key: exact(key)?, value: exact(value)?, expires_at: clock.wall_clock(expires) })
+    Ok(Record { key: exact(key, scratch)?, value: exact(value, scratch)?, expires_at: clock.wall_clock(expires) })
 }
 
-/// Encoding through a trait object, so keys and values share one closure.
-mod erased {
-    use super::BackendError;
-
-    pub(super) trait Encode {
-        fn encode(&self, out: &mut Vec<u8>) -> Result<(), BackendError>;
-    }
-
-    impl<T: serde::Serialize> Encode for T {
-        fn encode(&self, out: &mut Vec<u8>) -> Result<(), BackendError> {
-            let filled = postcard::to_extend(self, std::mem::take(out)).map_err(|e| BackendError::Encode(e.into()))?;
-            *out = filled;
-            Ok(())
-        }
-    }
+/// `item` in postcard, through a scratch buffer, so the result is allocated
+/// once at its exact size instead of growing from empty.
+fn exact<T: Serialize>(item: &T, scratch: &mut Vec<u8>) -> Result<Vec<u8>, BackendError> {
+    scratch.clear();
+    *scratch = postcard::to_extend(item, std::mem::take(scratch)).map_err(|e| BackendError::Encode(e.into()))?;
+    Ok(scratch.as_slice().to_vec())
 }
 
 /// Decoded entries, and how many records did not decode.

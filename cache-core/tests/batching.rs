@@ -294,3 +294,17 @@ async fn no_task_is_left_behind() {
     assert_eq!(metrics.num_alive_tasks(), 0);
     assert_eq!(loader.calls().len(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_batcher_with_a_window_open_leaves_no_placeholder_behind() {
+    let cache = cache(100);
+    let users = cache.batched(Recorder::default());
+    // A caller gives up while its key waits in an open window...
+    let quitter = tokio::time::timeout(Duration::from_millis(1), users.get(7));
+    assert!(within(quitter).await.is_err());
+    // ...and the batcher goes before the window closes.
+    drop(users);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The cache lives on: the key must load, not join a flight nobody ends.
+    assert_eq!(within(cache.get_or_load(7, || async { 70 })).await, 70);
+}

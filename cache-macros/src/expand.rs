@@ -433,6 +433,15 @@ mod show {
         if std::env::var_os("SHOW_EXPANSION").is_some() {
             println!("{out}");
         }
-        assert!(!out.is_empty());
+        let out = out.to_string();
+        assert!(!out.contains("compile_error"), "{out}");
+        // What the docs' expansion shows: the function and its three
+        // companions, each finding the cache through `site!`.
+        for item in
+            ["async fn get_user (", "fn get_user_cache (", "fn get_user_invalidate (", "async fn get_user_refresh ("]
+        {
+            assert_eq!(out.matches(item).count(), 1, "`{item}` once in\n{out}");
+        }
+        assert_eq!(out.matches("site !").count(), 4, "{out}");
     }
 }

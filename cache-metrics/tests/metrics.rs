@@ -190,3 +190,17 @@ async fn prometheus_text_shows_the_counters() {
     assert!(text.contains("# TYPE cache_hits_total counter"));
     assert!(text.contains(r#"cache_load_duration_seconds{cache="users",quantile="0.5"}"#), "{text}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn register_publishes_at_once() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let cache = Cache::<u64, u64>::builder().name("early").max_size(10).build();
+    cache.insert(1, 1);
+    cache.get(&1);
+    let _reporter = metrics::with_local_recorder(&recorder, || register(&cache));
+    // No publish(), no time passing: register itself published.
+    let p = published(&snapshotter);
+    assert_eq!(p.counter(names::HITS, "early"), 1);
+    assert_eq!(p.gauge(names::SIZE, "early"), 1.0);
+}

@@ -77,7 +77,7 @@ pub(crate) struct ReadBuffer {
     drainer: CachePadded<Drainer>,
 }
 
-/// A stripe had no room: the caller drains under the lock, then retries.
+/// A push ended a lap of its stripe: the caller decides whether to drain.
 pub(crate) struct Full;
 
 fn stripe_count() -> usize {

@@ -113,10 +113,12 @@ impl Lru {
         let _ = (links, idx);
     }
 
-    /// Moves `idx` to the front if it is still linked with `meta`.
+    /// Moves `idx` to the front if it is still linked with `meta`. Meta 0,
+    /// which no linked entry has, is an unlinked link's: a zero record (a
+    /// place a racing reader reserved but had not yet written) moves nothing.
     #[inline]
     pub(crate) fn touch(&mut self, idx: u32, meta: u32) {
-        if self.head != idx && self.links[idx as usize].meta == meta {
+        if meta != 0 && self.head != idx && self.links[idx as usize].meta == meta {
             self.unlink(idx);
             self.push_front(idx, meta);
         }
@@ -133,11 +135,11 @@ impl Lru {
         self.clock
     }
 
-    /// How many moves to the front ago `idx` last moved there: a larger age
-    /// is less recently used.
+    /// The clock when `idx` last moved to the front; compare stamps by their
+    /// age from a later `clock()`, as they wrap.
     #[cfg(feature = "persist")]
-    pub(crate) fn age(&self, idx: u32) -> u32 {
-        self.clock.wrapping_sub(self.links[idx as usize].stamp)
+    pub(crate) fn stamp(&self, idx: u32) -> u32 {
+        self.links[idx as usize].stamp
     }
 
     /// From least to most recently used.
@@ -153,7 +155,10 @@ impl Lru {
         })
     }
 
+    /// Empties the list and forgets every link: a read record that outlives
+    /// the entries it names must not find them still linked.
     pub(crate) fn clear(&mut self) {
+        self.links.fill(UNLINKED);
         self.head = NIL;
         self.tail = NIL;
     }
@@ -184,8 +189,8 @@ mod tests {
         #[cfg(feature = "persist")]
         {
             let mut by_age: Vec<u32> = (0..4).collect();
-            by_age.sort_by_key(|&i| std::cmp::Reverse(lru.age(i)));
-            assert_eq!(by_age, order(&lru), "ages sort as the list does");
+            by_age.sort_by_key(|&i| std::cmp::Reverse(lru.clock().wrapping_sub(lru.stamp(i))));
+            assert_eq!(by_age, order(&lru), "stamps sort as the list does");
         }
         lru.unlink(2);
         assert_eq!(order(&lru), [1, 3, 0]);
@@ -197,5 +202,33 @@ mod tests {
         lru.touch(3, 8);
         assert_eq!(lru.back(), None, "an unlinked entry is not touched");
         assert_eq!(order(&lru), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn a_zero_record_moves_nothing() {
+        let mut lru = Lru::new();
+        lru.reserve(3);
+        lru.push_front(1, 8);
+        lru.push_front(2, 8);
+        // Index 0 was never linked: its link has meta 0.
+        lru.touch(0, 0);
+        assert_eq!(order(&lru), [1, 2]);
+        assert_eq!(lru.back(), Some(1));
+    }
+
+    #[test]
+    fn records_from_before_a_clear_move_nothing() {
+        let mut lru = Lru::new();
+        lru.reserve(3);
+        for i in 0..3 {
+            lru.push_front(i, 8);
+        }
+        lru.clear();
+        // A reader found entry 1 before the clear and records it after.
+        lru.touch(1, 8);
+        assert_eq!(lru.back(), None, "the cleared list stays empty");
+        lru.push_front(2, 16);
+        lru.touch(0, 8);
+        assert_eq!(order(&lru), [2]);
     }
 }

@@ -36,7 +36,7 @@ use self::lru::Lru;
 use self::slab::{Filling, Garbage, PENDING, READY, Slab, Slot, state};
 use self::table::{Table, Usage};
 use self::wheel::{Timer, Wheel};
-use crate::flight::Flight;
+use crate::flight::{Flight, Outcome};
 use crate::stats::{Counters, Metrics};
 use crate::sync::{Mutex, MutexGuard, lock};
 use crate::time::{Clock, NEVER};
@@ -430,7 +430,11 @@ impl<K, V> Store<K, V> {
     /// Turns the leader's placeholder into `value`, if it is still there:
     /// a `remove`, `insert` or `clear` during the load wins.
     pub(crate) fn resolve(&self, lead: &Lead<V>, value: V, ttl: Option<Duration>) {
-        self.resolve_all([(lead, value)], ttl);
+        let expires = self.deadline(ttl);
+        let keep = self.keeps(ttl);
+        // Dropped after unlocking.
+        let leftovers = self.write(false, |p| self.resolve_locked(p, lead, value, expires, keep));
+        drop(leftovers);
     }
 
     /// [`resolve`](Self::resolve) for many placeholders under one lock.
@@ -439,47 +443,61 @@ impl<K, V> Store<K, V> {
         V: 'a,
     {
         let expires = self.deadline(ttl);
-        let keep = self.config.max_size > 0 && ttl != Some(Duration::ZERO);
-        // Values not stored and flights taken out are dropped after unlocking.
-        let mut unused = Vec::new();
-        let mut flights = Vec::new();
-        self.write(false, |p| {
-            for (lead, value) in resolved {
-                let slot = self.slot(lead.idx);
-                let ours = slot.meta.load(Ordering::Relaxed) == lead.meta;
-                if ours && keep {
-                    // SAFETY: our PENDING slot, lock held.
-                    let (meta, flight) = unsafe { slot.resolve(expires, value) };
-                    self.link(p, lead.idx, meta, expires);
-                    flights.push(flight);
-                } else {
-                    if ours {
-                        self.detach(p, lead.idx);
-                    }
-                    unused.push(value);
-                }
-            }
+        let keep = self.keeps(ttl);
+        let leftovers: Vec<_> = self.write(false, |p| {
+            resolved.into_iter().map(|(lead, value)| self.resolve_locked(p, lead, value, expires, keep)).collect()
         });
-        drop((unused, flights));
+        drop(leftovers);
     }
 
-    /// Takes the leader's placeholder out, if it is still there.
-    pub(crate) fn abandon(&self, lead: &Lead<V>) {
-        self.abandon_all([lead]);
+    /// Whether a value with this TTL is stored at all.
+    fn keeps(&self, ttl: Option<Duration>) -> bool {
+        self.config.max_size > 0 && ttl != Some(Duration::ZERO)
     }
 
-    /// [`abandon`](Self::abandon) for many placeholders under one lock.
-    pub(crate) fn abandon_all<'a>(&self, leads: impl IntoIterator<Item = &'a Lead<V>>)
+    /// One placeholder of `resolve`, lock held. Returns what to drop after
+    /// unlocking: the flight taken out if the value was stored, else the value.
+    fn resolve_locked(
+        &self,
+        p: &mut Policy,
+        lead: &Lead<V>,
+        value: V,
+        expires: u64,
+        keep: bool,
+    ) -> Result<Arc<Flight<V>>, V> {
+        let slot = self.slot(lead.idx);
+        let ours = slot.meta.load(Ordering::Relaxed) == lead.meta;
+        if ours && keep {
+            // SAFETY: our PENDING slot, lock held.
+            let (meta, flight) = unsafe { slot.resolve(expires, value) };
+            self.link(p, lead.idx, meta, expires);
+            Ok(flight)
+        } else {
+            if ours {
+                self.detach(p, lead.idx);
+            }
+            Err(value)
+        }
+    }
+
+    /// Ends flights that get no value: takes their placeholders out (those
+    /// still there) under one lock, then wakes each flight's waiters to
+    /// `outcome()`.
+    pub(crate) fn fail<'a, I>(&self, leads: I, outcome: impl Fn() -> Outcome<V>)
     where
+        I: IntoIterator<Item = &'a Lead<V>> + Clone,
         V: 'a,
     {
         self.write(true, |p| {
-            for lead in leads {
+            for lead in leads.clone() {
                 if self.slot(lead.idx).meta.load(Ordering::Relaxed) == lead.meta {
                     self.detach(p, lead.idx);
                 }
             }
         });
+        for lead in leads {
+            lead.flight.finish(outcome());
+        }
     }
 
     fn deadline(&self, ttl: Option<Duration>) -> u64 {
@@ -591,20 +609,15 @@ where
 
     /// Stores `value`, replacing any entry or placeholder for `key`.
     pub(crate) fn insert(&self, hash: u64, key: K, value: V, ttl: Option<Duration>) {
-        if ttl == Some(Duration::ZERO) {
-            // Stores nothing visible, but still replaces what was there.
-            drop(self.remove(hash, &key));
-            return;
-        }
-        if self.config.max_size == 0 {
-            return;
-        }
-        self.write(false, |p| self.insert_locked(p, hash, key, value, ttl));
+        // Storing nothing still replaces what was there: hand it to the
+        // epoch at once, as a remove does.
+        self.write(!self.keeps(ttl), |p| self.insert_locked(p, hash, key, value, ttl));
     }
 
-    /// `insert` with the lock held.
+    /// `insert` with the lock held. A zero TTL or a zero bound stores
+    /// nothing visible but still replaces (and so removes) what was there.
     fn insert_locked(&self, p: &mut Policy, hash: u64, key: K, value: V, ttl: Option<Duration>) {
-        if self.config.max_size == 0 || ttl == Some(Duration::ZERO) {
+        if !self.keeps(ttl) {
             if let Some((_, idx)) = self.find(hash, &key) {
                 self.detach(p, idx);
             }
@@ -721,15 +734,14 @@ where
                 let Some(table) = self.table(shard) else {
                     return;
                 };
-                let clock = p.lru.clock();
                 picked.extend(table.entries().filter_map(|(_, idx)| {
                     let meta = self.slot(idx).meta.load(Ordering::Relaxed);
-                    // Stamps are kept as ages from a fixed clock value.
-                    (state(meta) == READY).then(|| (clock.wrapping_sub(p.lru.age(idx)), idx, meta))
+                    (state(meta) == READY).then(|| (p.lru.stamp(idx), idx, meta))
                 }));
             });
         }
-        // Oldest first; stamps are distinct, so no need for a stable sort.
+        // Oldest first, by age from a clock no older than any stamp; stamps
+        // are distinct, so no need for a stable sort.
         let clock = self.write(false, |p| p.lru.clock());
         picked.sort_unstable_by_key(|&(stamp, ..)| std::cmp::Reverse(clock.wrapping_sub(stamp)));
         let guard = epoch::pin();
