@@ -159,7 +159,7 @@ async fn a_load_merges_into_the_cache(backend: &dyn Backend) {
 }
 
 /// Autosave saves in the background and once more on shutdown.
-async fn autosave_saves_periodically_and_on_shutdown<B: Backend + Clone + 'static>(backend: B) {
+async fn autosave_saves_periodically_and_on_shutdown<B: Backend + Clone + 'static>(backend: &B) {
     let cache = Cache::<u64, String>::new(100);
     cache.insert(1, value(1));
     let autosave = cache.autosave(backend.clone(), Duration::from_millis(50));
@@ -190,6 +190,18 @@ async fn autosave_saves_periodically_and_on_shutdown<B: Backend + Clone + 'stati
     assert!(matches!(autosave.shutdown().await, Err(BackendError::CacheDropped)));
 }
 
+/// One test per shared test above, each on a fresh backend from the
+/// enclosing module's `open`.
+macro_rules! shared_tests {
+    ($($test:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $test() {
+            let dir = tempfile::tempdir().unwrap();
+            super::$test(&open(dir.path())).await;
+        }
+    )*};
+}
+
 macro_rules! conformance {
     ($($backend:ident: $open:expr;)*) => {$(
         mod $backend {
@@ -200,52 +212,15 @@ macro_rules! conformance {
                 ($open)(dir)
             }
 
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn round_trip_keeps_values_ttls_and_lru_order() {
-                let dir = tempfile::tempdir().unwrap();
-                super::round_trip_keeps_values_ttls_and_lru_order(&open(dir.path())).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn a_smaller_cache_keeps_the_most_recently_used() {
-                let dir = tempfile::tempdir().unwrap();
-                super::a_smaller_cache_keeps_the_most_recently_used(&open(dir.path())).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn expired_records_are_skipped_and_counted() {
-                let dir = tempfile::tempdir().unwrap();
-                super::expired_records_are_skipped_and_counted(&open(dir.path())).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn undecodable_records_are_skipped_and_counted() {
-                let dir = tempfile::tempdir().unwrap();
-                super::undecodable_records_are_skipped_and_counted(&open(dir.path())).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn an_empty_store_loads_nothing() {
-                let dir = tempfile::tempdir().unwrap();
-                super::an_empty_store_loads_nothing(&open(dir.path())).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn a_save_replaces_the_previous_snapshot() {
-                let dir = tempfile::tempdir().unwrap();
-                super::a_save_replaces_the_previous_snapshot(&open(dir.path())).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn a_load_merges_into_the_cache() {
-                let dir = tempfile::tempdir().unwrap();
-                super::a_load_merges_into_the_cache(&open(dir.path())).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn autosave_saves_periodically_and_on_shutdown() {
-                let dir = tempfile::tempdir().unwrap();
-                super::autosave_saves_periodically_and_on_shutdown(open(dir.path())).await;
+            shared_tests! {
+                round_trip_keeps_values_ttls_and_lru_order,
+                a_smaller_cache_keeps_the_most_recently_used,
+                expired_records_are_skipped_and_counted,
+                undecodable_records_are_skipped_and_counted,
+                an_empty_store_loads_nothing,
+                a_save_replaces_the_previous_snapshot,
+                a_load_merges_into_the_cache,
+                autosave_saves_periodically_and_on_shutdown,
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
