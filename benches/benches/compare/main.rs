@@ -6,7 +6,8 @@
 //!
 //! `cargo bench -p benches --bench compare` runs everything and rewrites
 //! `BENCHMARKS.md` and its plots; `-- --quick` is a short smoke run that
-//! writes nothing.
+//! writes nothing, and `-- --quick get-hit insert` runs only the cases whose
+//! names contain one of those words.
 
 mod contenders;
 mod report;
@@ -44,16 +45,37 @@ fn main() {
     } else {
         Settings { rounds: 9, ops: 5_000_000, hit_ratio_requests: 2_000_000 }
     };
-    let mut report = Report::new(quick);
-    get_hit(&settings, &mut report, 1);
-    get_hit(&settings, &mut report, 2);
-    mixed(&settings, &mut report);
-    insert_with_eviction(&settings, &mut report);
-    miss_and_load(&settings, &mut report);
-    herd(&settings, &mut report);
-    metrics_overhead(&settings, &mut report);
-    memory(&mut report);
-    hit_ratios(&settings, &mut report, quick);
+    // Words that pick cases; a full run (which writes the report) has none.
+    let only: Vec<&str> = args[1..].iter().map(String::as_str).filter(|a| !a.starts_with("--")).collect();
+    let wanted = |case: &str| only.is_empty() || only.iter().any(|w| case.contains(w));
+    let mut report = Report::new(quick || !only.is_empty());
+    if wanted("get-hit-1") {
+        get_hit(&settings, &mut report, 1);
+    }
+    if wanted("get-hit-2") {
+        get_hit(&settings, &mut report, 2);
+    }
+    if wanted("mixed") {
+        mixed(&settings, &mut report);
+    }
+    if wanted("insert") {
+        insert_with_eviction(&settings, &mut report);
+    }
+    if wanted("miss-load") {
+        miss_and_load(&settings, &mut report);
+    }
+    if wanted("herd") {
+        herd(&settings, &mut report);
+    }
+    if wanted("metrics") {
+        metrics_overhead(&settings, &mut report);
+    }
+    if wanted("memory") {
+        memory(&mut report);
+    }
+    if wanted("hit-ratio") {
+        hit_ratios(&settings, &mut report, quick);
+    }
     report.finish();
 }
 

@@ -168,18 +168,22 @@ impl ReadBuffer {
         self.dirty.load(Ordering::Relaxed) != 0
     }
 
-    /// Replays the records of every dirty stripe, and of stripe `reader`
-    /// (whose reader is draining, and becomes the drainer), in the order each
-    /// stripe received them. `prefetch` is called on a stripe's records
-    /// before `apply`, so their memory loads overlap. Lock held.
-    pub(crate) fn drain(&self, reader: Option<usize>, prefetch: impl Fn(u32), mut apply: impl FnMut(u32, u32)) {
+    /// Hands `apply` the records of every dirty stripe, and of stripe
+    /// `reader` (whose reader is draining, and becomes the drainer), a stripe
+    /// at a time, oldest first, as `(index, meta)` read into `scratch`. Lock
+    /// held.
+    pub(crate) fn drain(
+        &self,
+        reader: Option<usize>,
+        scratch: &mut Vec<(u32, u32)>,
+        mut apply: impl FnMut(&[(u32, u32)]),
+    ) {
         let mut mask = self.dirty.swap(0, Ordering::SeqCst);
         if let Some(s) = reader {
             mask |= 1 << s;
             self.drainer.stripe.store(s + 1, Ordering::Relaxed);
         }
         self.drainer.drains.fetch_add(1, Ordering::Relaxed);
-        let mut batch = [0u64; CAPACITY as usize];
         while mask != 0 {
             let s = mask.trailing_zeros() as usize;
             mask &= mask - 1;
@@ -188,14 +192,12 @@ impl ReadBuffer {
             // Overwritten records are gone; a place reserved but not yet
             // written still holds an older record, which the replay checks.
             let head = stripe.head.load(Ordering::Relaxed).max(tail.saturating_sub(CAPACITY));
-            let records = &mut batch[..(tail - head) as usize];
-            for (i, record) in (head..tail).zip(records.iter_mut()) {
-                *record = stripe.records[(i % CAPACITY) as usize].load(Ordering::Acquire);
-                prefetch(*record as u32);
-            }
-            for record in records.iter() {
-                apply(*record as u32, (*record >> 32) as u32);
-            }
+            scratch.clear();
+            scratch.extend((head..tail).map(|i| {
+                let record = stripe.records[(i % CAPACITY) as usize].load(Ordering::Acquire);
+                (record as u32, (record >> 32) as u32)
+            }));
+            apply(scratch);
             stripe.head.store(tail, Ordering::Release);
         }
     }
@@ -229,7 +231,7 @@ mod tests {
         }
         assert!(b.is_dirty());
         let mut seen = Vec::new();
-        b.drain(None, |_| {}, |idx, meta| seen.push((idx, meta)));
+        b.drain(None, &mut Vec::new(), |records| seen.extend_from_slice(records));
         assert_eq!(seen, (0..10).map(|i| (i, 8)).collect::<Vec<_>>());
         assert!(!b.is_dirty());
         assert_eq!(b.hits(), 10);
@@ -248,7 +250,7 @@ mod tests {
             assert!(b.push(s, 0, 8).is_err(), "lap {lap} ends: drain?");
         }
         let mut n = 0;
-        b.drain(Some(s), |_| {}, |_, _| n += 1);
+        b.drain(Some(s), &mut Vec::new(), |records| n += records.len() as u64);
         assert_eq!(n, CAPACITY, "an undrained stripe keeps its newest lap");
         assert_eq!(b.hits(), 3 * CAPACITY, "every hit counted");
     }
@@ -261,7 +263,7 @@ mod tests {
             let _ = b.push(s, i, 8);
         }
         let mut seen = Vec::new();
-        b.drain(None, |_| {}, |idx, _| seen.push(idx));
+        b.drain(None, &mut Vec::new(), |records| seen.extend(records.iter().map(|r| r.0)));
         assert_eq!(seen, (5..CAPACITY as u32 + 5).collect::<Vec<_>>());
         assert_eq!(b.hits(), CAPACITY + 5);
     }
@@ -275,14 +277,14 @@ mod drainer_tests {
     fn the_last_drainer_keeps_draining_others_wait_until_it_goes_quiet() {
         let b = ReadBuffer::new();
         assert!(b.should_drain(0), "nobody drained yet");
-        b.drain(Some(0), |_| {}, |_, _| {});
+        b.drain(Some(0), &mut Vec::new(), |_| {});
         assert!(b.should_drain(0), "the drainer drains again");
         assert!(!b.should_drain(1), "another stripe overwrites instead");
-        b.drain(Some(0), |_| {}, |_, _| {});
+        b.drain(Some(0), &mut Vec::new(), |_| {});
         assert!(!b.should_drain(1), "the drainer is still active");
         assert!(!b.should_drain(1) && !b.should_drain(1) && !b.should_drain(1), "no drain for three laps");
         assert!(b.should_drain(1), "nor for a fourth: stripe 1 takes over");
-        b.drain(Some(1), |_| {}, |_, _| {});
+        b.drain(Some(1), &mut Vec::new(), |_| {});
         assert!(!b.should_drain(0));
     }
 }

@@ -95,22 +95,38 @@ impl Lru {
         }
     }
 
-    /// Where the links are, for [`Lru::prefetch`] while `self` is borrowed.
-    pub(crate) fn links_ptr(&self) -> *const u8 {
-        self.links.as_ptr().cast()
-    }
-
-    /// Asks the CPU to fetch `idx`'s link ahead of a `touch`; a hint only.
+    /// Asks the CPU to fetch `idx`'s link ahead of a move; a hint only, so
+    /// any index (even `NIL`) is fine.
     #[inline]
-    pub(crate) fn prefetch(links: *const u8, idx: u32) {
+    fn prefetch(&self, idx: u32) {
         #[cfg(target_arch = "x86_64")]
         {
-            let at = links.wrapping_add(idx as usize * std::mem::size_of::<Link>());
+            let at = self.links.as_ptr().wrapping_add(idx as usize);
             // SAFETY: a prefetch never faults, whatever the address.
             unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(at.cast()) };
         }
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = (links, idx);
+        let _ = idx;
+    }
+
+    /// [`touch`](Self::touch)es each `(idx, meta)` in order. A move reads
+    /// three links at random places (the entry's and its two neighbours'):
+    /// they are prefetched in two rounds first, so those loads overlap
+    /// instead of each waiting on the last. Neighbours prefetched before the
+    /// earlier moves may have changed by then: that only costs a miss.
+    pub(crate) fn touch_all(&mut self, records: &[(u32, u32)]) {
+        for &(idx, _) in records {
+            self.prefetch(idx);
+        }
+        for &(idx, _) in records {
+            if let Some(link) = self.links.get(idx as usize) {
+                self.prefetch(link.prev);
+                self.prefetch(link.next);
+            }
+        }
+        for &(idx, meta) in records {
+            self.touch(idx, meta);
+        }
     }
 
     /// Moves `idx` to the front if it is still linked with `meta`. Meta 0,

@@ -73,6 +73,8 @@ struct Policy {
     limbo: Vec<u32>,
     /// Spare buffer for taking back reclaimed slots.
     reclaiming: Vec<u32>,
+    /// Spare buffer for replaying read records.
+    replaying: Vec<(u32, u32)>,
     /// Counted here, under the lock that evicts and expires, not with atomics.
     evictions: u64,
     expirations: u64,
@@ -184,6 +186,7 @@ impl<K, V> Store<K, V> {
                 usage: vec![Usage::default(); shards],
                 limbo: Vec::new(),
                 reclaiming: Vec::new(),
+                replaying: Vec::new(),
                 evictions: 0,
                 expirations: 0,
             }),
@@ -318,9 +321,8 @@ impl<K, V> Store<K, V> {
     }
 
     fn replay(&self, p: &mut Policy, reader: Option<usize>) {
-        let lru = &mut p.lru;
-        let links = lru.links_ptr();
-        self.reads.drain(reader, |idx| Lru::prefetch(links, idx), |idx, meta| lru.touch(idx, meta));
+        let Policy { lru, replaying, .. } = p;
+        self.reads.drain(reader, replaying, |records| lru.touch_all(records));
     }
 
     /// Records a hit. At the end of a lap of its stripe, the reader replays
@@ -382,9 +384,9 @@ impl<K, V> Store<K, V> {
         let tag = unsafe { self.slot(idx).tag() };
         let shard = self.shard(tag);
         let table = self.table(shard).expect("an indexed slot has a table");
-        table.remove(table.position_of(tag, idx));
-        p.usage[shard].live -= 1;
-        p.usage[shard].dead += 1;
+        let usage = &mut p.usage[shard];
+        usage.dead = usage.dead.wrapping_add_signed(table.remove(table.position_of(tag, idx)));
+        usage.live -= 1;
     }
 
     /// Takes `idx` out of the recency order and retires it; its table word
