@@ -34,7 +34,7 @@ use crossbeam_epoch::{self as epoch, Guard};
 use self::buffer::ReadBuffer;
 use self::lru::Lru;
 use self::slab::{Filling, Garbage, PENDING, READY, Slab, Slot, state};
-use self::table::{Table, Usage};
+use self::table::{Probe, Table, Usage};
 use self::wheel::{Timer, Wheel};
 use crate::flight::{Flight, Outcome};
 use crate::stats::{Counters, Metrics};
@@ -350,29 +350,34 @@ impl<K, V> Store<K, V> {
         idx
     }
 
-    /// Adds a new table word for `idx`, rebuilding the table first if it
-    /// would pass 7/8 used.
-    fn table_insert(&self, p: &mut Policy, shard: usize, tag: u32, idx: u32) {
+    /// Rebuilds `shard`'s table (or makes its first) if one more word would
+    /// make it [`full`](Usage::full).
+    fn make_room(&self, p: &mut Policy, shard: usize) {
         let usage = &mut p.usage[shard];
         let current = self.table(shard);
         let capacity = current.map_or(0, Table::capacity);
-        if current.is_none() || usage.full(capacity) {
-            let fresh = Table::alloc(usage.rebuilt_capacity(capacity));
-            // SAFETY: just allocated, not yet shared.
-            let table = unsafe { fresh.as_ref() };
-            if let Some(old) = current {
-                for (tag, idx) in old.entries() {
-                    table.insert(tag, idx);
-                }
-            }
-            let old = self.shards[shard].swap(fresh.as_ptr(), Ordering::Release);
-            usage.dead = 0;
-            if let Some(old) = NonNull::new(old) {
-                retire_table(old);
+        if current.is_some() && !usage.full(capacity) {
+            return;
+        }
+        let fresh = Table::alloc(usage.rebuilt_capacity(capacity));
+        // SAFETY: just allocated, not yet shared.
+        let table = unsafe { fresh.as_ref() };
+        if let Some(old) = current {
+            for (tag, idx) in old.entries() {
+                table.insert(tag, idx);
             }
         }
-        let table = self.table(shard).expect("allocated above");
-        if table.insert(tag, idx) {
+        let old = self.shards[shard].swap(fresh.as_ptr(), Ordering::Release);
+        usage.dead = 0;
+        if let Some(old) = NonNull::new(old) {
+            retire_table(old);
+        }
+    }
+
+    /// Puts `idx`'s word where [`probe`](Self::probe) found room.
+    fn occupy(&self, p: &mut Policy, shard: usize, pos: usize, tag: u32, idx: u32) {
+        let usage = &mut p.usage[shard];
+        if self.table(shard).expect("probed").fill(pos, tag, idx) {
             usage.dead -= 1;
         }
         usage.live += 1;
@@ -520,6 +525,20 @@ where
         self.hasher.hash_one(key)
     }
 
+    /// Where `key`'s word is in its shard's table, or where a new one would
+    /// go; the table is rebuilt first if one more word would make it full,
+    /// so the caller can [`occupy`](Self::occupy) a vacancy (nothing else
+    /// changes the table meanwhile: the lock is held). One probe, where a
+    /// `find` then an insert took two.
+    fn probe(&self, p: &mut Policy, hash: u64, key: &K) -> (usize, Probe) {
+        let tag = tag_of(hash);
+        let shard = self.shard(tag);
+        self.make_room(p, shard);
+        // SAFETY: a slot found in a table is not FREE.
+        let probe = self.table(shard).expect("made room").probe(tag, |idx| unsafe { self.slot(idx).key() } == key);
+        (shard, probe)
+    }
+
     /// Finds `key` in its table; lock-free when pinned.
     #[inline]
     fn find<Q>(&self, hash: u64, key: &Q) -> Option<(usize, u32)>
@@ -627,17 +646,16 @@ where
         }
         let expires = self.deadline(ttl);
         let tag = tag_of(hash);
-        let shard = self.shard(tag);
-        let existing = self.find(hash, &key);
+        let (shard, probe) = self.probe(p, hash, &key);
         let idx = self.alloc(p);
         // SAFETY: a fresh slot, published below.
         let meta = unsafe { self.slot(idx).fill(tag, expires, key, Filling::Ready(value)) };
-        match existing {
-            Some((pos, old)) => {
+        match probe {
+            Probe::Found(pos, old) => {
                 self.table(shard).expect("found in it").replace(pos, tag, idx);
                 self.retire(p, old);
             }
-            None => self.table_insert(p, shard, tag, idx),
+            Probe::Vacant(pos) => self.occupy(p, shard, pos, tag, idx),
         }
         self.link(p, idx, meta, expires);
     }
@@ -686,19 +704,22 @@ where
     /// placeholder (taking `key`) so it leads the load.
     pub(crate) fn claim(&self, hash: u64, key: &mut Option<K>) -> Claim<V> {
         let tag = tag_of(hash);
-        let shard = self.shard(tag);
         let guard = epoch::pin();
         let found = self.write(false, |p| {
-            let Some((_, idx)) = self.find(hash, key.as_ref().expect("the caller still owns its key")) else {
-                let idx = self.alloc(p);
-                let key = key.take().expect("checked above");
-                // Allocated only by the caller that leads: joiners and hits
-                // (most callers under a herd) pay nothing.
-                let flight = Arc::new(Flight::new());
-                // SAFETY: a fresh slot, published below.
-                let meta = unsafe { self.slot(idx).fill(tag, NEVER, key, Filling::Pending(Arc::clone(&flight))) };
-                self.table_insert(p, shard, tag, idx);
-                return Err(Lead { idx, meta, flight });
+            let (shard, probe) = self.probe(p, hash, key.as_ref().expect("the caller still owns its key"));
+            let idx = match probe {
+                Probe::Found(_, idx) => idx,
+                Probe::Vacant(pos) => {
+                    let idx = self.alloc(p);
+                    let key = key.take().expect("checked above");
+                    // Allocated only by the caller that leads: joiners and
+                    // hits (most callers under a herd) pay nothing.
+                    let flight = Arc::new(Flight::new());
+                    // SAFETY: a fresh slot, published below.
+                    let meta = unsafe { self.slot(idx).fill(tag, NEVER, key, Filling::Pending(Arc::clone(&flight))) };
+                    self.occupy(p, shard, pos, tag, idx);
+                    return Err(Lead { idx, meta, flight });
+                }
             };
             let slot = self.slot(idx);
             match state(slot.meta.load(Ordering::Relaxed)) {

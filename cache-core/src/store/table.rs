@@ -4,7 +4,7 @@
 //! without touching the slab and a rebuild never rehashes a key (no user code
 //! under the lock). Only the lock holder writes; readers probe without a lock.
 //! A word goes from empty to used, and back to empty or to a tombstone (see
-//! `remove`); a table is never more than 7/8 used, so a reader's probe always
+//! `remove`); a table is never more than 5/8 used, so a reader's probe always
 //! meets an empty word within one lap. Growing or cleaning tombstones builds a new table and
 //! retires the old one through the epoch, as it is, for readers still in it.
 
@@ -94,6 +94,36 @@ impl Table {
         }
     }
 
+    /// [`find`](Self::find) for the lock holder, which may add a word
+    /// next: where the key is, or where its word would go.
+    #[inline]
+    pub(crate) fn probe(&self, tag: u32, mut matches: impl FnMut(u32) -> bool) -> Probe {
+        let mut pos = tag as usize & self.mask;
+        let mut tombstone = None;
+        loop {
+            let w = self.word(pos).load(Ordering::Relaxed);
+            if w == EMPTY {
+                return Probe::Vacant(tombstone.unwrap_or(pos));
+            }
+            if w == TOMBSTONE {
+                tombstone = tombstone.or(Some(pos));
+            } else if (w >> 32) as u32 == tag && matches(w as u32 - INDEX_BIAS) {
+                return Probe::Found(pos, w as u32 - INDEX_BIAS);
+            }
+            pos = (pos + 1) & self.mask;
+        }
+    }
+
+    /// Puts the word `(tag, idx)` at a position [`probe`](Self::probe)
+    /// found vacant, the table unchanged since; returns whether it was a
+    /// tombstone. Lock held.
+    pub(crate) fn fill(&self, pos: usize, tag: u32, idx: u32) -> bool {
+        let was = self.word(pos).load(Ordering::Relaxed);
+        debug_assert!(was == EMPTY || was == TOMBSTONE, "filling a used word");
+        self.word(pos).store(word(tag, idx), Ordering::Release);
+        was == TOMBSTONE
+    }
+
     /// The position of the word that holds `idx`. Lock held; the entry exists.
     pub(crate) fn position_of(&self, tag: u32, idx: u32) -> usize {
         let target = word(tag, idx);
@@ -143,7 +173,7 @@ impl Table {
             return 1;
         }
         self.word(pos).store(EMPTY, Ordering::Release);
-        // Ends: at most 7/8 of the words are used or tombstones.
+        // Ends: at most 5/8 of the words are used or tombstones.
         let mut cleared = 0;
         let mut at = pos;
         loop {
@@ -166,6 +196,16 @@ impl Table {
 }
 
 /// Bookkeeping for one shard's table, kept by the lock holder.
+/// What a [`Table::probe`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Probe {
+    /// The key's word: its position and slab index.
+    Found(usize, u32),
+    /// No word for the key; a new one goes here: the first tombstone on the
+    /// way, or the empty word that ended the probe.
+    Vacant(usize),
+}
+
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Usage {
     /// Words pointing at a slot.
@@ -176,17 +216,18 @@ pub(crate) struct Usage {
 
 impl Usage {
     /// Whether one more word would take a table of `capacity` past half
-    /// live (linear probing slows fast past that: a miss, which every insert
-    /// starts with, probes ~4 words at 5/8 and ~2 at 1/2) or past 7/8 used
-    /// counting tombstones (readers' probes must meet an empty word).
+    /// live, or past 5/8 used counting tombstones. Every insert starts with a
+    /// probe that misses, and in linear probing a miss passes ~2 words at
+    /// 1/2 used, ~4 at 5/8 and ~32 at 7/8 (readers only need an empty word
+    /// somewhere); rebuilding for tombstones copies the live words only.
     #[inline]
     pub(crate) fn full(&self, capacity: usize) -> bool {
-        (self.live + 1) * 2 > capacity || (self.live + self.dead + 1) * 8 > capacity * 7
+        (self.live + 1) * 2 > capacity || (self.live + self.dead + 1) * 8 > capacity * 5
     }
 
     /// The capacity to rebuild to before adding one more entry: the same,
     /// sweeping tombstones, while live words stay within half of it; else
-    /// doubled (a table grows from 7/8 to 7/16 full, never further).
+    /// doubled (a table grows from half to a quarter live).
     pub(crate) fn rebuilt_capacity(&self, capacity: usize) -> usize {
         let mut capacity = capacity.max(MIN_CAPACITY);
         while (self.live + 1) * 2 > capacity {
@@ -221,13 +262,19 @@ mod tests {
         assert_eq!(t.remove(4), 1, "a run goes on after it: a tombstone");
         assert_eq!(t.find(3, |i| i == 12), Some((5, 12)), "a tombstone does not end a probe");
         assert_eq!(t.find(19, |_| true), None);
+        assert_eq!(t.probe(19, |_| true), Probe::Vacant(4), "the first tombstone on the way");
+        assert_eq!(t.probe(3, |i| i == 12), Probe::Found(5, 12));
+        assert_eq!(t.probe(3, |i| i == 99), Probe::Vacant(4));
         assert!(t.insert(19, 13), "a tombstone is reused");
+        assert_eq!(t.probe(3, |i| i == 99), Probe::Vacant(6), "the empty word that ends the run");
+        assert!(!t.fill(6, 3, 15));
+        assert_eq!(t.find(3, |i| i == 15), Some((6, 15)));
         assert_eq!(t.position_of(19, 13), 4);
         t.replace(5, 3, 14);
         assert_eq!(t.find(3, |i| i == 14), Some((5, 14)));
         let mut all: Vec<_> = t.entries().collect();
         all.sort();
-        assert_eq!(all, vec![(3, 10), (3, 14), (19, 13)]);
+        assert_eq!(all, vec![(3, 10), (3, 14), (3, 15), (19, 13)]);
     }
 
     #[test]
@@ -298,13 +345,13 @@ mod tests {
     }
 
     #[test]
-    fn usage_keeps_an_eighth_empty_and_grows_by_doubling() {
+    fn usage_keeps_probes_short_and_grows_by_doubling() {
         let u = Usage { live: 8, dead: 0 };
         assert!(u.full(16), "half live: one more needs a rebuild");
         assert!(!Usage { live: 7, dead: 0 }.full(16));
-        assert!(!Usage { live: 7, dead: 6 }.full(16));
-        assert!(Usage { live: 7, dead: 7 }.full(16), "7/8 used: one more needs a rebuild");
-        assert_eq!(Usage { live: 7, dead: 7 }.rebuilt_capacity(16), 16, "mostly tombstones: sweep in place");
+        assert!(!Usage { live: 7, dead: 2 }.full(16));
+        assert!(Usage { live: 7, dead: 3 }.full(16), "5/8 used: one more needs a rebuild");
+        assert_eq!(Usage { live: 7, dead: 3 }.rebuilt_capacity(16), 16, "tombstones only: same size");
         assert_eq!(u.rebuilt_capacity(16), 32, "mostly live: double, not more");
         // At the sizes of a 1,000,000-entry cache: 15,625 per shard.
         assert_eq!(Usage { live: 14_336, dead: 0 }.rebuilt_capacity(16_384), 32_768);
