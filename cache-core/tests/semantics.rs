@@ -637,3 +637,31 @@ async fn a_panicking_clone_leaves_the_cache_consistent() {
     assert_eq!(cache.len(), 3);
     assert!(cache.remove(&2).is_some());
 }
+
+#[test]
+fn lru_is_exact_for_a_long_run_of_reads_after_another_thread_drained() {
+    let cache = Cache::<u32, u32>::new(1000);
+    for k in 0..1000 {
+        cache.insert(k, k);
+    }
+    // Other threads read enough to replay their own reads, then go quiet.
+    for _ in 0..3 {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for k in 0..1000 {
+                    cache.get(&k);
+                }
+            });
+        });
+    }
+    // This thread alone now reads every key in a known order, with no write
+    // in between to replay its reads.
+    for k in (0..1000).rev() {
+        assert_eq!(cache.get(&k), Some(k));
+    }
+    // Now 999 is least recently used, then 998, ...
+    for (i, k) in (1000..1500).enumerate() {
+        cache.insert(k, k);
+        assert!(!cache.contains_key(&(999 - i as u32)), "evicted out of order at {k}");
+    }
+}

@@ -9,9 +9,10 @@
 //! shared cache line on a hit.
 //!
 //! A full stripe is drained by the reader that finds it full, if its stripe
-//! is the one that drained last (or that one has gone quiet) and the lock is
-//! free; otherwise the reader overwrites its stripe's oldest record instead
-//! of waiting. So under concurrency one core does the replaying, and the LRU
+//! is the one that drained last, or that one pushed nothing during the
+//! whole lap that just ended (so this reader is alone), and the lock is free;
+//! otherwise the reader overwrites its stripe's oldest records instead of
+//! waiting. So under concurrency one core does the replaying, and the LRU
 //! links stay in its cache instead of bouncing between cores; records are
 //! only ever lost then, never for a task running alone.
 //!
@@ -40,10 +41,8 @@ struct Stripe {
     head: AtomicU64,
     /// Misses counted through this stripe.
     misses: AtomicU64,
-    /// `ReadBuffer::drains` at this stripe's last lap without draining, and
-    /// how many laps in a row saw no drain at all (then the drainer is gone).
+    /// The drainer's `tail` when this stripe's current lap began.
     seen: AtomicU64,
-    strikes: AtomicU64,
     records: [AtomicU64; CAPACITY as usize],
 }
 
@@ -54,7 +53,6 @@ impl Default for Stripe {
             head: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             seen: AtomicU64::new(0),
-            strikes: AtomicU64::new(0),
             records: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
@@ -126,40 +124,53 @@ impl ReadBuffer {
     /// Records a hit on `(idx, meta)` in stripe `s`. Every `CAPACITY`th
     /// push ends a lap of the ring and returns `Full` (the record is in): the
     /// caller then decides whether to drain. A stripe that did not drain
-    /// overwrites its oldest records during the next lap. Only this decision
-    /// looks at the drainer's side of the stripe, so a hit writes nothing the
-    /// drainer reads or writes but its own record and counter.
+    /// overwrites its oldest records during the next lap. Only the first and
+    /// last push of a lap look at the drainer's side, so a hit writes
+    /// nothing the drainer reads or writes but its own record and counter.
     #[inline]
     pub(crate) fn push(&self, s: usize, idx: u32, meta: u32) -> Result<(), Full> {
         let stripe = &self.stripes[s];
         let record = (u64::from(meta) << 32) | u64::from(idx);
         let tail = stripe.tail.fetch_add(1, Ordering::SeqCst);
-        stripe.records[(tail % CAPACITY) as usize].store(record, Ordering::Release);
+        let place = tail % CAPACITY;
+        if place == 0 {
+            self.lap_begins(s);
+        }
+        stripe.records[place as usize].store(record, Ordering::Release);
         // SeqCst pairs with the drain's swap: either the drain sees this bit,
         // or this load sees the drain's clear and sets it again.
         let bit = 1u64 << s;
         if self.dirty.load(Ordering::SeqCst) & bit == 0 {
             self.dirty.fetch_or(bit, Ordering::SeqCst);
         }
-        if tail % CAPACITY == CAPACITY - 1 { Err(Full) } else { Ok(()) }
+        if place == CAPACITY - 1 { Err(Full) } else { Ok(()) }
+    }
+
+    /// The drainer's stripe, if another stripe than `s` drained last.
+    fn other_drainer(&self, s: usize) -> Option<&Stripe> {
+        match self.drainer.stripe.load(Ordering::Relaxed) {
+            0 => None,
+            d if d == s + 1 => None,
+            d => Some(&self.stripes[d - 1]),
+        }
+    }
+
+    /// Notes where the drainer is as stripe `s` begins a lap.
+    #[cold]
+    fn lap_begins(&self, s: usize) {
+        if let Some(drainer) = self.other_drainer(s) {
+            self.stripes[s].seen.store(drainer.tail.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
     }
 
     /// Whether the reader of full stripe `s` should replay the records
-    /// (rather than overwrite its oldest): it drained last, or nobody has
-    /// drained for `TAKEOVER` laps of this stripe.
+    /// (rather than overwrite its oldest): nobody drained yet, or it drained
+    /// last, or the drainer pushed nothing during this lap of `s`. In that
+    /// last case `s` ran alone, and its records must all count: a lone task
+    /// gets exact LRU.
     pub(crate) fn should_drain(&self, s: usize) -> bool {
-        const TAKEOVER: u64 = 4;
-        let drainer = self.drainer.stripe.load(Ordering::Relaxed);
-        if drainer == 0 || drainer == s + 1 {
-            return true;
-        }
-        let stripe = &self.stripes[s];
-        let drains = self.drainer.drains.load(Ordering::Relaxed);
-        if stripe.seen.swap(drains, Ordering::Relaxed) != drains {
-            stripe.strikes.store(0, Ordering::Relaxed);
-            return false;
-        }
-        stripe.strikes.fetch_add(1, Ordering::Relaxed) + 1 >= TAKEOVER
+        self.other_drainer(s)
+            .is_none_or(|drainer| drainer.tail.load(Ordering::Relaxed) == self.stripes[s].seen.load(Ordering::Relaxed))
     }
 
     /// Whether any stripe may hold records.
@@ -274,17 +285,29 @@ mod drainer_tests {
     use super::*;
 
     #[test]
-    fn the_last_drainer_keeps_draining_others_wait_until_it_goes_quiet() {
+    fn the_last_drainer_keeps_draining_others_only_when_it_is_quiet() {
         let b = ReadBuffer::new();
-        assert!(b.should_drain(0), "nobody drained yet");
+        let lap = |s: usize| {
+            for _ in 0..CAPACITY - 1 {
+                assert!(b.push(s, 0, 8).is_ok());
+            }
+            b.push(s, 0, 8).is_err()
+        };
+        assert!(lap(0) && b.should_drain(0), "nobody drained yet");
         b.drain(Some(0), &mut Vec::new(), |_| {});
-        assert!(b.should_drain(0), "the drainer drains again");
-        assert!(!b.should_drain(1), "another stripe overwrites instead");
-        b.drain(Some(0), &mut Vec::new(), |_| {});
-        assert!(!b.should_drain(1), "the drainer is still active");
-        assert!(!b.should_drain(1) && !b.should_drain(1) && !b.should_drain(1), "no drain for three laps");
-        assert!(b.should_drain(1), "nor for a fourth: stripe 1 takes over");
-        b.drain(Some(1), &mut Vec::new(), |_| {});
-        assert!(!b.should_drain(0));
+        assert!(lap(0) && b.should_drain(0), "the drainer drains again");
+        // Stripe 1 fills while stripe 0 keeps reading: it overwrites.
+        for _ in 0..CAPACITY - 1 {
+            assert!(b.push(1, 0, 8).is_ok());
+            let _ = b.push(0, 0, 8);
+        }
+        assert!(b.push(1, 0, 8).is_err());
+        assert!(!b.should_drain(1), "the drainer is active");
+        // A whole lap of stripe 1 alone: it drains, losing nothing.
+        assert!(lap(1));
+        assert!(b.should_drain(1), "the drainer was quiet for the whole lap");
+        let mut n = 0;
+        b.drain(Some(1), &mut Vec::new(), |records| n += records.len() as u64);
+        assert_eq!(n, 2 * CAPACITY, "the whole lap, and the newest lap of stripe 0");
     }
 }

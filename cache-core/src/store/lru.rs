@@ -109,20 +109,11 @@ impl Lru {
         let _ = idx;
     }
 
-    /// [`touch`](Self::touch)es each `(idx, meta)` in order. A move reads
-    /// three links at random places (the entry's and its two neighbours'):
-    /// they are prefetched in two rounds first, so those loads overlap
-    /// instead of each waiting on the last. Neighbours prefetched before the
-    /// earlier moves may have changed by then: that only costs a miss.
+    /// [`touch`](Self::touch)es each `(idx, meta)` in order, the entries'
+    /// links prefetched first so their (random) loads overlap.
     pub(crate) fn touch_all(&mut self, records: &[(u32, u32)]) {
         for &(idx, _) in records {
             self.prefetch(idx);
-        }
-        for &(idx, _) in records {
-            if let Some(link) = self.links.get(idx as usize) {
-                self.prefetch(link.prev);
-                self.prefetch(link.next);
-            }
         }
         for &(idx, meta) in records {
             self.touch(idx, meta);
@@ -134,10 +125,30 @@ impl Lru {
     /// place a racing reader reserved but had not yet written) moves nothing.
     #[inline]
     pub(crate) fn touch(&mut self, idx: u32, meta: u32) {
-        if meta != 0 && self.head != idx && self.links[idx as usize].meta == meta {
-            self.unlink(idx);
-            self.push_front(idx, meta);
+        let head = self.head;
+        let Some(link) = self.links.get_mut(idx as usize) else {
+            return;
+        };
+        if meta == 0 || link.meta != meta || idx == head {
+            return;
         }
+        // Linked and not the head: it has a previous link, and a head.
+        let (prev, next) = (link.prev, link.next);
+        link.prev = NIL;
+        link.next = head;
+        #[cfg(feature = "persist")]
+        {
+            self.clock = self.clock.wrapping_add(1);
+            link.stamp = self.clock;
+        }
+        self.links[prev as usize].next = next;
+        if next == NIL {
+            self.tail = prev;
+        } else {
+            self.links[next as usize].prev = prev;
+        }
+        self.links[head as usize].prev = idx;
+        self.head = idx;
     }
 
     /// The least recently used entry.
