@@ -58,21 +58,13 @@ impl Default for Stripe {
     }
 }
 
-/// Who replays read records.
-#[derive(Debug, Default)]
-struct Drainer {
-    /// The stripe whose reader drained last, plus one; 0 for none.
-    stripe: AtomicUsize,
-    /// Drains so far, by readers or writers.
-    drains: AtomicU64,
-}
-
 #[derive(Debug)]
 pub(crate) struct ReadBuffer {
     stripes: Box<[CachePadded<Stripe>]>,
     /// One bit per stripe that may hold records.
     dirty: CachePadded<AtomicU64>,
-    drainer: CachePadded<Drainer>,
+    /// The stripe whose reader drained last, plus one; 0 for none.
+    drainer: CachePadded<AtomicUsize>,
 }
 
 /// A push ended a lap of its stripe: the caller decides whether to drain.
@@ -148,7 +140,7 @@ impl ReadBuffer {
 
     /// The drainer's stripe, if another stripe than `s` drained last.
     fn other_drainer(&self, s: usize) -> Option<&Stripe> {
-        match self.drainer.stripe.load(Ordering::Relaxed) {
+        match self.drainer.load(Ordering::Relaxed) {
             0 => None,
             d if d == s + 1 => None,
             d => Some(&self.stripes[d - 1]),
@@ -192,9 +184,8 @@ impl ReadBuffer {
         let mut mask = self.dirty.swap(0, Ordering::SeqCst);
         if let Some(s) = reader {
             mask |= 1 << s;
-            self.drainer.stripe.store(s + 1, Ordering::Relaxed);
+            self.drainer.store(s + 1, Ordering::Relaxed);
         }
-        self.drainer.drains.fetch_add(1, Ordering::Relaxed);
         while mask != 0 {
             let s = mask.trailing_zeros() as usize;
             mask &= mask - 1;
