@@ -162,6 +162,12 @@ fn get_hit(settings: &Settings, report: &mut Report, threads: usize) {
     );
     report.throughput(threads, &names, &ns);
     report.table(throughput_table(&title, &names, &ns, None));
+    if threads == 1 {
+        report.note(format!(
+            "Against the Python seed: a hit costs us {:.0} ns here, against its 0.8 µs.",
+            report::median(&ns[0])
+        ));
+    }
 }
 
 fn mixed(settings: &Settings, report: &mut Report) {

@@ -282,42 +282,55 @@ impl<K, V> Store<K, V> {
         out
     }
 
-    /// Replays reads, takes back reclaimed slots, expires due entries.
+    /// Replays reads, takes back reclaimed slots, expires due entries. The
+    /// checks are inline: most writes find nothing to do.
+    #[inline]
     fn maintain(&self, p: &mut Policy, garbage: &mut Vec<Garbage<K, V>>) {
         if self.reads.is_dirty() {
             self.replay(p, None);
         }
         if self.reclaimed.any.load(Ordering::Acquire) {
-            self.reclaimed.any.store(false, Ordering::Relaxed);
-            let mut slots = std::mem::take(&mut p.reclaiming);
-            self.reclaimed.take_into(&mut slots);
-            let keep = std::mem::needs_drop::<K>() || std::mem::needs_drop::<V>();
-            if keep {
-                garbage.reserve(slots.len());
-            }
-            for &idx in &slots {
-                // SAFETY: the grace period has ended: no reader holds it.
-                let contents = unsafe { self.slot(idx).take() };
-                if keep {
-                    garbage.extend(contents);
-                }
-            }
-            p.free.extend_from_slice(&slots);
-            slots.clear();
-            p.reclaiming = slots;
+            self.take_back(p, garbage);
         }
         if !p.wheel.is_empty() {
-            let now = self.clock.now();
-            let mut wheel = std::mem::take(&mut p.wheel);
-            wheel.advance(now, |timer| {
-                let slot = self.slot(timer.idx);
-                if slot.meta.load(Ordering::Relaxed) == timer.meta {
-                    self.detach(p, timer.idx);
-                    p.expirations += 1;
-                }
-            });
-            p.wheel = wheel;
+            self.expire(p);
         }
+    }
+
+    /// Takes back the slots whose grace period has ended, their contents
+    /// into `garbage` (dropped after unlocking).
+    fn take_back(&self, p: &mut Policy, garbage: &mut Vec<Garbage<K, V>>) {
+        self.reclaimed.any.store(false, Ordering::Relaxed);
+        let mut slots = std::mem::take(&mut p.reclaiming);
+        self.reclaimed.take_into(&mut slots);
+        let keep = std::mem::needs_drop::<K>() || std::mem::needs_drop::<V>();
+        if keep {
+            garbage.reserve(slots.len());
+        }
+        for &idx in &slots {
+            // SAFETY: the grace period has ended: no reader holds it.
+            let contents = unsafe { self.slot(idx).take() };
+            if keep {
+                garbage.extend(contents);
+            }
+        }
+        p.free.extend_from_slice(&slots);
+        slots.clear();
+        p.reclaiming = slots;
+    }
+
+    /// Removes every entry whose deadline has passed.
+    fn expire(&self, p: &mut Policy) {
+        let now = self.clock.now();
+        let mut wheel = std::mem::take(&mut p.wheel);
+        wheel.advance(now, |timer| {
+            let slot = self.slot(timer.idx);
+            if slot.meta.load(Ordering::Relaxed) == timer.meta {
+                self.detach(p, timer.idx);
+                p.expirations += 1;
+            }
+        });
+        p.wheel = wheel;
     }
 
     fn replay(&self, p: &mut Policy, reader: Option<usize>) {
