@@ -16,6 +16,9 @@ pub(crate) struct Ours(pub async_cache::Cache<u64, Value>);
 pub(crate) struct Quick(pub quick_cache::sync::Cache<u64, Value>);
 pub(crate) struct Moka(pub moka::sync::Cache<u64, Value>);
 pub(crate) struct MutexLru(pub Mutex<lru::LruCache<u64, Value>>);
+/// Not a cache: what any cache's hit costs at least, the clone (and drop)
+/// of the value, looked up in a plain vector.
+pub(crate) struct Floor(pub Vec<Value>);
 
 impl Contender for Ours {
     #[inline]
@@ -50,11 +53,25 @@ impl Contender for Moka {
 impl Contender for MutexLru {
     #[inline]
     fn get(&self, key: u64) -> bool {
-        self.0.lock().unwrap().get(&key).is_some()
+        // Cloned, as every other contender returns a copy.
+        self.0.lock().unwrap().get(&key).cloned().is_some()
     }
     fn insert(&self, key: u64, value: Value) {
         self.0.lock().unwrap().put(key, value);
     }
+}
+
+impl Contender for Floor {
+    #[inline]
+    fn get(&self, key: u64) -> bool {
+        self.0.get(key as usize).map(Arc::clone).is_some()
+    }
+    fn insert(&self, _: u64, _: Value) {}
+}
+
+/// The floor of a hit on keys `0..keys`.
+pub(crate) fn floor(keys: u64) -> (&'static str, Box<dyn Contender>) {
+    ("floor: clone of the value, no cache", Box::new(Floor((0..keys).map(value).collect())))
 }
 
 /// The four contenders, each of `capacity`, by name.
