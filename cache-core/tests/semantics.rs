@@ -665,3 +665,45 @@ fn lru_is_exact_for_a_long_run_of_reads_after_another_thread_drained() {
         assert!(!cache.contains_key(&(999 - i as u32)), "evicted out of order at {k}");
     }
 }
+
+#[test]
+fn a_panicking_drop_leaves_the_cache_consistent_and_drops_the_rest_once() {
+    static MADE: AtomicUsize = AtomicUsize::new(0);
+    static DROPPED: AtomicUsize = AtomicUsize::new(0);
+    struct Bomb(bool);
+    impl Bomb {
+        fn new(armed: bool) -> Arc<Bomb> {
+            MADE.fetch_add(1, Ordering::SeqCst);
+            Arc::new(Bomb(armed))
+        }
+    }
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            DROPPED.fetch_add(1, Ordering::SeqCst);
+            assert!(!self.0, "drop of an armed bomb");
+        }
+    }
+    {
+        let cache = Cache::<u64, Arc<Bomb>>::new(10);
+        cache.insert(0, Bomb::new(true));
+        // Evicted at once; dropped when its slot is reclaimed, by some later write.
+        let mut exploded = false;
+        for k in 1..100_000 {
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cache.insert(k, Bomb::new(false))));
+            if outcome.is_err() {
+                exploded = true;
+                break;
+            }
+        }
+        assert!(exploded, "the evicted value was never dropped");
+        // Still consistent and usable.
+        for k in 200_000..200_100 {
+            cache.insert(k, Bomb::new(false));
+        }
+        assert_eq!(cache.len(), 10);
+        assert!(cache.get(&200_099).is_some());
+        assert!(cache.remove(&200_099).is_some());
+        assert_eq!(cache.len(), 9);
+    }
+    assert_eq!(DROPPED.load(Ordering::SeqCst), MADE.load(Ordering::SeqCst), "every value dropped exactly once");
+}

@@ -33,7 +33,7 @@ use crossbeam_epoch::{self as epoch, Guard};
 
 use self::buffer::ReadBuffer;
 use self::lru::Lru;
-use self::slab::{Filling, Garbage, PENDING, READY, Slab, Slot, state};
+use self::slab::{Filling, PENDING, READY, Slab, Slot, state};
 use self::table::{Probe, Table, Usage};
 use self::wheel::{Timer, Wheel};
 use crate::flight::{Flight, Outcome};
@@ -71,8 +71,6 @@ struct Policy {
     usage: Vec<Usage>,
     /// Retired slots not yet handed to the epoch.
     limbo: Vec<u32>,
-    /// Spare buffer for taking back reclaimed slots.
-    reclaiming: Vec<u32>,
     /// Spare buffer for replaying read records.
     replaying: Vec<(u32, u32)>,
     /// Counted here, under the lock that evicts and expires, not with atomics.
@@ -95,11 +93,8 @@ impl Reclaimed {
         self.any.store(true, Ordering::Release);
     }
 
-    /// Swaps the reclaimed slots into `out` (empty), so both vectors keep
-    /// their capacity instead of growing anew every batch.
-    fn take_into(&self, out: &mut Vec<u32>) {
-        debug_assert!(out.is_empty());
-        std::mem::swap(&mut *self.slots.lock().unwrap_or_else(|e| e.into_inner()), out);
+    fn take(&self) -> Vec<u32> {
+        std::mem::take(&mut *self.slots.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
@@ -185,7 +180,6 @@ impl<K, V> Store<K, V> {
                 timed: 0,
                 usage: vec![Usage::default(); shards],
                 limbo: Vec::new(),
-                reclaiming: Vec::new(),
                 replaying: Vec::new(),
                 evictions: 0,
                 expirations: 0,
@@ -261,62 +255,60 @@ impl<K, V> Store<K, V> {
     }
 
     /// Runs `f` under the lock on an up-to-date policy, then hands retired
-    /// slots to the epoch (all at once if `flush`, else in batches) and drops
-    /// reclaimed contents after unlocking.
+    /// slots to the epoch (all at once if `flush`, else in batches).
     fn write<R>(&self, flush: bool, f: impl FnOnce(&mut Policy) -> R) -> R {
-        let mut garbage = Vec::new();
-        let out = {
-            let mut p = self.lock();
-            self.maintain(&mut p, &mut garbage);
-            let out = f(&mut p);
-            if p.limbo.len() >= LIMBO_BATCH || (flush && !p.limbo.is_empty()) {
-                let slots = std::mem::replace(&mut p.limbo, Vec::with_capacity(LIMBO_BATCH));
-                let reclaimed = Arc::clone(&self.reclaimed);
-                let guard = epoch::pin();
-                guard.defer(move || reclaimed.add(slots));
-                guard.flush();
-            }
-            out
-        };
-        drop(garbage);
+        let free = self.take_back();
+        let mut p = self.lock();
+        p.free.extend_from_slice(&free);
+        self.maintain(&mut p);
+        let out = f(&mut p);
+        if p.limbo.len() >= LIMBO_BATCH || (flush && !p.limbo.is_empty()) {
+            let slots = std::mem::replace(&mut p.limbo, Vec::with_capacity(LIMBO_BATCH));
+            let reclaimed = Arc::clone(&self.reclaimed);
+            let guard = epoch::pin();
+            guard.defer(move || reclaimed.add(slots));
+            guard.flush();
+        }
         out
     }
 
-    /// Replays reads, takes back reclaimed slots, expires due entries. The
-    /// checks are inline: most writes find nothing to do.
+    /// Takes back the slots whose grace period has ended, for the free
+    /// list, dropping their contents here: before locking, as no reader or
+    /// writer can reach them, so user `Drop` code never runs under the lock.
+    /// If one panics, the batch goes back to be finished by the next write.
+    fn take_back(&self) -> Vec<u32> {
+        struct Unfinished<'a>(&'a Reclaimed, Vec<u32>);
+        impl Drop for Unfinished<'_> {
+            fn drop(&mut self) {
+                if !self.1.is_empty() {
+                    self.0.add(std::mem::take(&mut self.1));
+                }
+            }
+        }
+        if !self.reclaimed.any.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        self.reclaimed.any.store(false, Ordering::Relaxed);
+        let mut batch = Unfinished(&self.reclaimed, self.reclaimed.take());
+        for &idx in &batch.1 {
+            // SAFETY: the grace period has ended: no reader holds it, and
+            // it is on no list a writer takes from. Taking an emptied slot
+            // again (after a panic) finds nothing.
+            drop(unsafe { self.slot(idx).take() });
+        }
+        std::mem::take(&mut batch.1)
+    }
+
+    /// Replays reads and expires due entries. The checks are inline: most
+    /// writes find nothing to do.
     #[inline]
-    fn maintain(&self, p: &mut Policy, garbage: &mut Vec<Garbage<K, V>>) {
+    fn maintain(&self, p: &mut Policy) {
         if self.reads.is_dirty() {
             self.replay(p, None);
-        }
-        if self.reclaimed.any.load(Ordering::Acquire) {
-            self.take_back(p, garbage);
         }
         if !p.wheel.is_empty() {
             self.expire(p);
         }
-    }
-
-    /// Takes back the slots whose grace period has ended, their contents
-    /// into `garbage` (dropped after unlocking).
-    fn take_back(&self, p: &mut Policy, garbage: &mut Vec<Garbage<K, V>>) {
-        self.reclaimed.any.store(false, Ordering::Relaxed);
-        let mut slots = std::mem::take(&mut p.reclaiming);
-        self.reclaimed.take_into(&mut slots);
-        let keep = std::mem::needs_drop::<K>() || std::mem::needs_drop::<V>();
-        if keep {
-            garbage.reserve(slots.len());
-        }
-        for &idx in &slots {
-            // SAFETY: the grace period has ended: no reader holds it.
-            let contents = unsafe { self.slot(idx).take() };
-            if keep {
-                garbage.extend(contents);
-            }
-        }
-        p.free.extend_from_slice(&slots);
-        slots.clear();
-        p.reclaiming = slots;
     }
 
     /// Removes every entry whose deadline has passed.
