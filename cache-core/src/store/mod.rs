@@ -254,16 +254,23 @@ impl<K, V> Store<K, V> {
         self.observer.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Runs `f` under the lock on an up-to-date policy, then hands retired
-    /// slots to the epoch (all at once if `flush`, else in batches).
+    /// Runs `f` under the lock on an up-to-date policy, then, after
+    /// unlocking, hands retired slots to the epoch (all at once if `flush`,
+    /// else in batches).
     fn write<R>(&self, flush: bool, f: impl FnOnce(&mut Policy) -> R) -> R {
         let free = self.take_back();
-        let mut p = self.lock();
-        p.free.extend_from_slice(&free);
-        self.maintain(&mut p);
-        let out = f(&mut p);
-        if p.limbo.len() >= LIMBO_BATCH || (flush && !p.limbo.is_empty()) {
-            let slots = std::mem::replace(&mut p.limbo, Vec::with_capacity(LIMBO_BATCH));
+        let (out, retired) = {
+            let mut p = self.lock();
+            p.free.extend_from_slice(&free);
+            self.maintain(&mut p);
+            let out = f(&mut p);
+            let retired = (p.limbo.len() >= LIMBO_BATCH || (flush && !p.limbo.is_empty()))
+                .then(|| std::mem::replace(&mut p.limbo, Vec::with_capacity(LIMBO_BATCH)));
+            (out, retired)
+        };
+        if let Some(slots) = retired {
+            // Their grace period starts now, later than their retirement:
+            // only more careful.
             let reclaimed = Arc::clone(&self.reclaimed);
             let guard = epoch::pin();
             guard.defer(move || reclaimed.add(slots));
