@@ -25,11 +25,11 @@ mod wheel;
 use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash};
 use std::ptr::{self, NonNull};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use std::time::Duration;
 
-use crossbeam_epoch::{self as epoch, Guard};
+use crossbeam_epoch::{Collector, Guard, LocalHandle};
 
 use self::buffer::ReadBuffer;
 use self::lru::Lru;
@@ -142,6 +142,20 @@ fn tag_of(hash: u64) -> u32 {
     (hash >> 32) as u32
 }
 
+/// Pins the engine's own epoch collector. Crossbeam's default collector is
+/// shared by every user of it in the process (moka, for one), and a pin or
+/// flush there may run anybody's queued destructors: a cache write could end
+/// up dropping another library's entries, and its speed would depend on them.
+fn pin() -> Guard {
+    static COLLECTOR: LazyLock<Collector> = LazyLock::new(Collector::new);
+    thread_local! {
+        static HANDLE: LocalHandle = COLLECTOR.register();
+    }
+    // A thread whose locals are being destroyed pins through a handle of
+    // its own (as crossbeam's default does).
+    HANDLE.try_with(LocalHandle::pin).unwrap_or_else(|_| COLLECTOR.register().pin())
+}
+
 /// Frees a table no longer reachable from the store once every reader that
 /// may still be probing it has unpinned.
 fn retire_table(table: NonNull<Table>) {
@@ -149,7 +163,7 @@ fn retire_table(table: NonNull<Table>) {
     // SAFETY: only freed, once, by the epoch.
     unsafe impl Send for Retired {}
     let retired = Retired(table);
-    let guard = epoch::pin();
+    let guard = pin();
     // SAFETY: unreachable; readers still in it are pinned.
     unsafe { guard.defer_unchecked(move || Table::free({ retired }.0)) };
     // Hand it to the collector now: a cache that only grows pins rarely, and
@@ -272,7 +286,7 @@ impl<K, V> Store<K, V> {
             // Their grace period starts now, later than their retirement:
             // only more careful.
             let reclaimed = Arc::clone(&self.reclaimed);
-            let guard = epoch::pin();
+            let guard = pin();
             guard.defer(move || reclaimed.add(slots));
             guard.flush();
         }
@@ -594,7 +608,7 @@ where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
-        let guard = epoch::pin();
+        let guard = pin();
         let stripe = self.reads.stripe();
         match self.live(hash, key, &guard) {
             Lookup::Live(slot, idx, meta) => {
@@ -624,7 +638,7 @@ where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
-        let guard = epoch::pin();
+        let guard = pin();
         match self.live(hash, key, &guard) {
             // SAFETY: READY, and pinned.
             Lookup::Live(slot, ..) => Some(unsafe { slot.value() }.clone()),
@@ -637,7 +651,7 @@ where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
-        matches!(self.live(hash, key, &epoch::pin()), Lookup::Live(..))
+        matches!(self.live(hash, key, &pin()), Lookup::Live(..))
     }
 
     /// Stores `value`, replacing any entry or placeholder for `key`.
@@ -677,7 +691,7 @@ where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
-        let guard = epoch::pin();
+        let guard = pin();
         let removed = self.write(true, |p| {
             let (_, idx) = self.find(hash, key)?;
             let was_ready = state(self.slot(idx).meta.load(Ordering::Relaxed)) == READY;
@@ -716,7 +730,7 @@ where
     /// placeholder (taking `key`) so it leads the load.
     pub(crate) fn claim(&self, hash: u64, key: &mut Option<K>) -> Claim<V> {
         let tag = tag_of(hash);
-        let guard = epoch::pin();
+        let guard = pin();
         let found = self.write(false, |p| {
             let (shard, probe) = self.probe(p, hash, key.as_ref().expect("the caller still owns its key"));
             let idx = match probe {
@@ -779,7 +793,7 @@ where
         // are distinct, so no need for a stable sort.
         let clock = self.write(false, |p| p.lru.clock());
         picked.sort_unstable_by_key(|&(stamp, ..)| std::cmp::Reverse(clock.wrapping_sub(stamp)));
-        let guard = epoch::pin();
+        let guard = pin();
         let now = self.clock.now();
         let mut visited = Vec::with_capacity(picked.len());
         for (_, idx, meta) in picked {
