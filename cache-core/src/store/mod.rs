@@ -25,8 +25,8 @@ mod wheel;
 use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash};
 use std::ptr::{self, NonNull};
-use std::sync::{Arc, LazyLock};
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use crossbeam_epoch::{Collector, Guard, LocalHandle};
