@@ -5,8 +5,9 @@
 //! under the lock). Only the lock holder writes; readers probe without a lock.
 //! A word goes from empty to used, and back to empty or to a tombstone (see
 //! `remove`); a table is never more than 5/8 used, so a reader's probe always
-//! meets an empty word within one lap. Growing or cleaning tombstones builds a new table and
-//! retires the old one through the epoch, as it is, for readers still in it.
+//! meets an empty word within one lap. Growing or cleaning tombstones builds
+//! a new table and retires the old one through the epoch, as it is, for
+//! readers still in it.
 
 use std::alloc::{self, Layout};
 use std::ptr::NonNull;
@@ -195,7 +196,6 @@ impl Table {
     }
 }
 
-/// Bookkeeping for one shard's table, kept by the lock holder.
 /// What a [`Table::probe`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Probe {
@@ -206,6 +206,7 @@ pub(crate) enum Probe {
     Vacant(usize),
 }
 
+/// Bookkeeping for one shard's table, kept by the lock holder.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Usage {
     /// Words pointing at a slot.
