@@ -8,13 +8,14 @@
 //! Stripes are cache-padded, so two threads on different stripes write no
 //! shared cache line on a hit.
 //!
-//! A full stripe is drained by the reader that finds it full, if its stripe
-//! is the one that drained last, or that one pushed nothing during the
-//! whole lap that just ended (so this reader is alone), and the lock is free;
-//! otherwise the reader overwrites its stripe's oldest records instead of
-//! waiting. So under concurrency one core does the replaying, and the LRU
-//! links stay in its cache instead of bouncing between cores; records are
-//! only ever lost then, never for a task running alone.
+//! The reader of the stripe that drained last replays (drains) the records
+//! every `DRAIN_EVERY` pushes, if the lock is free; any other reader does so
+//! only when its stripe's unreplayed records would otherwise be overwritten
+//! (checked every `CHECK_EVERY` pushes). So under concurrency one core keeps
+//! the replaying, and the LRU links stay in its cache instead of bouncing
+//! between cores, while a task alone never loses a record, whatever other
+//! stripes did before. Records are only ever overwritten unreplayed when the
+//! lock is busy, that is under concurrency.
 //!
 //! A record is `(meta << 32) | index`; the replay checks the entry still has
 //! that meta, so a lost, stale or torn-by-a-race record only costs accuracy.
@@ -29,7 +30,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use crossbeam_utils::CachePadded;
 
 /// Records per stripe.
-const CAPACITY: u64 = 128;
+const CAPACITY: u64 = 256;
+/// Pushes between the drainer's replays.
+const DRAIN_EVERY: u64 = 128;
+/// Pushes between other stripes' checks for records about to be lost.
+const CHECK_EVERY: u64 = 64;
 /// The most stripes: one bit each in `dirty`.
 const MAX_STRIPES: usize = 64;
 
@@ -41,8 +46,6 @@ struct Stripe {
     head: AtomicU64,
     /// Misses counted through this stripe.
     misses: AtomicU64,
-    /// The drainer's `tail` when this stripe's current lap began.
-    seen: AtomicU64,
     records: [AtomicU64; CAPACITY as usize],
 }
 
@@ -52,7 +55,6 @@ impl Default for Stripe {
             tail: AtomicU64::new(0),
             head: AtomicU64::new(0),
             misses: AtomicU64::new(0),
-            seen: AtomicU64::new(0),
             records: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
@@ -67,8 +69,8 @@ pub(crate) struct ReadBuffer {
     drainer: CachePadded<AtomicUsize>,
 }
 
-/// A push ended a lap of its stripe: the caller decides whether to drain.
-pub(crate) struct Full;
+/// A push after which its reader should replay the records.
+pub(crate) struct Due;
 
 fn stripe_count() -> usize {
     static COUNT: OnceLock<usize> = OnceLock::new();
@@ -113,56 +115,38 @@ impl ReadBuffer {
         stripe_hint() & (self.stripes.len() - 1)
     }
 
-    /// Records a hit on `(idx, meta)` in stripe `s`. Every `CAPACITY`th
-    /// push ends a lap of the ring and returns `Full` (the record is in): the
-    /// caller then decides whether to drain. A stripe that did not drain
-    /// overwrites its oldest records during the next lap. Only the first and
-    /// last push of a lap look at the drainer's side, so a hit writes
-    /// nothing the drainer reads or writes but its own record and counter.
+    /// Records a hit on `(idx, meta)` in stripe `s`; `Due` when the caller
+    /// should replay (see the module doc). A hit writes nothing the drainer
+    /// reads or writes but its own record and counter.
     #[inline]
-    pub(crate) fn push(&self, s: usize, idx: u32, meta: u32) -> Result<(), Full> {
+    pub(crate) fn push(&self, s: usize, idx: u32, meta: u32) -> Result<(), Due> {
         let stripe = &self.stripes[s];
         let record = (u64::from(meta) << 32) | u64::from(idx);
         let tail = stripe.tail.fetch_add(1, Ordering::SeqCst);
-        let place = tail % CAPACITY;
-        if place == 0 {
-            self.lap_begins(s);
-        }
-        stripe.records[place as usize].store(record, Ordering::Release);
+        stripe.records[(tail % CAPACITY) as usize].store(record, Ordering::Release);
         // SeqCst pairs with the drain's swap: either the drain sees this bit,
         // or this load sees the drain's clear and sets it again.
         let bit = 1u64 << s;
         if self.dirty.load(Ordering::SeqCst) & bit == 0 {
             self.dirty.fetch_or(bit, Ordering::SeqCst);
         }
-        if place == CAPACITY - 1 { Err(Full) } else { Ok(()) }
-    }
-
-    /// The drainer's stripe, if another stripe than `s` drained last.
-    fn other_drainer(&self, s: usize) -> Option<&Stripe> {
-        match self.drainer.load(Ordering::Relaxed) {
-            0 => None,
-            d if d == s + 1 => None,
-            d => Some(&self.stripes[d - 1]),
+        let pushed = tail + 1;
+        if pushed % CHECK_EVERY != 0 {
+            return Ok(());
         }
+        // Replaying now whenever the next check could find more than
+        // CAPACITY unreplayed, no record is overwritten unreplayed unless a
+        // replay was refused. The margin lets a reader up to 1.5 times faster
+        // than the drainer leave the replaying to it.
+        let unreplayed = pushed.saturating_sub(stripe.head.load(Ordering::Relaxed));
+        let due = unreplayed > CAPACITY - CHECK_EVERY || (pushed % DRAIN_EVERY == 0 && self.is_drainer(s));
+        if due { Err(Due) } else { Ok(()) }
     }
 
-    /// Notes where the drainer is as stripe `s` begins a lap.
-    #[cold]
-    fn lap_begins(&self, s: usize) {
-        if let Some(drainer) = self.other_drainer(s) {
-            self.stripes[s].seen.store(drainer.tail.load(Ordering::Relaxed), Ordering::Relaxed);
-        }
-    }
-
-    /// Whether the reader of full stripe `s` should replay the records
-    /// (rather than overwrite its oldest): nobody drained yet, or it drained
-    /// last, or the drainer pushed nothing during this lap of `s`. In that
-    /// last case `s` ran alone, and its records must all count: a lone task
-    /// gets exact LRU.
-    pub(crate) fn should_drain(&self, s: usize) -> bool {
-        self.other_drainer(s)
-            .is_none_or(|drainer| drainer.tail.load(Ordering::Relaxed) == self.stripes[s].seen.load(Ordering::Relaxed))
+    /// Whether stripe `s` drained last, or nobody has drained yet.
+    fn is_drainer(&self, s: usize) -> bool {
+        let drainer = self.drainer.load(Ordering::Relaxed);
+        drainer == 0 || drainer == s + 1
     }
 
     /// Whether any stripe may hold records.
@@ -242,19 +226,19 @@ mod tests {
     }
 
     #[test]
-    fn every_lap_of_the_ring_asks_whether_to_drain() {
+    fn the_drainer_is_asked_to_replay_every_drain_step() {
         let b = ReadBuffer::new();
         let s = b.stripe();
-        for lap in 0..3 {
-            for i in 0..CAPACITY as u32 - 1 {
-                assert!(b.push(s, i, 8).is_ok(), "lap {lap}, record {i}");
-            }
-            assert!(b.push(s, 0, 8).is_err(), "lap {lap} ends: drain?");
-        }
         let mut n = 0;
-        b.drain(Some(s), &mut Vec::new(), |records| n += records.len() as u64);
-        assert_eq!(n, CAPACITY, "an undrained stripe keeps its newest lap");
-        assert_eq!(b.hits(), 3 * CAPACITY, "every hit counted");
+        for step in 0..5 {
+            for i in 0..DRAIN_EVERY as u32 - 1 {
+                assert!(b.push(s, i, 8).is_ok(), "step {step}, record {i}");
+            }
+            assert!(b.push(s, 0, 8).is_err(), "step {step} ends: replay");
+            b.drain(Some(s), &mut Vec::new(), |records| n += records.len() as u64);
+        }
+        assert_eq!(n, 5 * DRAIN_EVERY, "every record replayed once");
+        assert_eq!(b.hits(), 5 * DRAIN_EVERY, "every hit counted");
     }
 
     #[test]
@@ -275,30 +259,49 @@ mod tests {
 mod drainer_tests {
     use super::*;
 
-    #[test]
-    fn the_last_drainer_keeps_draining_others_only_when_it_is_quiet() {
-        let b = ReadBuffer::new();
-        let lap = |s: usize| {
-            for _ in 0..CAPACITY - 1 {
-                assert!(b.push(s, 0, 8).is_ok());
+    /// Pushes `n` records to stripe `s`, replaying whenever asked (as
+    /// `Store::record` does with the lock free); returns the indices replayed.
+    fn read_alone(b: &ReadBuffer, s: usize, first: u32, n: u32) -> Vec<u32> {
+        let mut replayed = Vec::new();
+        for i in first..first + n {
+            if b.push(s, i, 8).is_err() {
+                b.drain(Some(s), &mut Vec::new(), |records| replayed.extend(records.iter().map(|r| r.0)));
             }
-            b.push(s, 0, 8).is_err()
-        };
-        assert!(lap(0) && b.should_drain(0), "nobody drained yet");
-        b.drain(Some(0), &mut Vec::new(), |_| {});
-        assert!(lap(0) && b.should_drain(0), "the drainer drains again");
-        // Stripe 1 fills while stripe 0 keeps reading: it overwrites.
-        for _ in 0..CAPACITY - 1 {
-            assert!(b.push(1, 0, 8).is_ok());
-            let _ = b.push(0, 0, 8);
         }
-        assert!(b.push(1, 0, 8).is_err());
-        assert!(!b.should_drain(1), "the drainer is active");
-        // A whole lap of stripe 1 alone: it drains, losing nothing.
-        assert!(lap(1));
-        assert!(b.should_drain(1), "the drainer was quiet for the whole lap");
-        let mut n = 0;
-        b.drain(Some(1), &mut Vec::new(), |records| n += records.len() as u64);
-        assert_eq!(n, 2 * CAPACITY, "the whole lap, and the newest lap of stripe 0");
+        replayed
+    }
+
+    #[test]
+    fn the_drainer_keeps_replaying_others_only_when_it_falls_behind() {
+        let b = ReadBuffer::new();
+        let step = DRAIN_EVERY as u32;
+        assert_eq!(read_alone(&b, 0, 0, step).len(), step as usize, "nobody drained yet: 0 does");
+        // Stripe 1 reads while the drainer keeps replaying it: never asked.
+        for i in 0..4 * step {
+            assert!(b.push(1, i, 8).is_ok(), "record {i}");
+            if b.push(0, i, 8).is_err() {
+                b.drain(Some(0), &mut Vec::new(), |_| {});
+            }
+        }
+        // The drainer stops: stripe 1 asks before a record could be lost.
+        let asked = (0..CAPACITY as u32).position(|i| b.push(1, i, 8).is_err());
+        assert!(asked.is_some(), "a stripe nobody replays asks before its ring wraps");
+    }
+
+    #[test]
+    fn a_reader_alone_loses_no_record_whatever_came_before() {
+        for offset in [0, 1, 37, CHECK_EVERY as u32 - 1, DRAIN_EVERY as u32 + 5, CAPACITY as u32 - 1] {
+            let b = ReadBuffer::new();
+            // Another stripe drains last; stripe 1 was left mid-step, replayed.
+            read_alone(&b, 0, 0, DRAIN_EVERY as u32);
+            for i in 0..offset {
+                let _ = b.push(1, i, 8);
+            }
+            b.drain(Some(0), &mut Vec::new(), |_| {});
+            // Now stripe 1 reads alone.
+            let mut replayed = read_alone(&b, 1, 1_000, 500);
+            b.drain(None, &mut Vec::new(), |records| replayed.extend(records.iter().map(|r| r.0)));
+            assert_eq!(replayed, (1_000..1_500).collect::<Vec<_>>(), "offset {offset}");
+        }
     }
 }

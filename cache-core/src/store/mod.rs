@@ -351,12 +351,12 @@ impl<K, V> Store<K, V> {
         self.reads.drain(reader, replaying, |records| lru.touch_all(records));
     }
 
-    /// Records a hit. At the end of a lap of its stripe, the reader replays
-    /// the records if its stripe is the drainer and the lock is free; else
-    /// the stripe's oldest records are overwritten (only under concurrency).
+    /// Records a hit, and replays the read records when the buffer asks and
+    /// the lock is free (else the stripe's oldest records are overwritten:
+    /// only under concurrency).
     #[inline]
     fn record(&self, stripe: usize, idx: u32, meta: u32) {
-        if self.reads.push(stripe, idx, meta).is_err() && self.reads.should_drain(stripe) {
+        if self.reads.push(stripe, idx, meta).is_err() {
             match self.policy.try_lock() {
                 Ok(mut p) => self.replay(&mut p, Some(stripe)),
                 Err(std::sync::TryLockError::Poisoned(p)) => self.replay(&mut p.into_inner(), Some(stripe)),
