@@ -131,7 +131,7 @@ impl ReadBuffer {
             self.dirty.fetch_or(bit, Ordering::SeqCst);
         }
         let pushed = tail + 1;
-        if pushed % CHECK_EVERY != 0 {
+        if !pushed.is_multiple_of(CHECK_EVERY) {
             return Ok(());
         }
         // Replaying now whenever the next check could find more than
@@ -139,7 +139,7 @@ impl ReadBuffer {
         // replay was refused. The margin lets a reader up to 1.5 times faster
         // than the drainer leave the replaying to it.
         let unreplayed = pushed.saturating_sub(stripe.head.load(Ordering::Relaxed));
-        let due = unreplayed > CAPACITY - CHECK_EVERY || (pushed % DRAIN_EVERY == 0 && self.is_drainer(s));
+        let due = unreplayed > CAPACITY - CHECK_EVERY || (pushed.is_multiple_of(DRAIN_EVERY) && self.is_drainer(s));
         if due { Err(Due) } else { Ok(()) }
     }
 
