@@ -63,15 +63,13 @@ impl Lru {
         debug_assert_ne!(meta, 0);
         let old = self.head;
         #[cfg(feature = "persist")]
-        {
-            self.clock = self.clock.wrapping_add(1);
-        }
+        let stamp = self.tick();
         self.links[idx as usize] = Link {
             prev: NIL,
             next: old,
             meta,
             #[cfg(feature = "persist")]
-            stamp: self.clock,
+            stamp,
         };
         if old == NIL {
             self.tail = idx;
@@ -126,20 +124,19 @@ impl Lru {
     #[inline]
     pub(crate) fn touch(&mut self, idx: u32, meta: u32) {
         let head = self.head;
-        let Some(link) = self.links.get_mut(idx as usize) else {
-            return;
-        };
-        if meta == 0 || link.meta != meta || idx == head {
+        if meta == 0 || idx == head || self.links.get(idx as usize).is_none_or(|link| link.meta != meta) {
             return;
         }
+        #[cfg(feature = "persist")]
+        let stamp = self.tick();
+        let link = &mut self.links[idx as usize];
         // Linked and not the head: it has a previous link, and a head.
         let (prev, next) = (link.prev, link.next);
         link.prev = NIL;
         link.next = head;
         #[cfg(feature = "persist")]
         {
-            self.clock = self.clock.wrapping_add(1);
-            link.stamp = self.clock;
+            link.stamp = stamp;
         }
         self.links[prev as usize].next = next;
         if next == NIL {
@@ -154,6 +151,13 @@ impl Lru {
     /// The least recently used entry.
     pub(crate) fn back(&self) -> Option<u32> {
         (self.tail != NIL).then_some(self.tail)
+    }
+
+    /// The stamp for a move to the front now.
+    #[cfg(feature = "persist")]
+    fn tick(&mut self) -> u32 {
+        self.clock = self.clock.wrapping_add(1);
+        self.clock
     }
 
     /// The stamp of the latest move to the front.

@@ -142,15 +142,8 @@ impl Table {
     /// Stores `idx` at the first free word of `tag`'s probe sequence; the key
     /// must be absent. Returns whether a tombstone was reused. Lock held.
     pub(crate) fn insert(&self, tag: u32, idx: u32) -> bool {
-        let mut pos = tag as usize & self.mask;
-        loop {
-            let w = self.word(pos).load(Ordering::Relaxed);
-            if w == EMPTY || w == TOMBSTONE {
-                self.word(pos).store(word(tag, idx), Ordering::Release);
-                return w == TOMBSTONE;
-            }
-            pos = (pos + 1) & self.mask;
-        }
+        let Probe::Vacant(pos) = self.probe(tag, |_| false) else { unreachable!("nothing matches") };
+        self.fill(pos, tag, idx)
     }
 
     /// Points the word at `pos` to another slab index. Lock held.
