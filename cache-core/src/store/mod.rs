@@ -33,7 +33,7 @@ use crossbeam_epoch::{Collector, Guard, LocalHandle};
 
 use self::buffer::ReadBuffer;
 use self::lru::Lru;
-use self::slab::{Filling, PENDING, READY, Slab, Slot, state};
+use self::slab::{Filling, PENDING, READY, RETIRED_PENDING, RETIRED_READY, Slab, Slot, state};
 use self::table::{Probe, Table, Usage};
 use self::wheel::{Timer, Wheel};
 use crate::flight::{Flight, Outcome};
@@ -578,27 +578,41 @@ where
             .find(tag, |idx| unsafe { self.slot(idx).key() }.borrow() == key)
     }
 
-    /// The live `READY` slot for `key`, with its meta.
+    /// The live `READY` slot for `key`, with its meta. A read linearizes at
+    /// its load of the slot's meta.
     #[inline]
     fn live<'g, Q>(&'g self, hash: u64, key: &Q, _guard: &'g Guard) -> Lookup<'g, K, V>
     where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
-        let Some((_, idx)) = self.find(hash, key) else {
-            return Lookup::Absent;
-        };
-        let slot = self.slot(idx);
-        let meta = slot.meta.load(Ordering::Acquire);
-        if state(meta) != READY {
-            return Lookup::Absent;
+        loop {
+            let Some((_, idx)) = self.find(hash, key) else {
+                return Lookup::Absent;
+            };
+            let slot = self.slot(idx);
+            let meta = slot.meta.load(Ordering::Acquire);
+            match state(meta) {
+                READY => {
+                    // SAFETY: READY, and pinned.
+                    let expires = unsafe { slot.expires() };
+                    if expires != NEVER && self.clock.now() >= expires {
+                        return Lookup::Absent;
+                    }
+                    return Lookup::Live { slot, idx, meta };
+                }
+                // Retired since the probe found it. A slot is retired only
+                // after its table word was replaced or removed, and that
+                // Acquire load ordered the change before the next probe:
+                // probing again finds the replacing entry (an overwrite) or
+                // nothing (a removal). Reporting "absent" here instead would
+                // let a read that started after an `insert` returned miss
+                // the key.
+                RETIRED_READY | RETIRED_PENDING => continue,
+                // A load in flight has no value yet.
+                _ => return Lookup::Absent,
+            }
         }
-        // SAFETY: READY, and pinned.
-        let expires = unsafe { slot.expires() };
-        if expires != NEVER && self.clock.now() >= expires {
-            return Lookup::Expired;
-        }
-        Lookup::Live(slot, idx, meta)
     }
 
     /// A lookup that counts a hit or a miss and, on a hit, promotes.
@@ -611,19 +625,15 @@ where
         let guard = pin();
         let stripe = self.reads.stripe();
         match self.live(hash, key, &guard) {
-            Lookup::Live(slot, idx, meta) => {
+            Lookup::Live { slot, idx, meta } => {
                 // SAFETY: READY, and pinned.
                 let value = unsafe { slot.value() }.clone();
                 self.record(stripe, idx, meta);
                 Some(value)
             }
-            Lookup::Expired => {
-                self.reads.miss(stripe);
-                drop(guard);
-                // Reclaim it (and anything else due) now, so it is counted.
-                self.len();
-                None
-            }
+            // An expired entry is left to the writer side (the expiry wheel
+            // runs on the next write, `len()` or `metrics()`): reads never
+            // take the lock.
             Lookup::Absent => {
                 self.reads.miss(stripe);
                 None
@@ -641,8 +651,8 @@ where
         let guard = pin();
         match self.live(hash, key, &guard) {
             // SAFETY: READY, and pinned.
-            Lookup::Live(slot, ..) => Some(unsafe { slot.value() }.clone()),
-            _ => None,
+            Lookup::Live { slot, .. } => Some(unsafe { slot.value() }.clone()),
+            Lookup::Absent => None,
         }
     }
 
@@ -651,7 +661,7 @@ where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
-        matches!(self.live(hash, key, &pin()), Lookup::Live(..))
+        matches!(self.live(hash, key, &pin()), Lookup::Live { .. })
     }
 
     /// Stores `value`, replacing any entry or placeholder for `key`.
@@ -832,9 +842,11 @@ where
     }
 }
 
+/// What a lock-free lookup found.
 enum Lookup<'g, K, V> {
-    Live(&'g Slot<K, V>, u32, u32),
-    Expired,
+    /// A `READY`, unexpired entry: its slot, index and meta when read.
+    Live { slot: &'g Slot<K, V>, idx: u32, meta: u32 },
+    /// No entry, an expired one, or a load in flight.
     Absent,
 }
 
