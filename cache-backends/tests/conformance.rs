@@ -190,6 +190,55 @@ async fn autosave_saves_periodically_and_on_shutdown<B: Backend + Clone + 'stati
     assert!(matches!(autosave.shutdown().await, Err(BackendError::CacheDropped)));
 }
 
+/// A snapshot holds every key present from the start of the save to its
+/// end, with a value it held meanwhile, while two tasks overwrite those keys
+/// and insert others (no eviction: the bound is far off).
+async fn a_save_during_overwrites_keeps_every_present_key(backend: &dyn Backend) {
+    const PRESENT: u64 = 2_500;
+    let cache = Cache::<u64, String>::new(20_000);
+    for k in 0..PRESENT {
+        cache.insert(k, format!("{k}:0"));
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..2u64)
+        .map(|w| {
+            let (cache, stop) = (cache.clone(), std::sync::Arc::clone(&stop));
+            tokio::spawn(async move {
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    i += 1;
+                    let k = (i * 7_919 + w) % PRESENT;
+                    cache.insert(k, format!("{k}:{i}"));
+                    cache.insert(PRESENT + (i * 2 + w) % 10_000, format!("other:{i}"));
+                    if i % 64 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            })
+        })
+        .collect();
+    for round in 0..5 {
+        let saved = cache.save_to_backend(backend).await.unwrap();
+        let mut seen = vec![false; PRESENT as usize];
+        for record in backend.load().await.unwrap() {
+            let k: u64 = postcard::from_bytes(&record.key).unwrap();
+            let v: String = postcard::from_bytes(&record.value).unwrap();
+            if k < PRESENT {
+                assert!(v.starts_with(&format!("{k}:")), "round {round}: key {k} saved with value {v}");
+                assert!(!seen[k as usize], "round {round}: key {k} saved twice");
+                seen[k as usize] = true;
+            }
+        }
+        let missing = seen.iter().filter(|s| !**s).count();
+        assert_eq!(missing, 0, "round {round}: {missing} of {PRESENT} keys present throughout were not saved");
+        assert!(saved.written >= PRESENT as usize);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for writer in writers {
+        writer.await.unwrap();
+    }
+}
+
 /// One test per shared test above, each on a fresh backend from the
 /// enclosing module's `open`.
 macro_rules! shared_tests {
@@ -221,6 +270,7 @@ macro_rules! conformance {
                 a_save_replaces_the_previous_snapshot,
                 a_load_merges_into_the_cache,
                 autosave_saves_periodically_and_on_shutdown,
+                a_save_during_overwrites_keeps_every_present_key,
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

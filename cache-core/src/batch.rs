@@ -384,6 +384,9 @@ where
             if flights.leads.is_empty() {
                 return;
             }
+            // User code (`Clone`, the loader, `Hash`/`Eq`, `Drop`) runs while
+            // `flights` still holds every placeholder: if it panics, the
+            // guard abandons them and each waiter takes its load over.
             let keys: Vec<K> = flights.leads.iter().map(|(key, _)| key.clone()).collect();
             let counters = &store.counters;
             counters.batches.inc();
@@ -395,30 +398,48 @@ where
             if let (Some(observer), Some(started)) = (observer, started) {
                 observer(started.elapsed());
             }
-            let ttl = store.config.default_ttl;
-            let leads = std::mem::take(&mut flights.leads);
-            match loaded {
+            let outcome = match loaded {
                 Ok(Ok(mut values)) => {
-                    let (found, absent): (Vec<_>, Vec<_>) = leads
-                        .into_iter()
-                        .map(|(key, lead)| (values.remove(&key), lead))
-                        .partition(|(value, _)| value.is_some());
-                    // One lock for the whole batch, then the wake-ups.
-                    store.resolve_all(found.iter().map(|(value, lead)| (lead, value.clone().expect("found"))), ttl);
-                    for (value, lead) in found {
-                        lead.flight.finish(Outcome::Value(value.expect("found")));
+                    // One value for the store and one for the waiters, made
+                    // here: never under the store's lock.
+                    let answers: Vec<Option<(V, V)>> = flights
+                        .leads
+                        .iter()
+                        .map(|(key, _)| values.remove(key).map(|value| (value.clone(), value)))
+                        .collect();
+                    drop(values);
+                    Ok(answers)
+                }
+                Ok(Err(error)) => Err(Outcome::Error(Arc::new(error) as SharedError)),
+                Err(panic) => Err(Outcome::Panicked(panic_message(&*panic).into())),
+            };
+            // From here on no user code runs but `Drop` of values the engine
+            // drops quietly: the guard can let go of the placeholders.
+            let leads = std::mem::take(&mut flights.leads);
+            match outcome {
+                Ok(answers) => {
+                    let mut found = Vec::new();
+                    let mut wake = Vec::new();
+                    let mut absent = Vec::new();
+                    for ((_, lead), answer) in leads.iter().zip(answers) {
+                        match answer {
+                            Some((stored, handed)) => {
+                                found.push((lead, stored));
+                                wake.push((lead, handed));
+                            }
+                            None => absent.push(lead),
+                        }
                     }
-                    store.fail(absent.iter().map(|(_, lead)| lead), || Outcome::Absent);
+                    // One lock for the whole batch, then the wake-ups.
+                    store.resolve_all(found, store.config.default_ttl);
+                    for (lead, value) in wake {
+                        lead.flight.finish(Outcome::Value(value));
+                    }
+                    store.fail(absent, || Outcome::Absent);
                 }
-                Ok(Err(error)) => {
+                Err(failure) => {
                     counters.load_errors.add(leads.len() as u64);
-                    let error: SharedError = Arc::new(error);
-                    store.fail(leads.iter().map(|(_, lead)| lead), || Outcome::Error(Arc::clone(&error)));
-                }
-                Err(panic) => {
-                    counters.load_errors.add(leads.len() as u64);
-                    let message: Arc<str> = panic_message(&*panic).into();
-                    store.fail(leads.iter().map(|(_, lead)| lead), || Outcome::Panicked(Arc::clone(&message)));
+                    store.fail(leads.iter().map(|(_, lead)| lead), || failure.clone());
                 }
             }
         });

@@ -25,7 +25,7 @@ mod wheel;
 use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash};
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -33,7 +33,7 @@ use crossbeam_epoch::{Collector, Guard, LocalHandle};
 
 use self::buffer::ReadBuffer;
 use self::lru::Lru;
-use self::slab::{Filling, PENDING, READY, RETIRED_PENDING, RETIRED_READY, Slab, Slot, state};
+use self::slab::{Filling, Garbage, PENDING, READY, RETIRED_PENDING, RETIRED_READY, Slab, Slot, state};
 use self::table::{Probe, Table, Usage};
 use self::wheel::{Timer, Wheel};
 use crate::flight::{Flight, Outcome};
@@ -85,6 +85,8 @@ struct Policy {
 struct Reclaimed {
     slots: std::sync::Mutex<Vec<u32>>,
     any: AtomicBool,
+    /// Snapshots reading retired slots without a pin (see `hold`).
+    held: AtomicUsize,
 }
 
 impl Reclaimed {
@@ -93,8 +95,47 @@ impl Reclaimed {
         self.any.store(true, Ordering::Release);
     }
 
+    /// The slots to take back; none while a snapshot holds them.
     fn take(&self) -> Vec<u32> {
-        std::mem::take(&mut *self.slots.lock().unwrap_or_else(|e| e.into_inner()))
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        // Read under the lock `add` takes: a slot that a snapshot picked was
+        // retired after the snapshot counted itself in (both under the
+        // store's lock), so it is added here only after that count.
+        if self.held.load(Ordering::Acquire) > 0 {
+            return Vec::new();
+        }
+        self.any.store(false, Ordering::Relaxed);
+        std::mem::take(&mut *slots)
+    }
+
+    /// Keeps retired slots (and so their contents) from being taken back
+    /// until the returned guard is dropped.
+    #[cfg(feature = "persist")]
+    fn hold(&self) -> Held<'_> {
+        self.held.fetch_add(1, Ordering::AcqRel);
+        Held(self)
+    }
+}
+
+/// See [`Reclaimed::hold`].
+#[cfg(feature = "persist")]
+struct Held<'a>(&'a Reclaimed);
+
+#[cfg(feature = "persist")]
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.held.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Drops what the engine took out of the cache on its own (reclaimed
+/// slots, values not stored). Their `Drop` is user code that belongs to no
+/// caller in particular: a panic in it is caught here (the panic hook has
+/// reported it) instead of unwinding through an unrelated operation, where
+/// it could strand a load half-way through its protocol.
+fn drop_quietly<T>(garbage: Vec<T>) {
+    for item in garbage {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(item)));
     }
 }
 
@@ -270,9 +311,9 @@ impl<K, V> Store<K, V> {
 
     /// Runs `f` under the lock on an up-to-date policy, then, after
     /// unlocking, hands retired slots to the epoch (all at once if `flush`,
-    /// else in batches).
+    /// else in batches), and last drops what reclaimed slots held.
     fn write<R>(&self, flush: bool, f: impl FnOnce(&mut Policy) -> R) -> R {
-        let free = self.take_back();
+        let (free, garbage) = self.take_back();
         let (out, retired) = {
             let mut p = self.lock();
             p.free.extend_from_slice(&free);
@@ -290,34 +331,35 @@ impl<K, V> Store<K, V> {
             guard.defer(move || reclaimed.add(slots));
             guard.flush();
         }
+        drop_quietly(garbage);
         out
     }
 
-    /// Takes back the slots whose grace period has ended, for the free
-    /// list, dropping their contents here: before locking, as no reader or
-    /// writer can reach them, so user `Drop` code never runs under the lock.
-    /// If one panics, the batch goes back to be finished by the next write.
-    fn take_back(&self) -> Vec<u32> {
-        struct Unfinished<'a>(&'a Reclaimed, Vec<u32>);
-        impl Drop for Unfinished<'_> {
-            fn drop(&mut self) {
-                if !self.1.is_empty() {
-                    self.0.add(std::mem::take(&mut self.1));
-                }
+    /// Takes back the slots whose grace period has ended: their indices for
+    /// the free list, and their contents, moved out (no user code runs
+    /// here) to be dropped once the operation is done and the lock released.
+    /// Nothing is taken back while a snapshot reads retired slots.
+    fn take_back(&self) -> (Vec<u32>, Vec<Garbage<K, V>>) {
+        if !self.reclaimed.any.load(Ordering::Acquire) {
+            return (Vec::new(), Vec::new());
+        }
+        let slots = self.reclaimed.take();
+        let mut free = Vec::with_capacity(slots.len());
+        let mut garbage = Vec::with_capacity(slots.len());
+        for idx in slots {
+            let slot = self.slot(idx);
+            // SAFETY: retired, and its grace period has ended: no reader
+            // holds it, no snapshot reads it (`Reclaimed::take` checked),
+            // and it is on no list a writer takes from; the batch came out
+            // of `reclaimed` once, so nobody else takes it.
+            garbage.extend(unsafe { slot.take() });
+            // A slot whose generations ran out is never reused, so an
+            // `(index, meta)` pair names one use of a slot forever.
+            if !slab::exhausted(slot.meta.load(Ordering::Relaxed)) {
+                free.push(idx);
             }
         }
-        if !self.reclaimed.any.load(Ordering::Acquire) {
-            return Vec::new();
-        }
-        self.reclaimed.any.store(false, Ordering::Relaxed);
-        let mut batch = Unfinished(&self.reclaimed, self.reclaimed.take());
-        for &idx in &batch.1 {
-            // SAFETY: the grace period has ended: no reader holds it, and
-            // it is on no list a writer takes from. Taking an emptied slot
-            // again (after a panic) finds nothing.
-            drop(unsafe { self.slot(idx).take() });
-        }
-        std::mem::take(&mut batch.1)
+        (free, garbage)
     }
 
     /// Replays reads and expires due entries. The checks are inline: most
@@ -465,22 +507,19 @@ impl<K, V> Store<K, V> {
     pub(crate) fn resolve(&self, lead: &Lead<V>, value: V, ttl: Option<Duration>) {
         let expires = self.deadline(ttl);
         let keep = self.keeps(ttl);
-        // Dropped after unlocking.
         let leftovers = self.write(false, |p| self.resolve_locked(p, lead, value, expires, keep));
-        drop(leftovers);
+        drop_quietly(vec![leftovers]);
     }
 
     /// [`resolve`](Self::resolve) for many placeholders under one lock.
-    pub(crate) fn resolve_all<'a>(&self, resolved: impl IntoIterator<Item = (&'a Lead<V>, V)>, ttl: Option<Duration>)
-    where
-        V: 'a,
-    {
+    /// The values are made before locking: no user `Clone` under the lock.
+    pub(crate) fn resolve_all(&self, resolved: Vec<(&Lead<V>, V)>, ttl: Option<Duration>) {
         let expires = self.deadline(ttl);
         let keep = self.keeps(ttl);
         let leftovers: Vec<_> = self.write(false, |p| {
             resolved.into_iter().map(|(lead, value)| self.resolve_locked(p, lead, value, expires, keep)).collect()
         });
-        drop(leftovers);
+        drop_quietly(leftovers);
     }
 
     /// Whether a value with this TTL is stored at all.
@@ -489,7 +528,8 @@ impl<K, V> Store<K, V> {
     }
 
     /// One placeholder of `resolve`, lock held. Returns what to drop after
-    /// unlocking: the flight taken out if the value was stored, else the value.
+    /// unlocking (never under the lock): the flight taken out if the value
+    /// was stored, else the value.
     fn resolve_locked(
         &self,
         p: &mut Policy,
@@ -668,17 +708,21 @@ where
     pub(crate) fn insert(&self, hash: u64, key: K, value: V, ttl: Option<Duration>) {
         // Storing nothing still replaces what was there: hand it to the
         // epoch at once, as a remove does.
-        self.write(!self.keeps(ttl), |p| self.insert_locked(p, hash, key, value, ttl));
+        let unstored = self.write(!self.keeps(ttl), |p| self.insert_locked(p, hash, key, value, ttl));
+        // The caller's own key and value, dropped in its call, after unlocking.
+        drop(unstored);
     }
 
     /// `insert` with the lock held. A zero TTL or a zero bound stores
-    /// nothing visible but still replaces (and so removes) what was there.
-    fn insert_locked(&self, p: &mut Policy, hash: u64, key: K, value: V, ttl: Option<Duration>) {
+    /// nothing visible but still replaces (and so removes) what was there;
+    /// then the key and value come back, to be dropped after unlocking.
+    #[must_use]
+    fn insert_locked(&self, p: &mut Policy, hash: u64, key: K, value: V, ttl: Option<Duration>) -> Option<(K, V)> {
         if !self.keeps(ttl) {
             if let Some((_, idx)) = self.find(hash, &key) {
                 self.detach(p, idx);
             }
-            return;
+            return Some((key, value));
         }
         let expires = self.deadline(ttl);
         let tag = tag_of(hash);
@@ -694,6 +738,7 @@ where
             Probe::Vacant(pos) => self.occupy(p, shard, pos, tag, idx),
         }
         self.link(p, idx, meta, expires);
+        None
     }
 
     pub(crate) fn remove<Q>(&self, hash: u64, key: &Q) -> Option<V>
@@ -781,11 +826,20 @@ where
     /// (no clone). Copied one shard at a time: the lock is held while one
     /// shard's table is read; `visit` runs outside it.
     ///
+    /// Every key present from the start to the end of the snapshot is in
+    /// it, with a value it held meanwhile: an entry overwritten after its
+    /// shard was read is looked up again and its current value taken. No
+    /// epoch pin is held across `visit` (user `Serialize` code): retired
+    /// slots are instead kept from reuse, in this store only, until the end.
+    ///
     /// # Errors
     ///
     /// The first error `visit` returns.
     #[cfg(feature = "persist")]
     pub(crate) fn snapshot<R, E>(&self, mut visit: impl FnMut(&K, &V, u64) -> Result<R, E>) -> Result<Vec<R>, E> {
+        // Counted in before any shard is read: every slot picked below stays
+        // readable, retired or not, until `_held` is dropped.
+        let _held = self.reclaimed.hold();
         // Which entries, and their recency, a shard per lock.
         let mut picked: Vec<(u32, u32, u32)> = Vec::new();
         for shard in 0..self.shards.len() {
@@ -803,24 +857,46 @@ where
         // are distinct, so no need for a stable sort.
         let clock = self.write(false, |p| p.lru.clock());
         picked.sort_unstable_by_key(|&(stamp, ..)| std::cmp::Reverse(clock.wrapping_sub(stamp)));
-        let guard = pin();
         let now = self.clock.now();
         let mut visited = Vec::with_capacity(picked.len());
         for (_, idx, meta) in picked {
+            let Some(idx) = self.current(idx, meta) else {
+                continue;
+            };
             let slot = self.slot(idx);
-            // Still the same entry: pinned, it cannot be reclaimed now; one
-            // changed since its shard was read is left out.
-            if slot.meta.load(Ordering::Acquire) == meta {
-                // SAFETY: READY with the meta seen under the lock; pinned.
-                let expires = unsafe { slot.expires() };
-                if expires > now {
-                    // SAFETY: as above.
-                    visited.push(unsafe { visit(slot.key(), slot.value(), expires) }?);
-                }
+            // SAFETY: READY when picked or found (so its fields are
+            // initialized), and held: not taken back, so still intact.
+            let expires = unsafe { slot.expires() };
+            if expires > now {
+                // SAFETY: as above.
+                visited.push(unsafe { visit(slot.key(), slot.value(), expires) }?);
             }
         }
-        drop(guard);
         Ok(visited)
+    }
+
+    /// The slot that holds the key of picked slot `idx` now: `idx` itself
+    /// if unchanged since it was picked with `meta`, else the key's current
+    /// live slot, if any (it was overwritten); `None` if it was removed.
+    /// The caller holds retired slots (see [`Reclaimed::hold`]).
+    #[cfg(feature = "persist")]
+    fn current(&self, idx: u32, meta: u32) -> Option<u32> {
+        let slot = self.slot(idx);
+        if slot.meta.load(Ordering::Acquire) == meta {
+            return Some(idx);
+        }
+        let guard = pin();
+        // SAFETY: picked READY, and held since: retired at most, its key and
+        // tag intact.
+        let (tag, key) = unsafe { (slot.tag(), slot.key()) };
+        let (_, found) = self.table(self.shard(tag))?.find(tag, |other| {
+            // SAFETY: a slot found in a table is not FREE; pinned.
+            other != idx && unsafe { self.slot(other).key() } == key
+        })?;
+        let live = state(self.slot(found).meta.load(Ordering::Acquire)) == READY;
+        drop(guard);
+        // Held: a slot found READY stays readable after the unpin.
+        live.then_some(found)
     }
 
     /// Inserts many entries, in order, taking the lock once per `chunk`.
@@ -833,11 +909,13 @@ where
                 .take(chunk.max(1))
                 .map(|(key, value, ttl)| (self.hash(&key), key, value, ttl))
                 .collect();
-            self.write(false, |p| {
-                for (hash, key, value, ttl) in batch {
-                    self.insert_locked(p, hash, key, value, ttl);
-                }
+            let unstored: Vec<_> = self.write(false, |p| {
+                batch
+                    .into_iter()
+                    .filter_map(|(hash, key, value, ttl)| self.insert_locked(p, hash, key, value, ttl))
+                    .collect()
             });
+            drop(unstored);
         }
     }
 }

@@ -13,6 +13,7 @@
 
 use std::alloc::{self, Layout};
 use std::cell::UnsafeCell;
+use std::marker::PhantomData;
 use std::mem::{ManuallyDrop, MaybeUninit};
 use std::ptr;
 use std::sync::Arc;
@@ -48,6 +49,15 @@ pub(crate) fn with_state(meta: u32, state: u32) -> u32 {
 #[inline]
 fn next_generation(meta: u32) -> u32 {
     (meta & !STATE_MASK).wrapping_add(1 << STATE_BITS)
+}
+
+/// Whether a taken-back slot has used up its generations (the next one
+/// would repeat the first): such a slot is never reused, so no `(index,
+/// meta)` pair kept by a timer or a read record can name a later entry.
+/// That costs one slot per 2^29 reuses of it.
+#[inline]
+pub(crate) fn exhausted(meta: u32) -> bool {
+    meta >> STATE_BITS == 0
 }
 
 /// A value, or the flight that is loading it.
@@ -174,10 +184,13 @@ impl<K, V> Slot<K, V> {
         self.meta.store(with_state(meta, retired), Ordering::Release);
     }
 
-    /// Moves the contents out of a retired slot and marks it `FREE`.
+    /// Moves the contents out of a slot and marks it `FREE`, one generation
+    /// on. Runs no user code.
     ///
     /// # Safety
-    /// Lock held (or `&mut` store), no reader can still hold the slot.
+    /// Nobody else can reach the slot: it is retired and its grace period
+    /// has ended, and the caller alone took it back (or the store is being
+    /// destroyed, through `&mut`).
     pub(crate) unsafe fn take(&self) -> Option<Garbage<K, V>> {
         let meta = self.meta.load(Ordering::Relaxed);
         let garbage = unsafe {
@@ -227,11 +240,16 @@ fn segment_layout<K, V>(segment: usize) -> Layout {
 
 pub(crate) struct Slab<K, V> {
     segments: [AtomicPtr<Slot<K, V>>; SEGMENTS],
+    /// The slab owns its slots: without this, the `AtomicPtr`s would make
+    /// it (and so `Cache<K, V>`) `Send + Sync` for every `K` and `V`,
+    /// `Rc` included. With it the slab is `Send`/`Sync` exactly when
+    /// `Slot<K, V>` is.
+    _owns: PhantomData<Slot<K, V>>,
 }
 
 impl<K, V> Slab<K, V> {
     pub(crate) fn new() -> Self {
-        Slab { segments: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())) }
+        Slab { segments: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())), _owns: PhantomData }
     }
 
     /// # Safety
