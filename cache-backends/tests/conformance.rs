@@ -210,7 +210,7 @@ async fn a_save_during_overwrites_keeps_every_present_key(backend: &dyn Backend)
                     let k = (i * 7_919 + w) % PRESENT;
                     cache.insert(k, format!("{k}:{i}"));
                     cache.insert(PRESENT + (i * 2 + w) % 10_000, format!("other:{i}"));
-                    if i % 64 == 0 {
+                    if i.is_multiple_of(64) {
                         tokio::task::yield_now().await;
                     }
                 }
