@@ -16,16 +16,17 @@ pub use crate::__async_cache_sharer as sharer;
 pub use crate::__async_cache_site as site;
 pub use crate::Cache;
 
-/// `site!(Key, Value, name, max_size, ttl_secs)`: this function's cache.
-/// `max_size` `usize::MAX` is unbounded; `ttl_secs` 0.0 is no TTL.
+/// `site!(id, Key, Value, name, max_size, ttl_secs)`: the cache of the
+/// function whose expansion is `id` (unique to one expansion of
+/// `#[cached]`). `max_size` `usize::MAX` is unbounded; `ttl_secs` 0.0 is
+/// no TTL.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __async_cache_site {
-    ($key:ty, $value:ty, $name:expr, $max_size:expr, $ttl_secs:expr) => {{
+    ($id:expr, $key:ty, $value:ty, $name:expr, $max_size:expr, $ttl_secs:expr) => {{
         static SITE: $crate::__private::Site<&'static $crate::__private::Cache<$key, $value>> =
             $crate::__private::Site::new();
-        let site = ::std::concat!(::std::module_path!(), "@", ::std::line!(), ":", ::std::column!());
-        $crate::__private::cache(&SITE, site, $name, $max_size, $ttl_secs)
+        $crate::__private::cache(&SITE, $id, $name, $max_size, $ttl_secs)
     }};
 }
 

@@ -472,9 +472,20 @@ async fn ttl_expired_entries_are_reclaimed_without_anyone_reading_them() {
         }
         tokio::time::advance(Duration::from_millis(1_500)).await;
         assert_eq!(cache.len(), 0, "round {round}");
-        // Written once, never read: what is alive stays around one round's worth
-        // (reclaimed slots are dropped after a grace period, not at once).
-        assert!(LIVE.load(Ordering::SeqCst) <= 3_000, "round {round}: {} values alive", LIVE.load(Ordering::SeqCst));
+        // Written once, never read: every value is dropped once its slot's
+        // grace period ends, which takes a few more calls (other tests in
+        // this process may be pinned for a moment). Waited for, bounded in
+        // real time, not assumed to have happened by a given call.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while LIVE.load(Ordering::SeqCst) > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: {} expired values still alive after 10 s",
+                LIVE.load(Ordering::SeqCst)
+            );
+            std::thread::sleep(Duration::from_millis(1));
+            assert_eq!(cache.len(), 0);
+        }
     }
     assert_eq!(cache.metrics().expirations, 200_000);
 }

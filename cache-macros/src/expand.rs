@@ -169,7 +169,17 @@ fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
         Some(Ttl::SecsF64(secs)) => *secs,
     };
     let cache_type = quote!(#private::Cache<#key_type, #value_type>);
-    let find_cache = quote!(#private::site!(#key_type, #value_type, #name, #max_size, #ttl_secs));
+    // One id per expansion, shared by the function and its companions only:
+    // two functions that one `macro_rules!` macro writes have the same span,
+    // so the span cannot tell their caches apart; a counter of this
+    // proc-macro process can (and `module_path!()` tells crates apart).
+    let id = {
+        static EXPANSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = EXPANSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tail = format!("::{ident}#{n}");
+        quote!(::std::concat!(::std::module_path!(), #tail))
+    };
+    let find_cache = quote!(#private::site!(#id, #key_type, #value_type, #name, #max_size, #ttl_secs));
 
     // The body, run as a loader. `let __ret: Ret` fixes the block's type, so
     // `?` and `return` inside it work as in the function.
@@ -325,7 +335,8 @@ mod tests {
             "pub fn get_user_invalidate (id : u64 , name : & str) -> bool",
             "pub async fn get_user_refresh (id : u64 , name : & str) -> Result < User , DbError >",
             "load_result",
-            "site ! ((u64 , :: std :: string :: String ,) , User ,",
+            "\"::get_user#",
+            ") , (u64 , :: std :: string :: String ,) , User ,",
             "1000usize , 60f64)",
             "sharer ! (DbError)",
         ] {

@@ -293,3 +293,24 @@ async fn a_panicking_body_hands_the_call_to_a_waiter() {
     assert!(within(first).await.unwrap_err().is_panic());
     assert_eq!(within(second).await.unwrap(), 1);
 }
+
+/// Two functions written by one `macro_rules!` macro share its span; each
+/// still gets a cache of its own.
+macro_rules! two_lookups {
+    ($($name:ident => $offset:expr),*) => {$(
+        #[cached(maxsize = 10)]
+        async fn $name(n: u64) -> u64 {
+            n + $offset
+        }
+    )*};
+}
+
+two_lookups!(plus_one => 1, plus_two => 2);
+
+#[tokio::test]
+async fn functions_from_one_macro_rules_expansion_have_their_own_caches() {
+    assert_eq!(within(plus_one(10)).await, 11);
+    assert_eq!(within(plus_two(10)).await, 12, "plus_two answered from plus_one's cache");
+    assert!(!std::ptr::eq(plus_one_cache(), plus_two_cache()));
+    assert_eq!((plus_one_cache().len(), plus_two_cache().len()), (1, 1));
+}

@@ -275,7 +275,17 @@ impl<K, V> Store<K, V> {
 
     /// Live entries, after reclaiming expired ones.
     pub(crate) fn len(&self) -> usize {
-        self.write(false, |p| p.len)
+        self.settled(|p| p.len)
+    }
+
+    /// `f` on an up-to-date policy, for the calls that report on the cache
+    /// (`len`, `metrics`): also hands every retired slot to the epoch and
+    /// nudges it on, so memory held by removed and expired entries is freed
+    /// within a few such calls even when nothing else writes or pins.
+    fn settled<R>(&self, f: impl FnOnce(&mut Policy) -> R) -> R {
+        let out = self.write(true, f);
+        pin().flush();
+        out
     }
 
     pub(crate) fn metrics(&self) -> Metrics {
@@ -289,7 +299,7 @@ impl<K, V> Store<K, V> {
     /// Counters since the cache was built, never reset (for exporters),
     /// with the current size.
     pub(crate) fn totals(&self) -> Metrics {
-        let (size, evictions, expirations) = self.write(false, |p| (p.len, p.evictions, p.expirations));
+        let (size, evictions, expirations) = self.settled(|p| (p.len, p.evictions, p.expirations));
         let max_size = (self.config.max_size != usize::MAX).then_some(self.config.max_size as u64);
         let hits = self.reads.hits();
         let misses = self.reads.misses();
