@@ -18,7 +18,7 @@
 //! than the file holds, and never writes.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use cache_core::{BackendError, Record};
@@ -137,7 +137,11 @@ fn write_snapshot(path: &Path, entries: &[Record]) -> Result<(), BackendError> {
     };
     let name = path
         .file_name()
-        .ok_or_else(|| corrupt(path, "the path names a folder, not a file"))?
+        .ok_or_else(|| {
+            let source =
+                io::Error::new(io::ErrorKind::InvalidInput, "the path names a folder, not a file: give a file name");
+            io_error(path)(source)
+        })?
         .to_string_lossy()
         .into_owned();
     let prefix = format!(".{name}.");
@@ -192,7 +196,28 @@ fn read_snapshot(path: &Path) -> Result<Vec<Record>, BackendError> {
     let mut header = [0u8; HEADER];
     file.read_exact(&mut header).map_err(io_error(path))?;
     let payload_len = check_header(path, &header, len)?;
-    // The header's length matches the file's, so this reads what exists.
+    // The checksum first, read in small chunks: a damaged or forged file
+    // (a huge sparse one, say) is refused before anything its size is
+    // allocated. Only then is the version believed.
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&header[..28]);
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut left = payload_len;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        file.read_exact(&mut chunk[..n]).map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => corrupt(path, "the file shrank while it was read"),
+            _ => io_error(path)(e),
+        })?;
+        crc.update(&chunk[..n]);
+        left -= n;
+    }
+    if crc.finalize() != stored_checksum(&header) {
+        return Err(corrupt(path, "checksum mismatch: the file is damaged"));
+    }
+    check_version(path, &header)?;
+    // Checked whole: these bytes exist, so reading them is a bounded cost.
+    file.seek(SeekFrom::Start(HEADER as u64)).map_err(io_error(path))?;
     let mut payload = Vec::with_capacity(payload_len);
     file.take(payload_len as u64).read_to_end(&mut payload).map_err(io_error(path))?;
     if payload.len() != payload_len {
@@ -201,17 +226,12 @@ fn read_snapshot(path: &Path) -> Result<Vec<Record>, BackendError> {
     decode(path, &header, &payload)
 }
 
-/// Checks magic, version and length; returns the payload length.
+/// Checks magic and length; returns the payload length. The version is
+/// checked after the checksum ([`check_version`]): a flipped bit there is
+/// damage, not a newer format.
 fn check_header(path: &Path, header: &[u8; HEADER], file_len: u64) -> Result<usize, BackendError> {
     if &header[0..8] != MAGIC {
         return Err(corrupt(path, "no async-cache magic tag: not a snapshot"));
-    }
-    let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
-    if version > VERSION {
-        return Err(BackendError::UnsupportedVersion { path: path.to_path_buf(), found: version, supported: VERSION });
-    }
-    if version == 0 {
-        return Err(corrupt(path, "format version 0 does not exist"));
     }
     let payload_len = u64::from_le_bytes(header[20..28].try_into().expect("8 bytes"));
     if payload_len != file_len - HEADER as u64 {
@@ -223,12 +243,30 @@ fn check_header(path: &Path, header: &[u8; HEADER], file_len: u64) -> Result<usi
     usize::try_from(payload_len).map_err(|_| corrupt(path, "too large for this machine"))
 }
 
+/// The format version of a header whose checksum matched.
+fn check_version(path: &Path, header: &[u8]) -> Result<(), BackendError> {
+    let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
+    if version > VERSION {
+        return Err(BackendError::UnsupportedVersion { path: path.to_path_buf(), found: version, supported: VERSION });
+    }
+    if version == 0 {
+        return Err(corrupt(path, "format version 0 does not exist"));
+    }
+    Ok(())
+}
+
+fn stored_checksum(header: &[u8]) -> u32 {
+    u32::from_le_bytes(header[28..32].try_into().expect("4 bytes"))
+}
+
 /// Checks the checksum and count, then decodes the records.
 pub(crate) fn decode(path: &Path, header: &[u8], payload: &[u8]) -> Result<Vec<Record>, BackendError> {
-    let stored = u32::from_le_bytes(header[28..32].try_into().expect("4 bytes"));
-    if checksum(&header[..28], payload) != stored {
+    // Again, over the bytes decoded: the file may have changed in place
+    // since the first pass.
+    if checksum(&header[..28], payload) != stored_checksum(header) {
         return Err(corrupt(path, "checksum mismatch: the file is damaged"));
     }
+    check_version(path, header)?;
     let count = u64::from_le_bytes(header[12..20].try_into().expect("8 bytes"));
     // Every record takes at least 3 bytes, so this bounds the allocation by
     // the file's size, whatever the count says.
@@ -271,12 +309,38 @@ mod tests {
         assert_eq!(decode(Path::new("x"), &header, &image[HEADER..]).unwrap(), records);
     }
 
+    /// A newer build's file, checksum and all: unsupported, not corrupt.
     #[test]
     fn a_newer_version_is_unsupported_not_corrupt() {
         let mut image = encode(&sample());
         image[8..12].copy_from_slice(&2u32.to_le_bytes());
+        let crc = checksum(&image[..28], &image[HEADER..]);
+        image[28..32].copy_from_slice(&crc.to_le_bytes());
         let header: [u8; HEADER] = image[..HEADER].try_into().unwrap();
-        let err = check_header(Path::new("x"), &header, image.len() as u64).unwrap_err();
+        let err = decode(Path::new("x"), &header, &image[HEADER..]).unwrap_err();
         assert!(matches!(err, BackendError::UnsupportedVersion { found: 2, supported: 1, .. }), "{err}");
+    }
+
+    /// A flipped bit in the version field is damage: the checksum says so.
+    #[test]
+    fn a_flipped_version_bit_is_corrupt_not_unsupported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flipped.cache");
+        let mut image = encode(&sample());
+        image[10] ^= 0x01;
+        std::fs::write(&path, &image).unwrap();
+        let err = read_snapshot(&path).unwrap_err();
+        assert!(matches!(err, BackendError::Corrupt { .. }), "{err}");
+    }
+
+    /// Saving to a folder's path is a path error, not a damaged snapshot.
+    #[test]
+    fn saving_to_a_folder_path_is_an_io_error() {
+        let err = write_snapshot(Path::new("/"), &sample()).unwrap_err();
+        assert!(
+            matches!(&err, BackendError::Io { source, .. } if source.kind() == io::ErrorKind::InvalidInput),
+            "{err}"
+        );
+        assert!(err.to_string().contains("give a file name"), "{err}");
     }
 }

@@ -73,7 +73,12 @@ fn a_newer_format_version_is_unsupported() {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     let mut newer = small_snapshot(&rt, dir.path());
+    // As a newer build would write it: its own checksum over its header.
     newer[8..12].copy_from_slice(&7u32.to_le_bytes());
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&newer[..28]);
+    crc.update(&newer[32..]);
+    newer[28..32].copy_from_slice(&crc.finalize().to_le_bytes());
     let error = load_bad(&rt, dir.path(), &newer);
     assert!(matches!(error, BackendError::UnsupportedVersion { found: 7, supported: 1, .. }), "{error}");
     assert!(error.to_string().contains("upgrade"), "says what to do: {error}");

@@ -65,3 +65,30 @@ fn a_forged_length_of_2_pow_40_allocates_nothing_like_it() {
         assert!(grew < 1 << 20, "a forged length made the load allocate {grew} bytes");
     }
 }
+
+/// A sparse file of 1 GiB (a few KiB on disk) whose header announces all of
+/// it: refused as damaged without allocating anything like its size.
+#[test]
+fn a_huge_sparse_file_is_refused_without_allocating_its_size() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sparse.cache");
+    let size: u64 = 1 << 30;
+    let mut header = Vec::new();
+    header.extend_from_slice(b"ASYNCACH");
+    header.extend_from_slice(&1u32.to_le_bytes());
+    header.extend_from_slice(&1u64.to_le_bytes());
+    header.extend_from_slice(&(size - 32).to_le_bytes());
+    header.extend_from_slice(&0u32.to_le_bytes());
+    std::fs::write(&path, &header).unwrap();
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(size).unwrap();
+
+    let cache = async_cache::Cache::<u64, String>::new(10);
+    let before = LIVE.load(Ordering::Relaxed);
+    PEAK.store(before, Ordering::Relaxed);
+    let error = rt.block_on(cache.load_from_backend(&async_cache::FileBackend::new(&path))).unwrap_err();
+    let grew = PEAK.load(Ordering::Relaxed) - before;
+    assert!(matches!(error, BackendError::Corrupt { .. }), "{error}");
+    assert!(grew < 1 << 20, "a sparse file made the load allocate {grew} bytes");
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), size, "the file was modified");
+}
