@@ -18,6 +18,7 @@
 
 mod buffer;
 mod lru;
+mod reclaim;
 pub(crate) mod slab;
 mod table;
 mod wheel;
@@ -25,16 +26,15 @@ mod wheel;
 use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash};
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use std::time::Duration;
-
-use crossbeam_epoch::{Collector, Guard, LocalHandle};
 
 use self::buffer::ReadBuffer;
 use self::lru::Lru;
+use self::reclaim::{Locked, Pinned, Protects, Reclaimed, drop_quietly, pin, retire_table};
 use self::slab::{Filling, Garbage, PENDING, READY, RETIRED_PENDING, RETIRED_READY, Slab, Slot, state};
-use self::table::{Probe, Table, Usage};
+use self::table::{Probe, Table, TableRef, Usage};
 use self::wheel::{Timer, Wheel};
 use crate::flight::{Flight, Outcome};
 use crate::stats::{Counters, Metrics};
@@ -59,6 +59,8 @@ pub(crate) struct Config {
 
 /// State owned by the lock holder.
 struct Policy {
+    /// The proof, for [`Store::table`], that the lock is held.
+    locked: Locked,
     lru: Lru,
     /// `READY` entries.
     len: usize,
@@ -76,67 +78,6 @@ struct Policy {
     /// Counted here, under the lock that evicts and expires, not with atomics.
     evictions: u64,
     expirations: u64,
-}
-
-/// Slots whose grace period has ended, waiting to be taken back. Filled by
-/// the epoch's deferred functions, which may run on any thread: a plain std
-/// lock, never held while pinning.
-#[derive(Debug, Default)]
-struct Reclaimed {
-    slots: std::sync::Mutex<Vec<u32>>,
-    any: AtomicBool,
-    /// Snapshots reading retired slots without a pin (see `hold`).
-    held: AtomicUsize,
-}
-
-impl Reclaimed {
-    fn add(&self, slots: Vec<u32>) {
-        self.slots.lock().unwrap_or_else(|e| e.into_inner()).extend(slots);
-        self.any.store(true, Ordering::Release);
-    }
-
-    /// The slots to take back; none while a snapshot holds them.
-    fn take(&self) -> Vec<u32> {
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        // Read under the lock `add` takes: a slot that a snapshot picked was
-        // retired after the snapshot counted itself in (both under the
-        // store's lock), so it is added here only after that count.
-        if self.held.load(Ordering::Acquire) > 0 {
-            return Vec::new();
-        }
-        self.any.store(false, Ordering::Relaxed);
-        std::mem::take(&mut *slots)
-    }
-
-    /// Keeps retired slots (and so their contents) from being taken back
-    /// until the returned guard is dropped.
-    #[cfg(feature = "persist")]
-    fn hold(&self) -> Held<'_> {
-        self.held.fetch_add(1, Ordering::AcqRel);
-        Held(self)
-    }
-}
-
-/// See [`Reclaimed::hold`].
-#[cfg(feature = "persist")]
-struct Held<'a>(&'a Reclaimed);
-
-#[cfg(feature = "persist")]
-impl Drop for Held<'_> {
-    fn drop(&mut self) {
-        self.0.held.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Drops what the engine took out of the cache on its own (reclaimed
-/// slots, values not stored). Their `Drop` is user code that belongs to no
-/// caller in particular: a panic in it is caught here (the panic hook has
-/// reported it) instead of unwinding through an unrelated operation, where
-/// it could strand a load half-way through its protocol.
-fn drop_quietly<T>(garbage: Vec<T>) {
-    for item in garbage {
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(item)));
-    }
 }
 
 /// Where a lookup under the lock found a key.
@@ -183,35 +124,6 @@ fn tag_of(hash: u64) -> u32 {
     (hash >> 32) as u32
 }
 
-/// Pins the engine's own epoch collector. Crossbeam's default collector is
-/// shared by every user of it in the process (moka, for one), and a pin or
-/// flush there may run anybody's queued destructors: a cache write could end
-/// up dropping another library's entries, and its speed would depend on them.
-fn pin() -> Guard {
-    static COLLECTOR: LazyLock<Collector> = LazyLock::new(Collector::new);
-    thread_local! {
-        static HANDLE: LocalHandle = COLLECTOR.register();
-    }
-    // A thread whose locals are being destroyed pins through a handle of
-    // its own (as crossbeam's default does).
-    HANDLE.try_with(LocalHandle::pin).unwrap_or_else(|_| COLLECTOR.register().pin())
-}
-
-/// Frees a table no longer reachable from the store once every reader that
-/// may still be probing it has unpinned.
-fn retire_table(table: NonNull<Table>) {
-    struct Retired(NonNull<Table>);
-    // SAFETY: only freed, once, by the epoch.
-    unsafe impl Send for Retired {}
-    let retired = Retired(table);
-    let guard = pin();
-    // SAFETY: unreachable; readers still in it are pinned.
-    unsafe { guard.defer_unchecked(move || Table::free({ retired }.0)) };
-    // Hand it to the collector now: a cache that only grows pins rarely, and
-    // old tables would otherwise wait, adding to its peak memory.
-    guard.flush();
-}
-
 impl<K, V> Store<K, V> {
     pub(crate) fn new(config: Config) -> Self {
         let shard_bits = if config.max_size == usize::MAX {
@@ -227,6 +139,7 @@ impl<K, V> Store<K, V> {
             slab: Slab::new(),
             reads: ReadBuffer::new(),
             policy: Mutex::new(Policy {
+                locked: Locked::new(),
                 lru: Lru::new(),
                 len: 0,
                 high: 0,
@@ -255,18 +168,21 @@ impl<K, V> Store<K, V> {
         (u64::from(tag) >> self.shard_shift) as usize
     }
 
+    /// `shard`'s current table, if it has one, for as long as `_proof` is
+    /// borrowed: a pin ([`Pinned`]) or the lock ([`Locked`]).
     #[inline]
-    fn table(&self, shard: usize) -> Option<&Table> {
-        // SAFETY: a non-null table stays allocated until the epoch frees it,
-        // and every caller is pinned or holds the lock.
-        unsafe { self.shards[shard].load(Ordering::Acquire).as_ref() }
+    fn table<'a>(&'a self, shard: usize, _proof: &'a impl Protects) -> Option<TableRef<'a>> {
+        let table = NonNull::new(self.shards[shard].load(Ordering::Acquire))?;
+        // SAFETY: from `Table::alloc`. Only the lock holder swaps a table
+        // out, and the epoch frees it only after every reader pinned before
+        // the swap has unpinned: with the lock held or a pin kept for 'a, it
+        // stays allocated for 'a.
+        Some(unsafe { TableRef::new(table) })
     }
 
     #[inline]
     fn slot(&self, idx: u32) -> &Slot<K, V> {
-        // SAFETY: indices come from tables or records, which only ever hold
-        // allocated indices; segments are never freed while `self` lives.
-        unsafe { self.slab.get(idx) }
+        self.slab.get(idx)
     }
 
     fn lock(&self) -> MutexGuard<'_, Policy> {
@@ -432,14 +348,15 @@ impl<K, V> Store<K, V> {
     /// make it [`full`](Usage::full).
     fn make_room(&self, p: &mut Policy, shard: usize) {
         let usage = &mut p.usage[shard];
-        let current = self.table(shard);
-        let capacity = current.map_or(0, Table::capacity);
+        let current = self.table(shard, &p.locked);
+        let capacity = current.map_or(0, TableRef::capacity);
         if current.is_some() && !usage.full(capacity) {
             return;
         }
         let fresh = Table::alloc(usage.rebuilt_capacity(capacity));
-        // SAFETY: just allocated, not yet shared.
-        let table = unsafe { fresh.as_ref() };
+        // SAFETY: just allocated; freed only after being swapped out below
+        // and retired, long after this function returns.
+        let table = unsafe { TableRef::new(fresh) };
         if let Some(old) = current {
             for (tag, idx) in old.entries() {
                 table.insert(tag, idx);
@@ -455,7 +372,7 @@ impl<K, V> Store<K, V> {
     /// Puts `idx`'s word where [`probe`](Self::probe) found room.
     fn occupy(&self, p: &mut Policy, shard: usize, pos: usize, tag: u32, idx: u32) {
         let usage = &mut p.usage[shard];
-        if self.table(shard).expect("probed").fill(pos, tag, idx) {
+        if self.table(shard, &p.locked).expect("probed").fill(pos, tag, idx) {
             usage.dead -= 1;
         }
         usage.live += 1;
@@ -466,7 +383,7 @@ impl<K, V> Store<K, V> {
         // SAFETY: a slot in a table is not FREE.
         let tag = unsafe { self.slot(idx).tag() };
         let shard = self.shard(tag);
-        let table = self.table(shard).expect("an indexed slot has a table");
+        let table = self.table(shard, &p.locked).expect("an indexed slot has a table");
         let usage = &mut p.usage[shard];
         usage.dead = usage.dead.wrapping_add_signed(table.remove(table.position_of(tag, idx)));
         usage.live -= 1;
@@ -611,19 +528,21 @@ where
         let shard = self.shard(tag);
         self.make_room(p, shard);
         // SAFETY: a slot found in a table is not FREE.
-        let probe = self.table(shard).expect("made room").probe(tag, |idx| unsafe { self.slot(idx).key() } == key);
+        let probe =
+            // SAFETY: a slot found in a table is not FREE; the lock is held.
+            self.table(shard, &p.locked).expect("made room").probe(tag, |idx| unsafe { self.slot(idx).key() } == key);
         (shard, probe)
     }
 
     /// Finds `key` in its table; lock-free when pinned.
     #[inline]
-    fn find<Q>(&self, hash: u64, key: &Q) -> Option<(usize, u32)>
+    fn find<Q>(&self, hash: u64, key: &Q, proof: &impl Protects) -> Option<(usize, u32)>
     where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
         let tag = tag_of(hash);
-        self.table(self.shard(tag))?
+        self.table(self.shard(tag), proof)?
             // SAFETY: a slot found in a table is not FREE.
             .find(tag, |idx| unsafe { self.slot(idx).key() }.borrow() == key)
     }
@@ -631,13 +550,13 @@ where
     /// The live `READY` slot for `key`, with its meta. A read linearizes at
     /// its load of the slot's meta.
     #[inline]
-    fn live<'g, Q>(&'g self, hash: u64, key: &Q, _guard: &'g Guard) -> Lookup<'g, K, V>
+    fn live<'g, Q>(&'g self, hash: u64, key: &Q, guard: &'g Pinned) -> Lookup<'g, K, V>
     where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
         loop {
-            let Some((_, idx)) = self.find(hash, key) else {
+            let Some((_, idx)) = self.find(hash, key, guard) else {
                 return Lookup::Absent;
             };
             let slot = self.slot(idx);
@@ -729,7 +648,7 @@ where
     #[must_use]
     fn insert_locked(&self, p: &mut Policy, hash: u64, key: K, value: V, ttl: Option<Duration>) -> Option<(K, V)> {
         if !self.keeps(ttl) {
-            if let Some((_, idx)) = self.find(hash, &key) {
+            if let Some((_, idx)) = self.find(hash, &key, &p.locked) {
                 self.detach(p, idx);
             }
             return Some((key, value));
@@ -742,7 +661,7 @@ where
         let meta = unsafe { self.slot(idx).fill(tag, expires, key, Filling::Ready(value)) };
         match probe {
             Probe::Found(pos, old) => {
-                self.table(shard).expect("found in it").replace(pos, tag, idx);
+                self.table(shard, &p.locked).expect("found in it").replace(pos, tag, idx);
                 self.retire(p, old);
             }
             Probe::Vacant(pos) => self.occupy(p, shard, pos, tag, idx),
@@ -758,7 +677,7 @@ where
     {
         let guard = pin();
         let removed = self.write(true, |p| {
-            let (_, idx) = self.find(hash, key)?;
+            let (_, idx) = self.find(hash, key, &p.locked)?;
             let was_ready = state(self.slot(idx).meta.load(Ordering::Relaxed)) == READY;
             self.detach(p, idx);
             was_ready.then_some(idx)
@@ -776,8 +695,8 @@ where
                 let Some(old) = NonNull::new(table.swap(ptr::null_mut(), Ordering::Release)) else {
                     continue;
                 };
-                // SAFETY: the lock holder owns the table until it is retired.
-                for (_, idx) in unsafe { old.as_ref() }.entries() {
+                // SAFETY: swapped out under the lock, retired only below.
+                for (_, idx) in unsafe { TableRef::new(old) }.entries() {
                     self.slot(idx).retire();
                     p.limbo.push(idx);
                 }
@@ -854,7 +773,7 @@ where
         let mut picked: Vec<(u32, u32, u32)> = Vec::new();
         for shard in 0..self.shards.len() {
             self.write(false, |p| {
-                let Some(table) = self.table(shard) else {
+                let Some(table) = self.table(shard, &p.locked) else {
                     return;
                 };
                 picked.extend(table.entries().filter_map(|(_, idx)| {
@@ -887,8 +806,9 @@ where
 
     /// The slot that holds the key of picked slot `idx` now: `idx` itself
     /// if unchanged since it was picked with `meta`, else the key's current
-    /// live slot, if any (it was overwritten); `None` if it was removed.
-    /// The caller holds retired slots (see [`Reclaimed::hold`]).
+    /// live slot, if any (it was overwritten, maybe more than once); `None`
+    /// if it was removed or has expired. The caller holds retired slots
+    /// (see [`Reclaimed::hold`]).
     #[cfg(feature = "persist")]
     fn current(&self, idx: u32, meta: u32) -> Option<u32> {
         let slot = self.slot(idx);
@@ -899,14 +819,12 @@ where
         // SAFETY: picked READY, and held since: retired at most, its key and
         // tag intact.
         let (tag, key) = unsafe { (slot.tag(), slot.key()) };
-        let (_, found) = self.table(self.shard(tag))?.find(tag, |other| {
-            // SAFETY: a slot found in a table is not FREE; pinned.
-            other != idx && unsafe { self.slot(other).key() } == key
-        })?;
-        let live = state(self.slot(found).meta.load(Ordering::Acquire)) == READY;
-        drop(guard);
-        // Held: a slot found READY stays readable after the unpin.
-        live.then_some(found)
+        // A lookup needs only the tag of the hash.
+        match self.live(u64::from(tag) << 32, key, &guard) {
+            // Held: a slot found READY stays readable after the unpin.
+            Lookup::Live { idx, .. } => Some(idx),
+            Lookup::Absent => None,
+        }
     }
 
     /// Inserts many entries, in order, taking the lock once per `chunk`.

@@ -92,41 +92,57 @@ pub(crate) struct Slot<K, V> {
 // is stored (Release). Readers read them after an Acquire load of the table
 // entry or the state, and a slot is reused only after an epoch grace period.
 unsafe impl<K: Send, V: Send> Send for Slot<K, V> {}
+// SAFETY: as above; and a shared slot hands out `&K` and `&V` to any
+// thread (readers clone values in place), so both must be `Sync` too.
 unsafe impl<K: Send + Sync, V: Send + Sync> Sync for Slot<K, V> {}
 
 impl<K, V> Slot<K, V> {
     /// # Safety
-    /// The slot must not be `FREE`, and the caller must be pinned or hold the lock.
+    /// The slot is not `FREE` and cannot become so while the reference is
+    /// used: the caller is pinned since it found the slot, holds the lock,
+    /// or holds retired slots (`Reclaimed::hold`).
     #[inline]
     pub(crate) unsafe fn key(&self) -> &K {
+        // SAFETY: initialized when not FREE, and only written again after
+        // the slot is taken back (the contract keeps that from happening).
         unsafe { (*self.key.get()).assume_init_ref() }
     }
 
     /// # Safety
-    /// The slot must be `READY` or `RETIRED_READY`.
+    /// As [`key`](Self::key), and the slot is `READY` or `RETIRED_READY`.
     #[inline]
     pub(crate) unsafe fn value(&self) -> &V {
+        // SAFETY: the `ready` payload is initialized in these states, and
+        // not written until the slot is taken back.
         unsafe { &(*self.payload.get()).assume_init_ref().ready }
     }
 
     /// # Safety
-    /// The slot must be `PENDING` or `RETIRED_PENDING`.
+    /// The lock is held and the slot is `PENDING` (only the lock holder
+    /// turns it `READY`, which replaces the payload).
     #[inline]
     pub(crate) unsafe fn flight(&self) -> &Arc<Flight<V>> {
+        // SAFETY: the `pending` payload is initialized while PENDING, and the
+        // lock keeps it so.
         unsafe { &(*self.payload.get()).assume_init_ref().pending }
     }
 
     /// # Safety
-    /// The slot must be `READY` or `RETIRED_READY`, or the caller holds the lock.
+    /// As [`key`](Self::key), and the slot is `READY` or `RETIRED_READY`
+    /// (seen through an Acquire load of its meta), or the lock is held.
     #[inline]
     pub(crate) unsafe fn expires(&self) -> u64 {
+        // SAFETY: written by the lock holder before the Release store that
+        // made the slot READY, and not again until it is taken back.
         unsafe { *self.expires.get() }
     }
 
     /// # Safety
-    /// The slot must not be `FREE`.
+    /// As [`key`](Self::key).
     #[inline]
     pub(crate) unsafe fn tag(&self) -> u32 {
+        // SAFETY: written before the slot was published, and not again
+        // until it is taken back.
         unsafe { *self.tag.get() }
     }
 
@@ -141,6 +157,8 @@ impl<K, V> Slot<K, V> {
             Filling::Ready(value) => (Payload { ready: ManuallyDrop::new(value) }, READY),
             Filling::Pending(flight) => (Payload { pending: ManuallyDrop::new(flight) }, PENDING),
         };
+        // SAFETY: FREE and unreachable (the contract): nobody reads these
+        // fields until the Release store below publishes them.
         unsafe {
             *self.tag.get() = tag;
             *self.expires.get() = expires;
@@ -160,6 +178,9 @@ impl<K, V> Slot<K, V> {
     pub(crate) unsafe fn resolve(&self, expires: u64, value: V) -> (u32, Arc<Flight<V>>) {
         let meta = self.meta.load(Ordering::Relaxed);
         debug_assert_eq!(state(meta), PENDING);
+        // SAFETY: PENDING, so `pending` is initialized; with the lock held
+        // nobody else reads it, and readers without the lock read `expires`
+        // and `ready` only after the Release store below makes it READY.
         let flight = unsafe {
             let payload = (*self.payload.get()).assume_init_mut();
             let flight = ManuallyDrop::take(&mut payload.pending);
@@ -193,6 +214,9 @@ impl<K, V> Slot<K, V> {
     /// destroyed, through `&mut`).
     pub(crate) unsafe fn take(&self) -> Option<Garbage<K, V>> {
         let meta = self.meta.load(Ordering::Relaxed);
+        // SAFETY: the state says which fields are initialized; nobody else
+        // can reach the slot (the contract), and it is marked FREE below, so
+        // the contents moved out are never read or dropped again.
         let garbage = unsafe {
             match state(meta) {
                 READY | RETIRED_READY => {
@@ -252,14 +276,22 @@ impl<K, V> Slab<K, V> {
         Slab { segments: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())), _owns: PhantomData }
     }
 
-    /// # Safety
-    /// `idx` must have been allocated with [`Slab::ensure`].
+    /// Slot `idx`, which [`Slab::ensure`] allocated.
+    ///
+    /// # Panics
+    ///
+    /// If it did not (a bug): the check keeps this function safe for any
+    /// index, at the cost of one predictable branch.
     #[inline]
-    pub(crate) unsafe fn get(&self, idx: u32) -> &Slot<K, V> {
+    pub(crate) fn get(&self, idx: u32) -> &Slot<K, V> {
         let (segment, offset) = locate(idx);
-        // SAFETY: `ensure` allocated the segment before the index was handed
-        // out, and the Release store of the index (table entry) orders it.
-        unsafe { &*self.segments.get_unchecked(segment).load(Ordering::Acquire).add(offset) }
+        let base = self.segments.get(segment).map_or(ptr::null_mut(), |s| s.load(Ordering::Acquire));
+        assert!(!base.is_null(), "async-cache: slot {idx} was never allocated (a bug)");
+        // SAFETY: the segment was allocated zeroed by `ensure` (a zeroed
+        // slot is a valid FREE one) and holds `offset`; the Acquire load
+        // pairs with its Release store; segments are only freed by `destroy`,
+        // which takes `&mut self`.
+        unsafe { &*base.add(offset) }
     }
 
     /// Makes sure the segment holding `idx` exists. Called under the lock.
@@ -284,8 +316,7 @@ impl<K, V> Slab<K, V> {
     /// No reader or writer may use the slab afterwards.
     pub(crate) unsafe fn destroy(&mut self, high: u32) {
         for idx in 0..high {
-            // SAFETY: every index below `high` was ensured; `&mut self` means
-            // no reader is left.
+            // SAFETY: `&mut self`: no reader or writer is left.
             drop(unsafe { self.get(idx).take() });
         }
         for (segment, ptr) in self.segments.iter_mut().enumerate() {

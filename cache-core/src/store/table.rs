@@ -10,7 +10,8 @@
 //! readers still in it.
 
 use std::alloc::{self, Layout};
-use std::ptr::NonNull;
+use std::marker::PhantomData;
+use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 const EMPTY: u64 = 0;
@@ -25,12 +26,32 @@ fn word(tag: u32, idx: u32) -> u64 {
     (u64::from(tag) << 32) | u64::from(idx + INDEX_BIAS)
 }
 
-/// A table: its mask, then its words, in one allocation.
+/// A table's allocation: its mask, then its words.
 #[repr(C)]
 pub(crate) struct Table {
     mask: usize,
     words: [AtomicU64; 0],
 }
+
+/// A table, reached through the pointer its allocation returned.
+///
+/// Not a `&Table`: a reference covers only the header it points to, and
+/// reading the words past it through one is undefined behaviour under
+/// Stacked Borrows. The raw pointer keeps the whole allocation's
+/// provenance. The lifetime is that of the pin or lock that keeps the
+/// table allocated (see `Store::table`).
+#[derive(Clone, Copy)]
+pub(crate) struct TableRef<'a> {
+    ptr: NonNull<Table>,
+    _alive: PhantomData<&'a Table>,
+}
+
+// SAFETY: a `TableRef` is a `&'a Table` with wider provenance: the words
+// are atomics and the mask is written once before the table is shared, so
+// it may be sent and shared like that reference.
+unsafe impl Send for TableRef<'_> {}
+// SAFETY: as above.
+unsafe impl Sync for TableRef<'_> {}
 
 impl Table {
     fn layout(capacity: usize) -> Layout {
@@ -56,30 +77,50 @@ impl Table {
     /// # Safety
     /// `table` came from [`Table::alloc`] and nobody uses it any more.
     pub(crate) unsafe fn free(table: NonNull<Table>) {
-        // SAFETY: allocated by `alloc` with this layout.
+        // SAFETY: allocated by `alloc` with this layout; the caller says
+        // nobody reads it any more.
         unsafe {
-            let layout = Self::layout(table.as_ref().capacity());
+            let layout = Self::layout((*table.as_ptr()).mask + 1);
             alloc::dealloc(table.as_ptr().cast(), layout);
         }
     }
+}
 
+impl<'a> TableRef<'a> {
+    /// # Safety
+    /// `ptr` came from [`Table::alloc`] and stays allocated for `'a`.
     #[inline]
-    pub(crate) fn capacity(&self) -> usize {
-        self.mask + 1
+    pub(crate) unsafe fn new(ptr: NonNull<Table>) -> Self {
+        TableRef { ptr, _alive: PhantomData }
     }
 
     #[inline]
-    fn word(&self, pos: usize) -> &AtomicU64 {
-        debug_assert!(pos <= self.mask);
-        // SAFETY: `pos <= mask` and the allocation holds `mask + 1` words.
-        unsafe { &*self.words.as_ptr().add(pos) }
+    fn mask(self) -> usize {
+        // SAFETY: allocated for 'a (see `new`); the mask is written once,
+        // before the table is shared.
+        unsafe { (*self.ptr.as_ptr()).mask }
+    }
+
+    #[inline]
+    pub(crate) fn capacity(self) -> usize {
+        self.mask() + 1
+    }
+
+    #[inline]
+    fn word(self, pos: usize) -> &'a AtomicU64 {
+        debug_assert!(pos <= self.mask());
+        // SAFETY: `pos <= mask`, the allocation holds `mask + 1` words after
+        // the header, and the pointer carries the whole allocation's
+        // provenance; allocated for 'a.
+        unsafe { &*ptr::addr_of!((*self.ptr.as_ptr()).words).cast::<AtomicU64>().add(pos) }
     }
 
     /// Probes for `tag`, calling `matches` on each candidate slab index until
     /// it says yes. Returns the word's position and the index.
     #[inline]
-    pub(crate) fn find(&self, tag: u32, mut matches: impl FnMut(u32) -> bool) -> Option<(usize, u32)> {
-        let mut pos = tag as usize & self.mask;
+    pub(crate) fn find(self, tag: u32, mut matches: impl FnMut(u32) -> bool) -> Option<(usize, u32)> {
+        let mask = self.mask();
+        let mut pos = tag as usize & mask;
         loop {
             let w = self.word(pos).load(Ordering::Acquire);
             if w == EMPTY {
@@ -91,15 +132,16 @@ impl Table {
                     return Some((pos, idx));
                 }
             }
-            pos = (pos + 1) & self.mask;
+            pos = (pos + 1) & mask;
         }
     }
 
     /// [`find`](Self::find) for the lock holder, which may add a word
     /// next: where the key is, or where its word would go.
     #[inline]
-    pub(crate) fn probe(&self, tag: u32, mut matches: impl FnMut(u32) -> bool) -> Probe {
-        let mut pos = tag as usize & self.mask;
+    pub(crate) fn probe(self, tag: u32, mut matches: impl FnMut(u32) -> bool) -> Probe {
+        let mask = self.mask();
+        let mut pos = tag as usize & mask;
         let mut tombstone = None;
         loop {
             let w = self.word(pos).load(Ordering::Relaxed);
@@ -111,14 +153,14 @@ impl Table {
             } else if (w >> 32) as u32 == tag && matches(w as u32 - INDEX_BIAS) {
                 return Probe::Found(pos, w as u32 - INDEX_BIAS);
             }
-            pos = (pos + 1) & self.mask;
+            pos = (pos + 1) & mask;
         }
     }
 
     /// Puts the word `(tag, idx)` at a position [`probe`](Self::probe)
     /// found vacant, the table unchanged since; returns whether it was a
     /// tombstone. Lock held.
-    pub(crate) fn fill(&self, pos: usize, tag: u32, idx: u32) -> bool {
+    pub(crate) fn fill(self, pos: usize, tag: u32, idx: u32) -> bool {
         let was = self.word(pos).load(Ordering::Relaxed);
         debug_assert!(was == EMPTY || was == TOMBSTONE, "filling a used word");
         self.word(pos).store(word(tag, idx), Ordering::Release);
@@ -126,28 +168,29 @@ impl Table {
     }
 
     /// The position of the word that holds `idx`. Lock held; the entry exists.
-    pub(crate) fn position_of(&self, tag: u32, idx: u32) -> usize {
+    pub(crate) fn position_of(self, tag: u32, idx: u32) -> usize {
+        let mask = self.mask();
         let target = word(tag, idx);
-        let mut pos = tag as usize & self.mask;
+        let mut pos = tag as usize & mask;
         loop {
             let w = self.word(pos).load(Ordering::Relaxed);
             if w == target {
                 return pos;
             }
             assert!(w != EMPTY, "async-cache: entry missing from its table (a bug)");
-            pos = (pos + 1) & self.mask;
+            pos = (pos + 1) & mask;
         }
     }
 
     /// Stores `idx` at the first free word of `tag`'s probe sequence; the key
     /// must be absent. Returns whether a tombstone was reused. Lock held.
-    pub(crate) fn insert(&self, tag: u32, idx: u32) -> bool {
+    pub(crate) fn insert(self, tag: u32, idx: u32) -> bool {
         let Probe::Vacant(pos) = self.probe(tag, |_| false) else { unreachable!("nothing matches") };
         self.fill(pos, tag, idx)
     }
 
     /// Points the word at `pos` to another slab index. Lock held.
-    pub(crate) fn replace(&self, pos: usize, tag: u32, idx: u32) {
+    pub(crate) fn replace(self, pos: usize, tag: u32, idx: u32) {
         self.word(pos).store(word(tag, idx), Ordering::Release);
     }
 
@@ -161,8 +204,9 @@ impl Table {
     /// word after it, so it is never emptied while that key is there. Without
     /// this, tombstones of evicted entries filled the table and forced a
     /// rebuild every ~19,000 evictions in a 10,000-entry cache.
-    pub(crate) fn remove(&self, pos: usize) -> isize {
-        if self.word((pos + 1) & self.mask).load(Ordering::Relaxed) != EMPTY {
+    pub(crate) fn remove(self, pos: usize) -> isize {
+        let mask = self.mask();
+        if self.word((pos + 1) & mask).load(Ordering::Relaxed) != EMPTY {
             self.word(pos).store(TOMBSTONE, Ordering::Release);
             return 1;
         }
@@ -171,7 +215,7 @@ impl Table {
         let mut cleared = 0;
         let mut at = pos;
         loop {
-            at = (at + self.mask) & self.mask;
+            at = (at + mask) & mask;
             if self.word(at).load(Ordering::Relaxed) != TOMBSTONE {
                 return -cleared;
             }
@@ -181,7 +225,7 @@ impl Table {
     }
 
     /// Every `(tag, index)` in the table. Lock held.
-    pub(crate) fn entries(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+    pub(crate) fn entries(self) -> impl Iterator<Item = (u32, u32)> + 'a {
         (0..self.capacity()).filter_map(move |pos| {
             let w = self.word(pos).load(Ordering::Relaxed);
             (w as u32 >= INDEX_BIAS).then(|| ((w >> 32) as u32, w as u32 - INDEX_BIAS))
@@ -236,8 +280,15 @@ mod tests {
     use super::*;
 
     struct Owned(NonNull<Table>);
+    impl Owned {
+        fn get(&self) -> TableRef<'_> {
+            // SAFETY: allocated until `self` drops.
+            unsafe { TableRef::new(self.0) }
+        }
+    }
     impl Drop for Owned {
         fn drop(&mut self) {
+            // SAFETY: allocated by `Table::alloc`, no reference left.
             unsafe { Table::free(self.0) }
         }
     }
@@ -245,7 +296,7 @@ mod tests {
     #[test]
     fn insert_find_replace_remove() {
         let owned = Owned(Table::alloc(16));
-        let t = unsafe { owned.0.as_ref() };
+        let t = owned.get();
         // Three entries colliding on the same home position.
         assert!(!t.insert(3, 10));
         assert!(!t.insert(3 + 16, 11));
@@ -274,7 +325,7 @@ mod tests {
     #[test]
     fn a_removal_at_the_end_of_a_run_leaves_no_tombstones() {
         let owned = Owned(Table::alloc(16));
-        let t = unsafe { owned.0.as_ref() };
+        let t = owned.get();
         for idx in 0..4 {
             t.insert(15, idx);
         }
@@ -298,7 +349,7 @@ mod tests {
     #[test]
     fn readers_never_miss_a_present_key_while_its_run_changes() {
         let owned = Owned(Table::alloc(16));
-        let t = unsafe { owned.0.as_ref() };
+        let t = owned.get();
         const PRESENT: u32 = 100;
         // One run from position 3: two words before the present key, two after.
         for idx in [0, 1] {
@@ -332,7 +383,7 @@ mod tests {
     #[test]
     fn tags_wrap_around_the_end() {
         let owned = Owned(Table::alloc(16));
-        let t = unsafe { owned.0.as_ref() };
+        let t = owned.get();
         t.insert(15, 1);
         t.insert(15, 2);
         assert_eq!(t.find(15, |i| i == 2), Some((0, 2)));
