@@ -1,8 +1,12 @@
 //! The locks the engine's state machines synchronize on.
 //!
 //! Under `cfg(shuttle)` (the `cache-core-shuttle` model-test build) they are
-//! shuttle's, so its scheduler can interleave every lock acquisition. Atomics
-//! stay std's: the lock-free read path is checked by the stress tests instead.
+//! shuttle's, so its scheduler can interleave every lock acquisition, and so
+//! are the atomics of the lock-free read path (table words, slot metas, shard
+//! and segment pointers): a schedule may switch threads at each of their
+//! loads and stores. Shuttle runs them sequentially consistent; the weaker
+//! orderings the engine uses are argued where they are used. Atomics that
+//! only count, or that are only touched under a std lock, stay std's.
 
 #[cfg(shuttle)]
 pub(crate) use shuttle::sync::{Mutex, MutexGuard};
@@ -18,4 +22,12 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         Ok(guard) => guard,
         Err(poisoned) => poisoned.into_inner(),
     }
+}
+
+/// The atomics of the lock-free read path.
+pub(crate) mod atomic {
+    #[cfg(shuttle)]
+    pub(crate) use shuttle::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64};
+    #[cfg(not(shuttle))]
+    pub(crate) use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64};
 }

@@ -27,7 +27,7 @@ use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash};
 use std::ptr::{self, NonNull};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use self::buffer::ReadBuffer;
@@ -38,6 +38,7 @@ use self::table::{Probe, Table, TableRef, Usage};
 use self::wheel::{Timer, Wheel};
 use crate::flight::{Flight, Outcome};
 use crate::stats::{Counters, Metrics};
+use crate::sync::atomic::AtomicPtr;
 use crate::sync::{Mutex, MutexGuard, lock};
 use crate::time::{Clock, NEVER};
 

@@ -17,9 +17,10 @@ use std::marker::PhantomData;
 use std::mem::{ManuallyDrop, MaybeUninit};
 use std::ptr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 
 use crate::flight::Flight;
+use crate::sync::atomic::{AtomicPtr, AtomicU32};
 
 /// Never used, or reclaimed: key and payload are uninitialized.
 pub(crate) const FREE: u32 = 0;
@@ -305,6 +306,12 @@ impl<K, V> Slab<K, V> {
             let ptr = unsafe { alloc::alloc_zeroed(layout) }.cast::<Slot<K, V>>();
             if ptr.is_null() {
                 alloc::handle_alloc_error(layout);
+            }
+            // A model checker's atomics are not valid zeroed: make them.
+            #[cfg(shuttle)]
+            for offset in 0..1usize << (segment as u32 + FIRST_BITS) {
+                // SAFETY: within the segment, not yet shared.
+                unsafe { ptr::addr_of_mut!((*ptr.add(offset)).meta).write(AtomicU32::new(0)) };
             }
             self.segments[segment].store(ptr, Ordering::Release);
         }

@@ -12,7 +12,9 @@
 use std::alloc::{self, Layout};
 use std::marker::PhantomData;
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
+
+use crate::sync::atomic::AtomicU64;
 
 const EMPTY: u64 = 0;
 const TOMBSTONE: u64 = 1;
@@ -71,6 +73,14 @@ impl Table {
         let Some(table) = NonNull::new(ptr) else { alloc::handle_alloc_error(layout) };
         // SAFETY: freshly allocated, large enough for the header.
         unsafe { (*table.as_ptr()).mask = capacity - 1 };
+        // A model checker's atomics are not valid zeroed: make them.
+        #[cfg(shuttle)]
+        for pos in 0..capacity {
+            // SAFETY: within the allocation, not yet shared.
+            unsafe {
+                ptr::addr_of_mut!((*table.as_ptr()).words).cast::<AtomicU64>().add(pos).write(AtomicU64::new(EMPTY))
+            };
+        }
         table
     }
 
