@@ -23,7 +23,7 @@ use tokio::runtime::Handle;
 
 use crate::Cache;
 use crate::flight::{Outcome, SharedError};
-use crate::store::{Claim, Lead, Store};
+use crate::store::{Claim, Placeholder, Store};
 use crate::sync::{Mutex, lock};
 
 /// Loads many keys in one call: the backend side of [`Cache::batched`].
@@ -116,7 +116,7 @@ struct Shared<K, V, L> {
 /// being sent, so a batcher dropped with a window open leaves no placeholder
 /// behind.
 struct Pending<K, V> {
-    batch: Flights<K, V>,
+    batch: Placeholders<K, V>,
     /// Which batch a timer belongs to: a batch cut at `max` gets a new one.
     generation: u64,
 }
@@ -125,21 +125,21 @@ struct Pending<K, V> {
 /// here when it is dropped (the batcher dropped with a window open, a panic
 /// in the batch task, a runtime shutting down) is abandoned, so no
 /// placeholder outlives its batch.
-struct Flights<K, V> {
+struct Placeholders<K, V> {
     store: Arc<Store<K, V>>,
-    leads: Vec<(K, Lead<V>)>,
+    held: Vec<(K, Placeholder<V>)>,
 }
 
-impl<K, V> Flights<K, V> {
+impl<K, V> Placeholders<K, V> {
     /// Moves the keys out into a batch of their own, to send.
     fn take(&mut self) -> Self {
-        Flights { store: Arc::clone(&self.store), leads: std::mem::take(&mut self.leads) }
+        Placeholders { store: Arc::clone(&self.store), held: std::mem::take(&mut self.held) }
     }
 }
 
-impl<K, V> Drop for Flights<K, V> {
+impl<K, V> Drop for Placeholders<K, V> {
     fn drop(&mut self) {
-        self.store.fail(self.leads.iter().map(|(_, lead)| lead), || Outcome::Abandoned);
+        self.store.fail(self.held.iter().map(|(_, lead)| lead), || Outcome::Abandoned);
     }
 }
 
@@ -183,7 +183,7 @@ where
                 max: config.max_batch_size,
                 runtime: Handle::current(),
                 pending: Mutex::new(Pending {
-                    batch: Flights { store: Arc::clone(&self.store), leads: Vec::new() },
+                    batch: Placeholders { store: Arc::clone(&self.store), held: Vec::new() },
                     generation: 0,
                 }),
             }),
@@ -325,15 +325,15 @@ where
     /// Adds a placeholder's key to the batch being collected, sending the
     /// batch at once when it is full, or starting its window when it was
     /// empty.
-    fn enqueue(&self, key: K, lead: Lead<V>) {
+    fn enqueue(&self, key: K, lead: Placeholder<V>) {
         let mut pending = lock(&self.shared.pending);
-        pending.batch.leads.push((key, lead));
-        if pending.batch.leads.len() >= self.shared.max {
+        pending.batch.held.push((key, lead));
+        if pending.batch.held.len() >= self.shared.max {
             let full = pending.batch.take();
             pending.generation += 1;
             drop(pending);
             self.send(full);
-        } else if pending.batch.leads.len() == 1 {
+        } else if pending.batch.held.len() == 1 {
             let generation = pending.generation;
             drop(pending);
             self.start_window(generation);
@@ -356,7 +356,7 @@ where
                 return;
             };
             let mut pending = lock(&shared.pending);
-            if pending.generation != generation || pending.batch.leads.is_empty() {
+            if pending.generation != generation || pending.batch.held.is_empty() {
                 return;
             }
             let batch = pending.batch.take();
@@ -368,26 +368,26 @@ where
 
     /// Runs one `load_batch` in its own task and hands each key's outcome to
     /// its waiters.
-    fn send(&self, mut flights: Flights<K, V>) {
+    fn send(&self, mut batch: Placeholders<K, V>) {
         let shared = Arc::clone(&self.shared);
         self.shared.runtime.spawn(async move {
             let store = Arc::clone(&shared.cache.store);
             // Keys whose every caller is gone are not sent: a flight only
             // held by its placeholder and this batch has nobody waiting.
-            flights.leads.retain(|(_, lead)| {
+            batch.held.retain(|(_, lead)| {
                 let wanted = Arc::strong_count(&lead.flight) > 2;
                 if !wanted {
                     store.fail([lead], || Outcome::Abandoned);
                 }
                 wanted
             });
-            if flights.leads.is_empty() {
+            if batch.held.is_empty() {
                 return;
             }
             // User code (`Clone`, the loader, `Hash`/`Eq`, `Drop`) runs while
             // `flights` still holds every placeholder: if it panics, the
             // guard abandons them and each waiter takes its load over.
-            let keys: Vec<K> = flights.leads.iter().map(|(key, _)| key.clone()).collect();
+            let keys: Vec<K> = batch.held.iter().map(|(key, _)| key.clone()).collect();
             let counters = &store.counters;
             counters.batches.inc();
             counters.batched_keys.add(keys.len() as u64);
@@ -402,8 +402,8 @@ where
                 Ok(Ok(mut values)) => {
                     // One value for the store and one for the waiters, made
                     // here: never under the store's lock.
-                    let answers: Vec<Option<(V, V)>> = flights
-                        .leads
+                    let answers: Vec<Option<(V, V)>> = batch
+                        .held
                         .iter()
                         .map(|(key, _)| values.remove(key).map(|value| (value.clone(), value)))
                         .collect();
@@ -415,7 +415,7 @@ where
             };
             // From here on no user code runs but `Drop` of values the engine
             // drops quietly: the guard can let go of the placeholders.
-            let leads = std::mem::take(&mut flights.leads);
+            let leads = std::mem::take(&mut batch.held);
             match outcome {
                 Ok(answers) => {
                     let mut found = Vec::new();

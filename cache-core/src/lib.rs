@@ -13,6 +13,7 @@ mod batch;
 mod builder;
 mod cache;
 mod flight;
+mod load;
 #[cfg(feature = "persist")]
 mod persist;
 mod stats;

@@ -40,7 +40,7 @@ macro_rules! __async_cache_sharer {
         (&$crate::__private::Probe::<$error>::new()).sharer()
     }};
 }
-use crate::flight::{Errors, Failure};
+use crate::load::{Errors, Failure};
 
 /// The cache of one `#[cached]` function.
 ///

@@ -6,7 +6,7 @@ use std::hash::Hash;
 use futures_util::StreamExt;
 
 use crate::Cache;
-use crate::flight::Errors;
+use crate::load::Errors;
 
 /// Loads run at once by one `warmup` call.
 pub const WARMUP_CONCURRENCY: usize = 64;

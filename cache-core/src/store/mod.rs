@@ -81,6 +81,15 @@ struct Policy {
     expirations: u64,
 }
 
+/// When a write hands the slots it retired to the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handoff {
+    /// Once [`LIMBO_BATCH`] have gathered: one epoch call per batch.
+    Batched,
+    /// At once: removals, whose memory a caller expects back soon.
+    Now,
+}
+
 /// Where a lookup under the lock found a key.
 pub(crate) enum Claim<V> {
     /// A live value (cloned by the caller outside the lock).
@@ -88,12 +97,12 @@ pub(crate) enum Claim<V> {
     /// A load in flight to wait on.
     Join(Arc<Flight<V>>),
     /// No entry: the caller's placeholder is in, and it runs the load.
-    Lead(Lead<V>),
+    Lead(Placeholder<V>),
 }
 
 /// A leader's placeholder: slot `idx` as it was when placed.
 #[derive(Debug)]
-pub(crate) struct Lead<V> {
+pub(crate) struct Placeholder<V> {
     idx: u32,
     meta: u32,
     pub(crate) flight: Arc<Flight<V>>,
@@ -200,7 +209,7 @@ impl<K, V> Store<K, V> {
     /// nudges it on, so memory held by removed and expired entries is freed
     /// within a few such calls even when nothing else writes or pins.
     fn settled<R>(&self, f: impl FnOnce(&mut Policy) -> R) -> R {
-        let out = self.write(true, f);
+        let out = self.write(Handoff::Now, f);
         pin().flush();
         out
     }
@@ -237,16 +246,17 @@ impl<K, V> Store<K, V> {
     }
 
     /// Runs `f` under the lock on an up-to-date policy, then, after
-    /// unlocking, hands retired slots to the epoch (all at once if `flush`,
-    /// else in batches), and last drops what reclaimed slots held.
-    fn write<R>(&self, flush: bool, f: impl FnOnce(&mut Policy) -> R) -> R {
+    /// unlocking, hands retired slots to the epoch as `handoff` says, and
+    /// last drops what reclaimed slots held.
+    fn write<R>(&self, handoff: Handoff, f: impl FnOnce(&mut Policy) -> R) -> R {
         let (free, garbage) = self.take_back();
         let (out, retired) = {
             let mut p = self.lock();
             p.free.extend_from_slice(&free);
             self.maintain(&mut p);
             let out = f(&mut p);
-            let retired = (p.limbo.len() >= LIMBO_BATCH || (flush && !p.limbo.is_empty()))
+            let flush = handoff == Handoff::Now && !p.limbo.is_empty();
+            let retired = (p.limbo.len() >= LIMBO_BATCH || flush)
                 .then(|| std::mem::replace(&mut p.limbo, Vec::with_capacity(LIMBO_BATCH)));
             (out, retired)
         };
@@ -432,19 +442,19 @@ impl<K, V> Store<K, V> {
 
     /// Turns the leader's placeholder into `value`, if it is still there:
     /// a `remove`, `insert` or `clear` during the load wins.
-    pub(crate) fn resolve(&self, lead: &Lead<V>, value: V, ttl: Option<Duration>) {
+    pub(crate) fn resolve(&self, lead: &Placeholder<V>, value: V, ttl: Option<Duration>) {
         let expires = self.deadline(ttl);
         let keep = self.keeps(ttl);
-        let leftovers = self.write(false, |p| self.resolve_locked(p, lead, value, expires, keep));
+        let leftovers = self.write(Handoff::Batched, |p| self.resolve_locked(p, lead, value, expires, keep));
         drop_quietly(vec![leftovers]);
     }
 
     /// [`resolve`](Self::resolve) for many placeholders under one lock.
     /// The values are made before locking: no user `Clone` under the lock.
-    pub(crate) fn resolve_all(&self, resolved: Vec<(&Lead<V>, V)>, ttl: Option<Duration>) {
+    pub(crate) fn resolve_all(&self, resolved: Vec<(&Placeholder<V>, V)>, ttl: Option<Duration>) {
         let expires = self.deadline(ttl);
         let keep = self.keeps(ttl);
-        let leftovers: Vec<_> = self.write(false, |p| {
+        let leftovers: Vec<_> = self.write(Handoff::Batched, |p| {
             resolved.into_iter().map(|(lead, value)| self.resolve_locked(p, lead, value, expires, keep)).collect()
         });
         drop_quietly(leftovers);
@@ -461,7 +471,7 @@ impl<K, V> Store<K, V> {
     fn resolve_locked(
         &self,
         p: &mut Policy,
-        lead: &Lead<V>,
+        lead: &Placeholder<V>,
         value: V,
         expires: u64,
         keep: bool,
@@ -486,10 +496,10 @@ impl<K, V> Store<K, V> {
     /// `outcome()`.
     pub(crate) fn fail<'a, I>(&self, leads: I, outcome: impl Fn() -> Outcome<V>)
     where
-        I: IntoIterator<Item = &'a Lead<V>> + Clone,
+        I: IntoIterator<Item = &'a Placeholder<V>> + Clone,
         V: 'a,
     {
-        self.write(true, |p| {
+        self.write(Handoff::Now, |p| {
             for lead in leads.clone() {
                 if self.slot(lead.idx).meta.load(Ordering::Relaxed) == lead.meta {
                     self.detach(p, lead.idx);
@@ -638,7 +648,9 @@ where
     pub(crate) fn insert(&self, hash: u64, key: K, value: V, ttl: Option<Duration>) {
         // Storing nothing still replaces what was there: hand it to the
         // epoch at once, as a remove does.
-        let unstored = self.write(!self.keeps(ttl), |p| self.insert_locked(p, hash, key, value, ttl));
+        let unstored = self.write(if self.keeps(ttl) { Handoff::Batched } else { Handoff::Now }, |p| {
+            self.insert_locked(p, hash, key, value, ttl)
+        });
         // The caller's own key and value, dropped in its call, after unlocking.
         drop(unstored);
     }
@@ -677,7 +689,7 @@ where
         Q: Eq + ?Sized,
     {
         let guard = pin();
-        let removed = self.write(true, |p| {
+        let removed = self.write(Handoff::Now, |p| {
             let (_, idx) = self.find(hash, key, &p.locked)?;
             let was_ready = state(self.slot(idx).meta.load(Ordering::Relaxed)) == READY;
             self.detach(p, idx);
@@ -691,7 +703,7 @@ where
     }
 
     pub(crate) fn clear(&self) {
-        self.write(true, |p| {
+        self.write(Handoff::Now, |p| {
             for (shard, table) in self.shards.iter().enumerate() {
                 let Some(old) = NonNull::new(table.swap(ptr::null_mut(), Ordering::Release)) else {
                     continue;
@@ -716,7 +728,7 @@ where
     pub(crate) fn claim(&self, hash: u64, key: &mut Option<K>) -> Claim<V> {
         let tag = tag_of(hash);
         let guard = pin();
-        let found = self.write(false, |p| {
+        let found = self.write(Handoff::Batched, |p| {
             let (shard, probe) = self.probe(p, hash, key.as_ref().expect("the caller still owns its key"));
             let idx = match probe {
                 Probe::Found(_, idx) => idx,
@@ -729,7 +741,7 @@ where
                     // SAFETY: a fresh slot, published below.
                     let meta = unsafe { self.slot(idx).fill(tag, NEVER, key, Filling::Pending(Arc::clone(&flight))) };
                     self.occupy(p, shard, pos, tag, idx);
-                    return Err(Lead { idx, meta, flight });
+                    return Err(Placeholder { idx, meta, flight });
                 }
             };
             let slot = self.slot(idx);
@@ -773,7 +785,7 @@ where
         // Which entries, and their recency, a shard per lock.
         let mut picked: Vec<(u32, u32, u32)> = Vec::new();
         for shard in 0..self.shards.len() {
-            self.write(false, |p| {
+            self.write(Handoff::Batched, |p| {
                 let Some(table) = self.table(shard, &p.locked) else {
                     return;
                 };
@@ -785,7 +797,7 @@ where
         }
         // Oldest first, by age from a clock no older than any stamp; stamps
         // are distinct, so no need for a stable sort.
-        let clock = self.write(false, |p| p.lru.clock());
+        let clock = self.write(Handoff::Batched, |p| p.lru.clock());
         picked.sort_unstable_by_key(|&(stamp, ..)| std::cmp::Reverse(clock.wrapping_sub(stamp)));
         let now = self.clock.now();
         let mut visited = Vec::with_capacity(picked.len());
@@ -838,7 +850,7 @@ where
                 .take(chunk.max(1))
                 .map(|(key, value, ttl)| (self.hash(&key), key, value, ttl))
                 .collect();
-            let unstored: Vec<_> = self.write(false, |p| {
+            let unstored: Vec<_> = self.write(Handoff::Batched, |p| {
                 batch
                     .into_iter()
                     .filter_map(|(hash, key, value, ttl)| self.insert_locked(p, hash, key, value, ttl))

@@ -1,0 +1,364 @@
+//! Single-flight loading: the protocol that leads, joins and hands over
+//! loads of one key, on the store's placeholders and the flights they hold.
+//!
+//! A caller that misses claims the key in the store: it finds a value, joins
+//! the flight of a load already under way, or places its own placeholder and
+//! leads. The leader's [`Leader`] guard makes sure the flight ends whatever
+//! happens: with the value, the error, or `Abandoned` if the loader panics or
+//! the caller is dropped, and then one waiter leads in its stead.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::Cache;
+use crate::flight::{Outcome, SharedError};
+use crate::store::{Claim, Placeholder, Store};
+
+/// How a failed load's error reaches the callers that waited on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Errors {
+    /// Every waiter gets the leader's error, behind one `Arc`.
+    Shared,
+    /// The leader keeps its error; each waiter runs its own loader once,
+    /// outside single-flight. For error types that cannot be shared.
+    PerCaller,
+}
+
+/// A failed load, as `load` returns it.
+pub(crate) enum Failure<E> {
+    Shared(Arc<E>),
+    Own(E),
+}
+
+impl<E> Failure<E> {
+    /// The shared error; `Own` only comes from `Errors::PerCaller`.
+    fn shared(self) -> Arc<E> {
+        match self {
+            Failure::Shared(error) => error,
+            Failure::Own(error) => Arc::new(error),
+        }
+    }
+}
+
+/// What a waiter makes of the outcome of the flight it joined.
+enum Joined<V, E> {
+    /// The flight's value, or its error (shared).
+    Served(Result<V, Failure<E>>),
+    /// The flight failed with an error this waiter cannot share: it tries
+    /// on its own, outside single-flight.
+    OnItsOwn,
+    /// No answer for this waiter (the leader gave up, or a batch had no
+    /// value for it or panicked): back to the store.
+    Again,
+}
+
+impl<V, E: Send + Sync + 'static> Joined<V, E> {
+    fn from(outcome: Outcome<V>, errors: Errors) -> Self {
+        match (outcome, errors) {
+            (Outcome::Value(value), _) => Joined::Served(Ok(value)),
+            (Outcome::Error(error), Errors::Shared) => match error.downcast::<E>() {
+                Ok(error) => Joined::Served(Err(Failure::Shared(error))),
+                // Another error type than this caller's loader: its own go.
+                Err(_) => Joined::Again,
+            },
+            (Outcome::Error(_) | Outcome::Failed, Errors::PerCaller) => Joined::OnItsOwn,
+            // A batch's "no value" or panic is not an answer for a caller
+            // with its own loader.
+            _ => Joined::Again,
+        }
+    }
+}
+
+/// The leader's side of a flight. Dropped without an outcome (the loader
+/// panicked or the caller was cancelled), it takes the placeholder out and
+/// abandons the flight, so a waiter takes the load over.
+struct Leader<'a, K, V> {
+    store: &'a Store<K, V>,
+    lead: Option<Placeholder<V>>,
+}
+
+impl<K: Hash + Eq, V: Clone> Leader<'_, K, V> {
+    fn succeed(mut self, value: &V, ttl: Option<Duration>) {
+        let lead = self.lead.take().expect("a leader finishes once");
+        self.store.resolve(&lead, value.clone(), ttl);
+        // The placeholder is gone, so nobody can join any more: with no
+        // other handle on the flight there is nobody to hand a copy to.
+        if Arc::strong_count(&lead.flight) > 1 {
+            lead.flight.finish(Outcome::Value(value.clone()));
+        }
+    }
+
+    fn fail(mut self, outcome: impl Fn() -> Outcome<V>) {
+        let lead = self.lead.take().expect("a leader finishes once");
+        self.store.fail([&lead], outcome);
+    }
+}
+
+impl<K, V> Drop for Leader<'_, K, V> {
+    fn drop(&mut self) {
+        if let Some(lead) = self.lead.take() {
+            self.store.fail([&lead], || Outcome::Abandoned);
+        }
+    }
+}
+
+impl<K, V> Cache<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// The value for `key`, loading it with `load` on a miss and storing it
+    /// with the default TTL.
+    ///
+    /// Single-flight: concurrent callers for one missing key share one run of
+    /// one caller's loader; the others wait for its value. If that loader
+    /// panics (the panic propagates in the caller that ran it) or its caller
+    /// is dropped, one waiter takes the load over with its own loader: no
+    /// waiter is ever left hanging. A `remove`, `insert` or `clear` of `key`
+    /// during the load wins: waiters get the loaded value, but it is not
+    /// stored.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_cache::Cache;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let cache = Cache::<u64, String>::new(100);
+    /// let calls = std::sync::atomic::AtomicUsize::new(0);
+    /// let load = || async {
+    ///     calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    ///     tokio::task::yield_now().await; // a real loader awaits a database
+    ///     "user 7".to_string()
+    /// };
+    /// let (a, b) = tokio::join!(cache.get_or_load(7, load), cache.get_or_load(7, load));
+    /// assert_eq!((a.as_str(), b.as_str()), ("user 7", "user 7"));
+    /// assert_eq!(calls.into_inner(), 1);
+    /// let m = cache.metrics();
+    /// assert_eq!((m.misses, m.loads, m.coalesced), (2, 1, 1));
+    /// # }
+    /// ```
+    pub async fn get_or_load<F, Fut>(&self, key: K, load: F) -> V
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = V>,
+    {
+        self.get_or_load_with_ttl(key, self.store.config.default_ttl, load).await
+    }
+
+    /// [`get_or_load`](Self::get_or_load) storing the value with its own TTL
+    /// (`None`: never expires).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use async_cache::Cache;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let cache = Cache::<u64, u64>::new(100);
+    /// let ttl = Some(Duration::from_secs(10));
+    /// assert_eq!(cache.get_or_load_with_ttl(1, ttl, || async { 10 }).await, 10);
+    /// tokio::time::advance(Duration::from_secs(11)).await;
+    /// assert_eq!(cache.get(&1), None);
+    /// # }
+    /// ```
+    pub async fn get_or_load_with_ttl<F, Fut>(&self, key: K, ttl: Option<Duration>, load: F) -> V
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = V>,
+    {
+        let loaded = self.load(key, ttl, true, Errors::Shared, || async { Ok::<V, Infallible>(load().await) });
+        match loaded.await {
+            Ok(value) => value,
+            Err(Failure::Own(never)) => match never {},
+            Err(Failure::Shared(never)) => match *never {},
+        }
+    }
+
+    /// [`get_or_load`](Self::get_or_load) for a fallible loader. An `Err`
+    /// reaches every caller waiting on that load as the same `Arc<E>`, and
+    /// nothing is cached: the next call loads again.
+    ///
+    /// A waiter whose loader has another error type than the leader's (or an
+    /// infallible waiter) cannot receive the leader's error; it takes the
+    /// load over with its own loader instead.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_cache::Cache;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let cache = Cache::<u64, String>::new(100);
+    /// let failed = cache.try_get_or_load(1, || async { Err::<String, _>("db down") }).await;
+    /// assert_eq!(*failed.unwrap_err(), "db down");
+    /// assert!(!cache.contains_key(&1));
+    ///
+    /// let loaded = cache.try_get_or_load(1, || async { Ok::<_, &str>("one".to_string()) }).await;
+    /// assert_eq!(loaded.unwrap(), "one");
+    /// assert_eq!(cache.metrics().load_errors, 1);
+    /// # }
+    /// ```
+    pub async fn try_get_or_load<F, Fut, E>(&self, key: K, load: F) -> Result<V, Arc<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+        E: Send + Sync + 'static,
+    {
+        self.try_get_or_load_with_ttl(key, self.store.config.default_ttl, load).await
+    }
+
+    /// [`try_get_or_load`](Self::try_get_or_load) storing the value with its
+    /// own TTL (`None`: never expires).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use async_cache::Cache;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let cache = Cache::<u64, u64>::new(100);
+    /// let ttl = Some(Duration::from_secs(30));
+    /// let v = cache.try_get_or_load_with_ttl(1, ttl, || async { Ok::<_, std::io::Error>(1) }).await;
+    /// assert_eq!(v.unwrap(), 1);
+    /// # }
+    /// ```
+    pub async fn try_get_or_load_with_ttl<F, Fut, E>(&self, key: K, ttl: Option<Duration>, load: F) -> Result<V, Arc<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+        E: Send + Sync + 'static,
+    {
+        let loaded = self.load(key, ttl, true, Errors::Shared, load).await;
+        loaded.map_err(Failure::shared)
+    }
+
+    /// The single-flight protocol. `lookup` counts the first lookup as a hit
+    /// or miss (warmup does not count).
+    pub(crate) async fn load<F, Fut, E>(
+        &self,
+        key: K,
+        ttl: Option<Duration>,
+        lookup: bool,
+        errors: Errors,
+        load: F,
+    ) -> Result<V, Failure<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+        E: Send + Sync + 'static,
+    {
+        let store = &*self.store;
+        let hash = store.hash(&key);
+        let found = if lookup { store.get(hash, &key) } else { store.peek(hash, &key) };
+        if let Some(value) = found {
+            return Ok(value);
+        }
+        let mut key = Some(key);
+        let mut load = Some(load);
+        loop {
+            match store.claim(hash, &mut key) {
+                Claim::Hit(value) => return Ok(value),
+                Claim::Lead(placeholder) => {
+                    let load = load.take().expect("a caller leads at most once");
+                    return self.lead(placeholder, ttl, errors, load).await;
+                }
+                Claim::Join(flight) => match Joined::from(flight.wait().await, errors) {
+                    Joined::Served(answer) => {
+                        store.counters.coalesced.inc();
+                        return answer;
+                    }
+                    Joined::OnItsOwn => {
+                        let key = key.take().expect("a waiter still owns its key");
+                        let load = load.take().expect("a waiter has not run its loader");
+                        return self.load_alone(key, ttl, load).await;
+                    }
+                    // Back to the store: one waiter places a new placeholder
+                    // and leads, the others join it.
+                    Joined::Again => {}
+                },
+            }
+        }
+    }
+
+    /// Runs `load` as the leader of `placeholder`'s flight: the value is
+    /// stored and handed to every waiter; an error is handed to them (or
+    /// each tries on its own, see [`Errors`]); a panic or a cancellation
+    /// drops the [`Leader`], which abandons the flight to a waiter.
+    async fn lead<F, Fut, E>(
+        &self,
+        placeholder: Placeholder<V>,
+        ttl: Option<Duration>,
+        errors: Errors,
+        load: F,
+    ) -> Result<V, Failure<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+        E: Send + Sync + 'static,
+    {
+        let store = &*self.store;
+        let leader = Leader { store, lead: Some(placeholder) };
+        store.counters.loads.inc();
+        match self.timed(load()).await {
+            Ok(value) => {
+                leader.succeed(&value, ttl);
+                Ok(value)
+            }
+            Err(error) => {
+                store.counters.load_errors.inc();
+                match errors {
+                    Errors::Shared => {
+                        let error = Arc::new(error);
+                        leader.fail(|| Outcome::Error(Arc::clone(&error) as SharedError));
+                        Err(Failure::Shared(error))
+                    }
+                    Errors::PerCaller => {
+                        leader.fail(|| Outcome::Failed);
+                        Err(Failure::Own(error))
+                    }
+                }
+            }
+        }
+    }
+
+    /// A waiter's own attempt after a failed flight whose error it cannot
+    /// share: outside single-flight, storing a value like any load.
+    async fn load_alone<F, Fut, E>(&self, key: K, ttl: Option<Duration>, load: F) -> Result<V, Failure<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+    {
+        self.store.counters.loads.inc();
+        match self.timed(load()).await {
+            Ok(value) => {
+                self.insert_with_ttl(key, value.clone(), ttl);
+                Ok(value)
+            }
+            Err(error) => {
+                self.store.counters.load_errors.inc();
+                Err(Failure::Own(error))
+            }
+        }
+    }
+
+    /// Runs a load, reporting its duration to the load observer, if any.
+    pub(crate) async fn timed<T>(&self, load: impl Future<Output = T>) -> T {
+        let Some(observer) = self.store.observer() else {
+            return load.await;
+        };
+        let started = tokio::time::Instant::now();
+        let out = load.await;
+        observer(started.elapsed());
+        out
+    }
+}
