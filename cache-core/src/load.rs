@@ -269,8 +269,13 @@ where
             match store.claim(hash, &mut key) {
                 Claim::Hit(value) => return Ok(value),
                 Claim::Lead(placeholder) => {
+                    // The guard first: it ends the flight if the load panics
+                    // or this caller is dropped mid-load.
+                    let leader = Leader { store, lead: Some(placeholder) };
+                    store.counters.loads.inc();
                     let load = load.take().expect("a caller leads at most once");
-                    return self.lead(placeholder, ttl, errors, load).await;
+                    let loaded = self.timed(load()).await;
+                    return self.end_lead(leader, loaded, ttl, errors);
                 }
                 Claim::Join(flight) => match Joined::from(flight.wait().await, errors) {
                     Joined::Served(answer) => {
@@ -290,32 +295,27 @@ where
         }
     }
 
-    /// Runs `load` as the leader of `placeholder`'s flight: the value is
-    /// stored and handed to every waiter; an error is handed to them (or
-    /// each tries on its own, see [`Errors`]); a panic or a cancellation
-    /// drops the [`Leader`], which abandons the flight to a waiter.
-    async fn lead<F, Fut, E>(
+    /// Ends a flight this caller led with what its loader returned: the
+    /// value is stored and handed to every waiter; an error is handed to
+    /// them (or each tries on its own, see [`Errors`]). Not async: the
+    /// loader is awaited inline by the caller, without a nested future.
+    fn end_lead<E>(
         &self,
-        placeholder: Placeholder<V>,
+        leader: Leader<'_, K, V>,
+        loaded: Result<V, E>,
         ttl: Option<Duration>,
         errors: Errors,
-        load: F,
     ) -> Result<V, Failure<E>>
     where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<V, E>>,
         E: Send + Sync + 'static,
     {
-        let store = &*self.store;
-        let leader = Leader { store, lead: Some(placeholder) };
-        store.counters.loads.inc();
-        match self.timed(load()).await {
+        match loaded {
             Ok(value) => {
                 leader.succeed(&value, ttl);
                 Ok(value)
             }
             Err(error) => {
-                store.counters.load_errors.inc();
+                self.store.counters.load_errors.inc();
                 match errors {
                     Errors::Shared => {
                         let error = Arc::new(error);

@@ -33,7 +33,7 @@ use std::time::Duration;
 use self::buffer::ReadBuffer;
 use self::lru::Lru;
 use self::reclaim::{Locked, Pinned, Protects, Reclaimed, drop_quietly, pin, retire_table};
-use self::slab::{Filling, Garbage, PENDING, READY, RETIRED_PENDING, RETIRED_READY, Slab, Slot, state};
+use self::slab::{Filling, PENDING, READY, RETIRED_PENDING, RETIRED_READY, Slab, Slot, state};
 use self::table::{Probe, Table, TableRef, Usage};
 use self::wheel::{Timer, Wheel};
 use crate::flight::{Flight, Outcome};
@@ -246,13 +246,14 @@ impl<K, V> Store<K, V> {
     }
 
     /// Runs `f` under the lock on an up-to-date policy, then, after
-    /// unlocking, hands retired slots to the epoch as `handoff` says, and
-    /// last drops what reclaimed slots held.
+    /// unlocking, hands retired slots to the epoch as `handoff` says.
     fn write<R>(&self, handoff: Handoff, f: impl FnOnce(&mut Policy) -> R) -> R {
-        let (free, garbage) = self.take_back();
+        let free = self.take_back();
         let (out, retired) = {
             let mut p = self.lock();
-            p.free.extend_from_slice(&free);
+            if let Some(free) = &free {
+                p.free.extend_from_slice(free);
+            }
             self.maintain(&mut p);
             let out = f(&mut p);
             let flush = handoff == Handoff::Now && !p.limbo.is_empty();
@@ -268,35 +269,54 @@ impl<K, V> Store<K, V> {
             guard.defer(move || reclaimed.add(slots));
             guard.flush();
         }
-        drop_quietly(garbage);
         out
     }
 
-    /// Takes back the slots whose grace period has ended: their indices for
-    /// the free list, and their contents, moved out (no user code runs
-    /// here) to be dropped once the operation is done and the lock released.
-    /// Nothing is taken back while a snapshot reads retired slots.
-    fn take_back(&self) -> (Vec<u32>, Vec<Garbage<K, V>>) {
+    /// Takes back the slots whose grace period has ended, if any: see
+    /// [`take_back_now`](Self::take_back_now). Most writes find none.
+    #[inline]
+    fn take_back(&self) -> Option<Vec<u32>> {
         if !self.reclaimed.any.load(Ordering::Acquire) {
-            return (Vec::new(), Vec::new());
+            return None;
         }
-        let slots = self.reclaimed.take();
-        let mut free = Vec::with_capacity(slots.len());
-        let mut garbage = Vec::with_capacity(slots.len());
-        for idx in slots {
-            let slot = self.slot(idx);
-            // SAFETY: retired, and its grace period has ended: no reader
-            // holds it, no snapshot reads it (`Reclaimed::take` checked),
-            // and it is on no list a writer takes from; the batch came out
-            // of `reclaimed` once, so nobody else takes it.
-            garbage.extend(unsafe { slot.take() });
-            // A slot whose generations ran out is never reused, so an
-            // `(index, meta)` pair names one use of a slot forever.
-            if !slab::exhausted(slot.meta.load(Ordering::Relaxed)) {
-                free.push(idx);
-            }
+        Some(self.take_back_now())
+    }
+
+    /// The slots whose grace period has ended, emptied for the free list.
+    /// Their contents are dropped here, before the lock is taken, so user
+    /// `Drop` code never runs under it; a panic in one is caught (it belongs
+    /// to no caller) and the rest are still dropped. Nothing is taken back
+    /// while a snapshot reads retired slots.
+    #[cold]
+    #[inline(never)]
+    fn take_back_now(&self) -> Vec<u32> {
+        let mut free = self.reclaimed.take();
+        let mut spent = false;
+        let mut next = 0;
+        // One `catch_unwind` for the batch: after a panic, the loop goes on
+        // from the slot after the one whose contents panicked.
+        while next < free.len() {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                while let Some(&idx) = free.get(next) {
+                    next += 1;
+                    // SAFETY: retired, and its grace period has ended: no
+                    // reader holds it, no snapshot reads it (`Reclaimed::take`
+                    // checked), and it is on no list a writer takes from; the
+                    // batch came out of `reclaimed` once, so nobody else
+                    // takes it.
+                    let (contents, reusable) = unsafe { self.slot(idx).empty() };
+                    spent |= !reusable;
+                    // User `Drop`, once the slot is already empty.
+                    drop(contents);
+                }
+            }));
         }
-        (free, garbage)
+        // A slot whose generations ran out is never reused, so an `(index,
+        // meta)` pair names one use of a slot forever. Once in 2^29 reuses.
+        if spent {
+            free.retain(|&idx| !slab::exhausted(self.slot(idx).meta.load(Ordering::Relaxed)));
+        }
+        free
     }
 
     /// Replays reads and expires due entries. The checks are inline: most
@@ -445,8 +465,12 @@ impl<K, V> Store<K, V> {
     pub(crate) fn resolve(&self, lead: &Placeholder<V>, value: V, ttl: Option<Duration>) {
         let expires = self.deadline(ttl);
         let keep = self.keeps(ttl);
-        let leftovers = self.write(Handoff::Batched, |p| self.resolve_locked(p, lead, value, expires, keep));
-        drop_quietly(vec![leftovers]);
+        match self.write(Handoff::Batched, |p| self.resolve_locked(p, lead, value, expires, keep)) {
+            // The placeholder's flight: no user code in its drop (its
+            // outcome is set later, by the leader).
+            Ok(flight) => drop(flight),
+            Err(unstored) => drop_quietly([unstored]),
+        }
     }
 
     /// [`resolve`](Self::resolve) for many placeholders under one lock.

@@ -5,7 +5,7 @@
 //! lock holder), handed to the epoch in batches, and once every reader that
 //! could have seen it has unpinned, the epoch's deferred function lists it
 //! in [`Reclaimed`]; the next write takes it back (`Store::take_back`),
-//! moving its contents out to be dropped after the operation. A table
+//! dropping its contents before it locks (a panic there is caught). A table
 //! swapped out for a larger or cleaner one is freed the same way.
 //!
 //! The proofs that a table read without the lock stays allocated are types:
@@ -138,9 +138,9 @@ impl Drop for Held<'_> {
 /// slots, values not stored). Their `Drop` is user code that belongs to no
 /// caller in particular: a panic in it is caught here (the panic hook has
 /// reported it) instead of unwinding through an unrelated operation, where
-/// it could strand a load half-way through its protocol.
-pub(super) fn drop_quietly<T>(garbage: Vec<T>) {
-    for item in garbage {
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(item)));
-    }
+/// it could strand a load half-way through its protocol. The items after a
+/// panicking one are still dropped; one `catch_unwind` covers the batch.
+pub(super) fn drop_quietly<I: IntoIterator>(garbage: I) {
+    let mut rest = garbage.into_iter();
+    while std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rest.by_ref().for_each(drop))).is_err() {}
 }

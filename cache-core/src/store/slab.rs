@@ -206,6 +206,25 @@ impl<K, V> Slot<K, V> {
         self.meta.store(with_state(meta, retired), Ordering::Release);
     }
 
+    /// Marks a slot `FREE`, one generation on, and moves out its contents
+    /// if they need dropping (a flight always does; a key and value only if
+    /// `K` or `V` has drop glue). Returns them, for the caller to drop, and
+    /// whether the slot may be reused (see [`exhausted`]). Runs no user code.
+    ///
+    /// # Safety
+    /// As [`take`](Self::take).
+    #[inline]
+    pub(crate) unsafe fn empty(&self) -> (Option<Garbage<K, V>>, bool) {
+        let meta = self.meta.load(Ordering::Relaxed);
+        let reusable = !exhausted(next_generation(meta));
+        if matches!(state(meta), READY | RETIRED_READY) && !std::mem::needs_drop::<(K, V)>() {
+            self.meta.store(next_generation(meta), Ordering::Relaxed);
+            return (None, reusable);
+        }
+        // SAFETY: the caller's contract.
+        (unsafe { self.take() }, reusable)
+    }
+
     /// Moves the contents out of a slot and marks it `FREE`, one generation
     /// on. Runs no user code.
     ///
@@ -244,10 +263,18 @@ pub(crate) enum Filling<V> {
     Pending(Arc<Flight<V>>),
 }
 
+#[cold]
+#[inline(never)]
+fn never_allocated(idx: u32) -> ! {
+    panic!("async-cache: slot {idx} was never allocated (a bug)")
+}
+
 /// log2 of the first segment's length.
 const FIRST_BITS: u32 = 5;
-/// Enough segments for every index a table entry can encode (< 2^32 - 32).
-const SEGMENTS: usize = 32 - FIRST_BITS as usize;
+/// Enough segments for every index a table entry can encode (< 2^32 - 32),
+/// plus one that is never allocated: [`locate`] maps every `u32` to a
+/// segment below this, so [`Slab::get`] indexes without a bounds check.
+const SEGMENTS: usize = 33 - FIRST_BITS as usize;
 /// The first index the slab cannot hold.
 pub(crate) const MAX_SLOTS: u64 = (1u64 << 32) - (1 << FIRST_BITS);
 
@@ -286,8 +313,12 @@ impl<K, V> Slab<K, V> {
     #[inline]
     pub(crate) fn get(&self, idx: u32) -> &Slot<K, V> {
         let (segment, offset) = locate(idx);
-        let base = self.segments.get(segment).map_or(ptr::null_mut(), |s| s.load(Ordering::Acquire));
-        assert!(!base.is_null(), "async-cache: slot {idx} was never allocated (a bug)");
+        // SAFETY: `idx + 32 < 2^33`, so `segment <= 32 - FIRST_BITS`, which
+        // is below `SEGMENTS`.
+        let base = unsafe { self.segments.get_unchecked(segment) }.load(Ordering::Acquire);
+        if base.is_null() {
+            never_allocated(idx);
+        }
         // SAFETY: the segment was allocated zeroed by `ensure` (a zeroed
         // slot is a valid FREE one) and holds `offset`; the Acquire load
         // pairs with its Release store; segments are only freed by `destroy`,
@@ -351,7 +382,8 @@ mod tests {
             }
         }
         let (segment, offset) = locate((MAX_SLOTS - 1) as u32);
-        assert_eq!(segment, SEGMENTS - 1);
+        assert_eq!(segment, SEGMENTS - 2);
+        assert_eq!(locate(u32::MAX).0, SEGMENTS - 1, "the never-allocated segment");
         assert_eq!(offset, (1 << (segment as u32 + FIRST_BITS)) - 1);
     }
 
