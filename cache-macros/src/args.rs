@@ -30,100 +30,119 @@ pub(crate) struct Args {
 impl Parse for Args {
     fn parse(input: ParseStream<'_>) -> Result<Self> {
         let mut args = Args::default();
+        let mut given = Given::default();
         let mut seen: Vec<String> = Vec::new();
-        let mut maxsize_at = None;
-        let mut unbounded_at = None;
-        let mut key = None;
-        let mut key_type: Option<(Ident, Type)> = None;
         while !input.is_empty() {
-            // `crate` is a keyword, the others plain identifiers.
-            let name = if input.peek(Token![crate]) {
-                let token: Token![crate] = input.parse()?;
-                Ident::new("crate", token.span)
-            } else {
-                input.call(Ident::parse_any)?
-            };
+            let name = argument_name(input)?;
             let label = name.to_string();
             if seen.contains(&label) {
                 return Err(Error::new_spanned(&name, format!("`{label}` is given twice: keep one")));
             }
-            seen.push(label.clone());
-            match label.as_str() {
-                "maxsize" => {
-                    input.parse::<Token![=]>()?;
-                    let lit: syn::LitInt = input.parse()?;
-                    args.max_size = Some(lit.base10_parse().map_err(|_| {
-                        Error::new_spanned(&lit, "`maxsize` is a whole number of entries, such as `maxsize = 1000`")
-                    })?);
-                    maxsize_at = Some(name);
-                }
-                "unbounded" => {
-                    args.unbounded = true;
-                    unbounded_at = Some(name);
-                }
-                "ttl" => {
-                    input.parse::<Token![=]>()?;
-                    args.ttl = Some(parse_ttl(input)?);
-                }
-                "name" => {
-                    input.parse::<Token![=]>()?;
-                    args.name = Some(input.parse()?);
-                }
-                "skip" => {
-                    let content;
-                    syn::parenthesized!(content in input);
-                    let names = content.parse_terminated(Ident::parse_any, Token![,])?;
-                    if names.is_empty() {
-                        return Err(Error::new_spanned(
-                            &name,
-                            "`skip()` names no argument: list them, as in `skip(self, pool)`",
-                        ));
-                    }
-                    args.skip.extend(names);
-                }
-                "key" => {
-                    input.parse::<Token![=]>()?;
-                    key = Some((name, input.parse::<Expr>()?));
-                }
-                "key_type" => {
-                    input.parse::<Token![=]>()?;
-                    key_type = Some((name, input.parse()?));
-                }
-                "crate" => {
-                    input.parse::<Token![=]>()?;
-                    args.krate = Some(input.call(Path::parse_mod_style)?);
-                }
-                _ => {
-                    return Err(Error::new_spanned(
-                        &name,
-                        format!("unknown argument `{label}`: #[cached] takes {KNOWN}"),
-                    ));
-                }
-            }
+            seen.push(label);
+            args.parse_value(name, input, &mut given)?;
             if !input.is_empty() {
                 input.parse::<Token![,]>()?;
             }
         }
-        if let (Some(_), Some(unbounded)) = (&maxsize_at, &unbounded_at) {
+        args.key = given.finish()?;
+        Ok(args)
+    }
+}
+
+/// An argument's name: `crate` is a keyword, the others plain identifiers.
+fn argument_name(input: ParseStream<'_>) -> Result<Ident> {
+    if input.peek(Token![crate]) {
+        let token: Token![crate] = input.parse()?;
+        Ok(Ident::new("crate", token.span))
+    } else {
+        input.call(Ident::parse_any)
+    }
+}
+
+/// Arguments whose combination is checked once all are read, with the
+/// names they were given by, for the errors to point at.
+#[derive(Default)]
+struct Given {
+    maxsize: Option<Ident>,
+    unbounded: Option<Ident>,
+    key: Option<(Ident, Expr)>,
+    key_type: Option<(Ident, Type)>,
+}
+
+impl Given {
+    /// Checks the combinations; returns `key = ..., key_type = ...`.
+    fn finish(self) -> Result<Option<(Expr, Type)>> {
+        if let (Some(_), Some(unbounded)) = (&self.maxsize, &self.unbounded) {
             return Err(Error::new_spanned(unbounded, "`unbounded` and `maxsize` contradict each other: keep one"));
         }
-        args.key = match (key, key_type) {
-            (Some((_, expr)), Some((_, ty))) => Some((expr, ty)),
-            (None, None) => None,
-            (Some((name, _)), None) => {
-                return Err(Error::new_spanned(
-                    name,
-                    "`key = ...` needs `key_type = <type>` too: the cache's key type is written out, as in `key = id.to_string(), key_type = String`",
-                ));
-            }
+        match (self.key, self.key_type) {
+            (Some((_, expr)), Some((_, ty))) => Ok(Some((expr, ty))),
+            (None, None) => Ok(None),
+            (Some((name, _)), None) => Err(Error::new_spanned(
+                name,
+                "`key = ...` needs `key_type = <type>` too: the cache's key type is written out, as in `key = id.to_string(), key_type = String`",
+            )),
             (None, Some((name, _))) => {
-                return Err(Error::new_spanned(
-                    name,
-                    "`key_type` needs `key = <expr>` too: the expression that makes the key",
-                ));
+                Err(Error::new_spanned(name, "`key_type` needs `key = <expr>` too: the expression that makes the key"))
             }
-        };
-        Ok(args)
+        }
+    }
+}
+
+impl Args {
+    /// Reads the value of argument `name`, if it takes one.
+    fn parse_value(&mut self, name: Ident, input: ParseStream<'_>, given: &mut Given) -> Result<()> {
+        let label = name.to_string();
+        match label.as_str() {
+            "maxsize" => {
+                input.parse::<Token![=]>()?;
+                let lit: syn::LitInt = input.parse()?;
+                self.max_size = Some(lit.base10_parse().map_err(|_| {
+                    Error::new_spanned(&lit, "`maxsize` is a whole number of entries, such as `maxsize = 1000`")
+                })?);
+                given.maxsize = Some(name);
+            }
+            "unbounded" => {
+                self.unbounded = true;
+                given.unbounded = Some(name);
+            }
+            "ttl" => {
+                input.parse::<Token![=]>()?;
+                self.ttl = Some(parse_ttl(input)?);
+            }
+            "name" => {
+                input.parse::<Token![=]>()?;
+                self.name = Some(input.parse()?);
+            }
+            "skip" => {
+                let content;
+                syn::parenthesized!(content in input);
+                let names = content.parse_terminated(Ident::parse_any, Token![,])?;
+                if names.is_empty() {
+                    return Err(Error::new_spanned(
+                        &name,
+                        "`skip()` names no argument: list them, as in `skip(self, pool)`",
+                    ));
+                }
+                self.skip.extend(names);
+            }
+            "key" => {
+                input.parse::<Token![=]>()?;
+                given.key = Some((name, input.parse::<Expr>()?));
+            }
+            "key_type" => {
+                input.parse::<Token![=]>()?;
+                given.key_type = Some((name, input.parse()?));
+            }
+            "crate" => {
+                input.parse::<Token![=]>()?;
+                self.krate = Some(input.call(Path::parse_mod_style)?);
+            }
+            _ => {
+                return Err(Error::new_spanned(&name, format!("unknown argument `{label}`: #[cached] takes {KNOWN}")));
+            }
+        }
+        Ok(())
     }
 }
 

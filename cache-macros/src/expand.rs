@@ -53,7 +53,20 @@ struct Arg {
 fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
     let args: Args = syn::parse2(args)?;
     let func: ItemFn = syn::parse2(item)?;
-    let sig = &func.sig;
+    check_signature(&func.sig)?;
+    let key_args = key_arguments(&func.sig, &args)?;
+    let krate = args.krate();
+    let private = quote!(#krate::__private);
+    let (key_type, key_expr) = key(&args, &key_args);
+    let returns = Returns::of(&func.sig, &private);
+    let find_cache = site(&args, &func.sig.ident, &key_type, &returns.value_type, &private);
+    let checks = checks(&args, &key_args, &returns, &private);
+    Ok(items(&func, &returns, &private, Key { ty: key_type, expr: key_expr }, find_cache, checks))
+}
+
+/// What `#[cached]` cannot cache: a function that is not async, generic or
+/// variadic.
+fn check_signature(sig: &syn::Signature) -> syn::Result<()> {
     if sig.asyncness.is_none() {
         return Err(Error::new_spanned(
             sig.fn_token,
@@ -69,8 +82,12 @@ fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
     if let Some(variadic) = &sig.variadic {
         return Err(Error::new_spanned(variadic, "#[cached] cannot cache a variadic function"));
     }
+    Ok(())
+}
 
-    // The arguments, checked against `skip(...)`.
+/// The arguments that make up the key: all but those in `skip(...)`, which
+/// must each name an argument (`self` included).
+fn key_arguments(sig: &syn::Signature, args: &Args) -> syn::Result<Vec<Arg>> {
     let mut key_args = Vec::new();
     let mut names = Vec::new();
     for input in &sig.inputs {
@@ -113,13 +130,13 @@ fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
             format!("`skip({unknown})`: the function has no argument `{unknown}`"),
         ));
     }
+    Ok(key_args)
+}
 
-    let krate = args.krate();
-    let private = quote!(#krate::__private);
-    let ident = &sig.ident;
-
-    // The key: the remaining arguments, owned, in a tuple.
-    let (key_type, key_expr) = match &args.key {
+/// The key's type and the expression that makes it: `key = ..., key_type =
+/// ...` if given, else the key arguments, owned, in a tuple.
+fn key(args: &Args, key_args: &[Arg]) -> (TokenStream, TokenStream) {
+    match &args.key {
         Some((expr, ty)) => (quote!(#ty), quote!(#expr)),
         None => {
             let types = key_args.iter().map(|arg| owned_type(&arg.ty));
@@ -132,28 +149,56 @@ fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
             });
             (quote!((#(#types,)*)), quote!((#(#values,)*)))
         }
-    };
+    }
+}
 
-    // The value: what the cache stores. `T` itself when the return type
-    // spells it out, else a projection (for aliases such as `io::Result<T>`).
-    let ret = match &sig.output {
-        ReturnType::Default => syn::parse_quote!(()),
-        ReturnType::Type(_, ty) => (**ty).clone(),
-    };
-    let mode = mode(&ret);
-    let spelled = generic_args(&ret);
-    let value_type = match (&mode, spelled.as_slice()) {
-        (Mode::Result, [ok, _]) | (Mode::Option, [ok]) => quote!(#ok),
-        (Mode::Result, _) => quote_spanned!(ret.span()=> <#ret as #private::ResultParts>::Ok),
-        (Mode::Option, _) => quote_spanned!(ret.span()=> <#ret as #private::OptionParts>::Some),
-        (Mode::Value, _) => quote!(#ret),
-    };
-    let error_type = match spelled.as_slice() {
-        [_, err] => quote!(#err),
-        _ => quote!(<#ret as #private::ResultParts>::Err),
-    };
+/// The key's type and the expression that makes it from the arguments.
+struct Key {
+    ty: TokenStream,
+    expr: TokenStream,
+}
 
-    // The cache, found by this function's site.
+/// The function's return type and what the cache makes of it.
+struct Returns {
+    ret: Type,
+    mode: Mode,
+    /// What the cache stores: `T` itself when the return type spells it
+    /// out, else a projection (for aliases such as `io::Result<T>`).
+    value_type: TokenStream,
+    error_type: TokenStream,
+}
+
+impl Returns {
+    fn of(sig: &syn::Signature, private: &TokenStream) -> Self {
+        let ret: Type = match &sig.output {
+            ReturnType::Default => syn::parse_quote!(()),
+            ReturnType::Type(_, ty) => (**ty).clone(),
+        };
+        let mode = mode(&ret);
+        let spelled = generic_args(&ret);
+        let value_type = match (&mode, spelled.as_slice()) {
+            (Mode::Result, [ok, _]) | (Mode::Option, [ok]) => quote!(#ok),
+            (Mode::Result, _) => quote_spanned!(ret.span()=> <#ret as #private::ResultParts>::Ok),
+            (Mode::Option, _) => quote_spanned!(ret.span()=> <#ret as #private::OptionParts>::Some),
+            (Mode::Value, _) => quote!(#ret),
+        };
+        let error_type = match spelled.as_slice() {
+            [_, err] => quote!(#err),
+            _ => quote!(<#ret as #private::ResultParts>::Err),
+        };
+        Returns { ret, mode, value_type, error_type }
+    }
+}
+
+/// The expression that finds this function's cache, made on first use with
+/// the attribute's settings.
+fn site(
+    args: &Args,
+    ident: &Ident,
+    key_type: &TokenStream,
+    value_type: &TokenStream,
+    private: &TokenStream,
+) -> TokenStream {
     let name = match &args.name {
         Some(name) => quote!(#name),
         None => {
@@ -168,7 +213,6 @@ fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
         Some(Ttl::Secs(secs)) => *secs as f64,
         Some(Ttl::SecsF64(secs)) => *secs,
     };
-    let cache_type = quote!(#private::Cache<#key_type, #value_type>);
     // One id per expansion, shared by the function and its companions only:
     // two functions that one `macro_rules!` macro writes have the same span,
     // so the span cannot tell their caches apart; a counter of this
@@ -179,8 +223,39 @@ fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
         let tail = format!("::{ident}#{n}");
         quote!(::std::concat!(::std::module_path!(), #tail))
     };
-    let find_cache = quote!(#private::site!(#id, #key_type, #value_type, #name, #max_size, #ttl_secs));
+    quote!(#private::site!(#id, #key_type, #value_type, #name, #max_size, #ttl_secs))
+}
 
+/// Trait checks of the key and value types, spanned where the types are
+/// written, so errors point at them.
+fn checks(args: &Args, key_args: &[Arg], returns: &Returns, private: &TokenStream) -> TokenStream {
+    let key_checks: Vec<TokenStream> = match &args.key {
+        Some((_, ty)) => vec![quote_spanned!(ty.span()=> #private::key::<#ty>();)],
+        None => key_args
+            .iter()
+            .map(|arg| {
+                let owned = owned_type(&arg.ty);
+                quote_spanned!(arg.ty.span()=> #private::key::<#owned>();)
+            })
+            .collect(),
+    };
+    let (ret, value_type) = (&returns.ret, &returns.value_type);
+    let value_check = quote_spanned!(ret.span()=> #private::value::<#value_type>(););
+    quote!(#(#key_checks)* #value_check)
+}
+
+/// The function, rewritten to load through its cache, and its companions
+/// `_cache`, `_invalidate` and `_refresh`.
+fn items(
+    func: &ItemFn,
+    returns: &Returns,
+    private: &TokenStream,
+    key: Key,
+    find_cache: TokenStream,
+    checks: TokenStream,
+) -> TokenStream {
+    let sig = &func.sig;
+    let ret = &returns.ret;
     // The body, run as a loader. `let __ret: Ret` fixes the block's type, so
     // `?` and `return` inside it work as in the function.
     let block = &func.block;
@@ -191,22 +266,8 @@ fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
             __ret
         }
     };
-    // Checked where the types are written, so errors point at them.
-    let checks = {
-        let key_checks: Vec<TokenStream> = match &args.key {
-            Some((_, ty)) => vec![quote_spanned!(ty.span()=> #private::key::<#ty>();)],
-            None => key_args
-                .iter()
-                .map(|arg| {
-                    let owned = owned_type(&arg.ty);
-                    quote_spanned!(arg.ty.span()=> #private::key::<#owned>();)
-                })
-                .collect(),
-        };
-        let value_check = quote_spanned!(ret.span()=> #private::value::<#value_type>(););
-        quote!(#(#key_checks)* #value_check)
-    };
-    let load = match mode {
+    let error_type = &returns.error_type;
+    let load = match returns.mode {
         Mode::Value => quote!(#private::load_value(__cache, __key, move || #body).await),
         Mode::Option => quote!(#private::load_option(__cache, __key, move || #body).await),
         Mode::Result => quote! {
@@ -215,15 +276,19 @@ fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
             #private::load_result(__cache, __key, #private::sharer!(#error_type), move || #body).await
         },
     };
-    let store = match mode {
+    let store = match returns.mode {
         Mode::Value => quote!(#private::store_value),
         Mode::Option => quote!(#private::store_option),
         Mode::Result => quote!(#private::store_result),
     };
 
+    let Key { ty: key_type, expr: key_expr } = key;
+    let value_type = &returns.value_type;
+    let cache_type = quote!(#private::Cache<#key_type, #value_type>);
     let attrs = &func.attrs;
     let vis = &func.vis;
     let inputs = &sig.inputs;
+    let ident = &sig.ident;
     let cache_fn = format_ident!("{}_cache", ident);
     let invalidate_fn = format_ident!("{}_invalidate", ident);
     let refresh_fn = format_ident!("{}_refresh", ident);
@@ -237,7 +302,7 @@ fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
         "Runs `{fn_name}` afresh, bypassing its cache, stores what it returns (`Ok`/`Some` only) and returns it (generated by `#[cached]`)."
     );
 
-    Ok(quote! {
+    quote! {
         #(#attrs)*
         #vis #sig {
             #checks
@@ -268,7 +333,7 @@ fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
             #store(#find_cache, __key, &__ret);
             __ret
         }
-    })
+    }
 }
 
 /// The generic arguments of a path type's last segment (`T, E` of
