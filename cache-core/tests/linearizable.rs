@@ -12,14 +12,42 @@ use std::time::{Duration, Instant};
 
 use cache_core::Cache;
 
-/// Overwrites `key` with increasing versions until `stop`, publishing in
-/// `returned` the version of the last `insert` that returned.
-fn overwrite(cache: Cache<u64, u64>, key: u64, returned: Arc<AtomicU64>, stop: Arc<AtomicBool>) {
-    let mut version = returned.load(Ordering::Relaxed);
-    while !stop.load(Ordering::Relaxed) {
-        version += 1;
-        cache.insert(key, version);
-        returned.store(version, Ordering::Release);
+/// A thread that overwrites key 0 (present, version 1) with increasing
+/// versions until stopped, publishing in `returned` the version of the last
+/// `insert` that returned.
+struct Overwriter {
+    returned: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Overwriter {
+    fn start(cache: &Cache<u64, u64>) -> Self {
+        cache.insert(0, 1);
+        let returned = Arc::new(AtomicU64::new(1));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (cache, returned, stop) = (cache.clone(), Arc::clone(&returned), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut version = 1;
+                while !stop.load(Ordering::Relaxed) {
+                    version += 1;
+                    cache.insert(0, version);
+                    returned.store(version, Ordering::Release);
+                }
+            })
+        };
+        Overwriter { returned, stop, thread: Some(thread) }
+    }
+}
+
+/// Stops and joins the thread, also when a check failed.
+impl Drop for Overwriter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -45,20 +73,9 @@ fn with_an_overwriter(max_size: usize, read: impl Fn(&Cache<u64, u64>) -> Option
     for k in 1..if cfg!(miri) { 8 } else { 64 } {
         cache.insert(k, 0);
     }
-    cache.insert(0, 1);
-    let returned = Arc::new(AtomicU64::new(1));
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (cache, returned, stop) = (cache.clone(), Arc::clone(&returned), Arc::clone(&stop));
-        std::thread::spawn(move || overwrite(cache, 0, returned, stop))
-    };
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        check_reads(&returned, if cfg!(miri) { 300 } else { 3_000_000 }, Duration::from_secs(3), || read(&cache))
-    }));
-    stop.store(true, Ordering::Relaxed);
-    writer.join().unwrap();
-    let reads = outcome.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-    assert!(reads > 0);
+    let writer = Overwriter::start(&cache);
+    let reads = if cfg!(miri) { 300 } else { 3_000_000 };
+    assert!(check_reads(&writer.returned, reads, Duration::from_secs(3), || read(&cache)) > 0);
 }
 
 #[test]
@@ -79,32 +96,21 @@ fn contains_key_during_concurrent_overwrites_never_misses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_or_load_during_concurrent_overwrites_never_loads() {
     let cache = Cache::<u64, u64>::new(1_000);
-    cache.insert(0, 1);
-    let returned = Arc::new(AtomicU64::new(1));
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (cache, returned, stop) = (cache.clone(), Arc::clone(&returned), Arc::clone(&stop));
-        std::thread::spawn(move || overwrite(cache, 0, returned, stop))
-    };
+    let writer = Overwriter::start(&cache);
     let deadline = Instant::now() + Duration::from_secs(2);
     let mut loads = 0;
     let mut reads = 0u64;
     while reads < if cfg!(miri) { 200 } else { 500_000 } && Instant::now() < deadline {
-        let floor = returned.load(Ordering::Acquire);
+        let floor = writer.returned.load(Ordering::Acquire);
         let seen = cache
             .get_or_load(0, || async {
                 loads += 1;
                 0
             })
             .await;
-        if seen < floor {
-            stop.store(true, Ordering::Relaxed);
-            panic!("get_or_load saw version {seen}, replaced by {floor} before it started");
-        }
+        assert!(seen >= floor, "get_or_load saw version {seen}, replaced by {floor} before it started");
         reads += 1;
     }
-    stop.store(true, Ordering::Relaxed);
-    writer.join().unwrap();
     assert_eq!(loads, 0, "a present key was loaded again in {reads} calls");
 }
 

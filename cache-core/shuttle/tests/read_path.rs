@@ -35,6 +35,14 @@ fn reader(cache: &Cache<u64, u64>, returned: &AtomicU64, reads: usize) {
     }
 }
 
+/// Runs `write` on a thread of its own while this one reads key 0 (present
+/// throughout) `reads` times, then joins it.
+fn read_while(cache: &Cache<u64, u64>, returned: &Arc<AtomicU64>, reads: usize, write: impl FnOnce() + Send + 'static) {
+    let writer = thread::spawn(write);
+    reader(cache, returned, reads);
+    writer.join().unwrap();
+}
+
 /// A key overwritten again and again is always found, never stale.
 #[test]
 fn reads_during_overwrites_always_find_the_key() {
@@ -43,17 +51,13 @@ fn reads_during_overwrites_always_find_the_key() {
             let cache = Cache::<u64, u64>::new(16);
             cache.insert(0, 1);
             let returned = Arc::new(AtomicU64::new(1));
-            let writer = {
-                let (cache, returned) = (cache.clone(), Arc::clone(&returned));
-                thread::spawn(move || {
-                    for version in 2..=4 {
-                        cache.insert(0, version);
-                        returned.store(version, Ordering::SeqCst);
-                    }
-                })
-            };
-            reader(&cache, &returned, 6);
-            writer.join().unwrap();
+            let (writer, published) = (cache.clone(), Arc::clone(&returned));
+            read_while(&cache, &returned, 6, move || {
+                for version in 2..=4 {
+                    writer.insert(0, version);
+                    published.store(version, Ordering::SeqCst);
+                }
+            });
             assert_eq!(cache.get(&0), Some(4));
         },
         SCHEDULES,
@@ -73,17 +77,13 @@ fn removals_around_a_key_never_hide_it() {
                 cache.insert(k, k);
             }
             let returned = Arc::new(AtomicU64::new(1));
-            let writer = {
-                let cache = cache.clone();
-                thread::spawn(move || {
-                    for k in 1..6 {
-                        cache.remove(&k);
-                        cache.insert(k + 10, k);
-                    }
-                })
-            };
-            reader(&cache, &returned, 6);
-            writer.join().unwrap();
+            let writer = cache.clone();
+            read_while(&cache, &returned, 6, move || {
+                for k in 1..6 {
+                    writer.remove(&k);
+                    writer.insert(k + 10, k);
+                }
+            });
             assert_eq!(cache.len(), 6);
         },
         SCHEDULES,
@@ -100,17 +100,13 @@ fn a_table_growing_under_a_reader_keeps_every_key() {
             let cache = Cache::<u64, u64>::new(64);
             cache.insert(0, 1);
             let returned = Arc::new(AtomicU64::new(1));
-            let writer = {
-                let cache = cache.clone();
-                // 16 words, rebuilt at half full: these inserts grow it twice.
-                thread::spawn(move || {
-                    for k in 1..20 {
-                        cache.insert(k, k);
-                    }
-                })
-            };
-            reader(&cache, &returned, 6);
-            writer.join().unwrap();
+            let writer = cache.clone();
+            // 16 words, rebuilt at half full: these inserts grow it twice.
+            read_while(&cache, &returned, 6, move || {
+                for k in 1..20 {
+                    writer.insert(k, k);
+                }
+            });
             assert_eq!(cache.len(), 20);
         },
         SCHEDULES,
