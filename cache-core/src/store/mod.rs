@@ -276,7 +276,7 @@ impl<K, V> Store<K, V> {
     /// [`take_back_now`](Self::take_back_now). Most writes find none.
     #[inline]
     fn take_back(&self) -> Option<Vec<u32>> {
-        if !self.reclaimed.any.load(Ordering::Acquire) {
+        if !self.reclaimed.ready() {
             return None;
         }
         Some(self.take_back_now())

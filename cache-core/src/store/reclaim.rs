@@ -90,7 +90,7 @@ pub(super) fn retire_table(table: NonNull<Table>) {
 #[derive(Debug, Default)]
 pub(super) struct Reclaimed {
     slots: std::sync::Mutex<Vec<u32>>,
-    pub(super) any: AtomicBool,
+    any: AtomicBool,
     /// Snapshots reading retired slots without a pin (see `hold`).
     held: AtomicUsize,
 }
@@ -99,6 +99,14 @@ impl Reclaimed {
     pub(super) fn add(&self, slots: Vec<u32>) {
         self.slots.lock().unwrap_or_else(|e| e.into_inner()).extend(slots);
         self.any.store(true, Ordering::Release);
+    }
+
+    /// Whether [`take`](Self::take) may find anything: slots are waiting
+    /// and no snapshot holds them. A hint, read without the lock; `take`
+    /// decides.
+    #[inline]
+    pub(super) fn ready(&self) -> bool {
+        self.any.load(Ordering::Acquire) && self.held.load(Ordering::Relaxed) == 0
     }
 
     /// The slots to take back; none while a snapshot holds them.

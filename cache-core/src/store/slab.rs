@@ -67,8 +67,9 @@ pub(crate) union Payload<V> {
     pending: ManuallyDrop<Arc<Flight<V>>>,
 }
 
-/// What a reclaimed slot held; dropped by the caller after it unlocks, so
-/// user `Drop` code never runs under the store's lock.
+/// What a reclaimed slot held; dropped by the writer that took the slot
+/// back, before it takes the store's lock, so user `Drop` code never runs
+/// under it.
 pub(crate) enum Garbage<K, V> {
     Ready(#[allow(dead_code)] K, #[allow(dead_code)] V),
     Pending(#[allow(dead_code)] K, #[allow(dead_code)] Arc<Flight<V>>),
