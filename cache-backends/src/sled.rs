@@ -8,6 +8,7 @@
 //! is dropped by the next save.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use cache_core::{BackendError, Record};
 
@@ -41,13 +42,38 @@ pub struct SledBackend {
     path: PathBuf,
 }
 
+/// How long [`open_db`] waits for a database's lock.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// `sled::open`, waiting (a bounded time) for the file lock: sled 0.34
+/// releases it from its I/O thread pool after the last handle is dropped,
+/// so the same process reopening at once may find it still held.
+fn open_db(path: &Path) -> Result<sled::Db, BackendError> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match sled::open(path) {
+            // sled reports a held lock as an `Other` I/O error; its text is
+            // the only sign (sled 0.34 is no longer released, so it stays).
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock") && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            opened => return opened.map_err(storage(path)),
+        }
+    }
+}
+
 fn storage(path: &Path) -> impl Fn(sled::Error) -> BackendError + '_ {
     move |e| BackendError::Storage { engine: "sled", path: path.to_path_buf(), source: Box::new(e) }
 }
 
 impl SledBackend {
     /// Opens (or creates) the database at `path`. Dropping the backend, and
-    /// every clone of it, releases the database.
+    /// every clone of it, releases the database: sled lets go of its file
+    /// lock once its background I/O for the dropped handle is done, a moment
+    /// later, so `open` waits up to two seconds for a held lock before
+    /// giving up.
     ///
     /// # Errors
     ///
@@ -61,7 +87,7 @@ impl SledBackend {
     /// See [`SledBackend`].
     pub fn open(path: impl Into<PathBuf>) -> Result<Self, BackendError> {
         let path = path.into();
-        let db = sled::open(&path).map_err(storage(&path))?;
+        let db = open_db(&path)?;
         let backend = SledBackend { db, path };
         backend.check_schema()?;
         Ok(backend)

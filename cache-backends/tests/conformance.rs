@@ -273,17 +273,20 @@ macro_rules! conformance {
                 a_save_during_overwrites_keeps_every_present_key,
             }
 
+            /// Many times in a row: a backend's engine may release its
+            /// files a moment after the handle is dropped (sled does).
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn dropping_the_backend_releases_it_for_reopening() {
                 let dir = tempfile::tempdir().unwrap();
-                let cache = Cache::<u64, String>::new(10);
-                cache.insert(1, value(1));
-                {
-                    let first = open(dir.path());
-                    cache.save_to_backend(&first).await.unwrap();
+                let cache = Cache::<u64, String>::new(100);
+                for round in 0..30u64 {
+                    cache.insert(round, value(round));
+                    let backend = open(dir.path());
+                    cache.save_to_backend(&backend).await.unwrap();
+                    drop(backend);
+                    let again = open(dir.path());
+                    assert_eq!(again.load().await.unwrap().len(), (round + 1) as usize, "round {round}");
                 }
-                let again = open(dir.path());
-                assert_eq!(again.load().await.unwrap().len(), 1);
             }
         }
     )*};
@@ -338,4 +341,18 @@ async fn saves_of_one_cache_never_overlap_autosave_or_not() {
     tokio::time::timeout(Duration::from_secs(10), autosave.shutdown()).await.expect("shutdown hangs").unwrap();
     assert!(backend.saves.load(SeqCst) >= 9);
     assert_eq!(backend.most.load(SeqCst), 1, "two saves ran at once");
+}
+
+/// A sled database that stays open elsewhere is an error after a short
+/// wait, never a hang.
+#[test]
+fn a_sled_database_held_open_is_a_storage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("held.sled");
+    let _held = SledBackend::open(&path).unwrap();
+    let started = std::time::Instant::now();
+    let error = SledBackend::open(&path).unwrap_err();
+    assert!(matches!(error, BackendError::Storage { .. }), "{error}");
+    assert!(error.to_string().contains("held.sled"), "names the path: {error}");
+    assert!(started.elapsed() < Duration::from_secs(10), "waited {:?}", started.elapsed());
 }
