@@ -35,33 +35,48 @@ fn reader(cache: &Cache<u64, u64>, returned: &AtomicU64, reads: usize) {
     }
 }
 
-/// Runs `write` on a thread of its own while this one reads key 0 (present
-/// throughout) `reads` times, then joins it.
-fn read_while(cache: &Cache<u64, u64>, returned: &Arc<AtomicU64>, reads: usize, write: impl FnOnce() + Send + 'static) {
-    let writer = thread::spawn(write);
-    reader(cache, returned, reads);
-    writer.join().unwrap();
+/// One model test: a cache of `capacity` with key 0 present (version 1),
+/// `setup` on it, then `write` on a thread of its own (publishing in its
+/// second argument the version of each insert of key 0 that returned)
+/// while this thread reads key 0 six times; `check` once both are done.
+fn model(
+    capacity: usize,
+    setup: fn(&Cache<u64, u64>),
+    write: fn(Cache<u64, u64>, &AtomicU64),
+    check: fn(&Cache<u64, u64>),
+) {
+    shuttle::check_pct(
+        move || {
+            let cache = Cache::<u64, u64>::new(capacity);
+            cache.insert(0, 1);
+            setup(&cache);
+            let returned = Arc::new(AtomicU64::new(1));
+            let writer = {
+                let (cache, returned) = (cache.clone(), Arc::clone(&returned));
+                thread::spawn(move || write(cache, &returned))
+            };
+            reader(&cache, &returned, 6);
+            writer.join().unwrap();
+            check(&cache);
+        },
+        SCHEDULES,
+        DEPTH,
+    );
 }
 
 /// A key overwritten again and again is always found, never stale.
 #[test]
 fn reads_during_overwrites_always_find_the_key() {
-    shuttle::check_pct(
-        || {
-            let cache = Cache::<u64, u64>::new(16);
-            cache.insert(0, 1);
-            let returned = Arc::new(AtomicU64::new(1));
-            let (writer, published) = (cache.clone(), Arc::clone(&returned));
-            read_while(&cache, &returned, 6, move || {
-                for version in 2..=4 {
-                    writer.insert(0, version);
-                    published.store(version, Ordering::SeqCst);
-                }
-            });
-            assert_eq!(cache.get(&0), Some(4));
+    model(
+        16,
+        |_| {},
+        |cache, published| {
+            for version in 2..=4 {
+                cache.insert(0, version);
+                published.store(version, Ordering::SeqCst);
+            }
         },
-        SCHEDULES,
-        DEPTH,
+        |cache| assert_eq!(cache.get(&0), Some(4)),
     );
 }
 
@@ -69,25 +84,16 @@ fn reads_during_overwrites_always_find_the_key() {
 /// emptied runs) never hide it.
 #[test]
 fn removals_around_a_key_never_hide_it() {
-    shuttle::check_pct(
-        || {
-            let cache = Cache::<u64, u64>::new(16);
-            cache.insert(0, 1);
+    model(
+        16,
+        |cache| (1..6).for_each(|k| cache.insert(k, k)),
+        |cache, _| {
             for k in 1..6 {
-                cache.insert(k, k);
+                cache.remove(&k);
+                cache.insert(k + 10, k);
             }
-            let returned = Arc::new(AtomicU64::new(1));
-            let writer = cache.clone();
-            read_while(&cache, &returned, 6, move || {
-                for k in 1..6 {
-                    writer.remove(&k);
-                    writer.insert(k + 10, k);
-                }
-            });
-            assert_eq!(cache.len(), 6);
         },
-        SCHEDULES,
-        DEPTH,
+        |cache| assert_eq!(cache.len(), 6),
     );
 }
 
@@ -95,22 +101,12 @@ fn removals_around_a_key_never_hide_it() {
 /// old one, and finds the key in either.
 #[test]
 fn a_table_growing_under_a_reader_keeps_every_key() {
-    shuttle::check_pct(
-        || {
-            let cache = Cache::<u64, u64>::new(64);
-            cache.insert(0, 1);
-            let returned = Arc::new(AtomicU64::new(1));
-            let writer = cache.clone();
-            // 16 words, rebuilt at half full: these inserts grow it twice.
-            read_while(&cache, &returned, 6, move || {
-                for k in 1..20 {
-                    writer.insert(k, k);
-                }
-            });
-            assert_eq!(cache.len(), 20);
-        },
-        SCHEDULES,
-        DEPTH,
+    model(
+        64,
+        |_| {},
+        // 16 words, rebuilt at half full: these inserts grow it twice.
+        |cache, _| (1..20).for_each(|k| cache.insert(k, k)),
+        |cache| assert_eq!(cache.len(), 20),
     );
 }
 
