@@ -30,7 +30,7 @@ pub(crate) enum Outcome<V> {
     /// A batch loader panicked, with this message.
     Panicked(Arc<str>),
     /// The leader's loader failed and kept its error: each waiter makes its
-    /// own attempt (errors that cannot be shared, see [`Errors`]).
+    /// own attempt (errors that cannot be shared, see [`Errors`](crate::load::Errors)).
     Failed,
     /// The leader panicked or was cancelled before it finished.
     Abandoned,

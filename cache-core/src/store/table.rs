@@ -243,7 +243,7 @@ impl<'a> TableRef<'a> {
     }
 }
 
-/// What a [`Table::probe`] found.
+/// What a [`TableRef::probe`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Probe {
     /// The key's word: its position and slab index.
