@@ -374,19 +374,25 @@ fn decode<K: DeserializeOwned, V: DeserializeOwned>(records: Vec<Record>) -> Dec
     let mut undecodable = 0;
     let entries = records
         .into_iter()
-        .filter_map(|record| {
-            let key = postcard::from_bytes(&record.key);
-            let value = postcard::from_bytes(&record.value);
-            match (key, value) {
-                (Ok(key), Ok(value)) => Some((key, value, record.expires_at)),
-                _ => {
-                    undecodable += 1;
-                    None
-                }
+        .filter_map(|record| match (exactly(&record.key), exactly(&record.value)) {
+            (Some(key), Some(value)) => Some((key, value, record.expires_at)),
+            _ => {
+                undecodable += 1;
+                None
             }
         })
         .collect();
     (entries, undecodable)
+}
+
+/// `bytes` decoded as a `T` that takes all of them. Bytes left over mean
+/// they were written for another type (one with a field since removed, say):
+/// such a record does not decode, rather than load as something it was not.
+fn exactly<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+    match postcard::take_from_bytes(bytes) {
+        Ok((item, [])) => Some(item),
+        _ => None,
+    }
 }
 
 type StopRequest = oneshot::Sender<Result<SaveReport, BackendError>>;
