@@ -1,7 +1,7 @@
 #![doc = include_str!("lib.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub use cache_core::{BatchLoader, Batched, Cache, CacheBuilder, Metrics, WARMUP_CONCURRENCY, async_trait};
+pub use cache_core::{BatchLoader, Batched, Cache, CacheBuilder, Metrics, WARMUP_CONCURRENCY, WeakCache, async_trait};
 
 #[cfg(feature = "macros")]
 #[doc = include_str!("cached.md")]

@@ -42,6 +42,7 @@ const EVERY: Duration = Duration::from_secs(1);
 /// reporter.publish(); // now, rather than within the next second
 /// # }
 /// ```
+#[must_use = "publishing stops when the MetricsReporter is dropped: keep it for as long as the cache should report"]
 pub fn register<K, V>(cache: &Cache<K, V>) -> MetricsReporter
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
@@ -171,6 +172,7 @@ impl Handles {
 }
 
 /// Publishes one cache's metrics until dropped; from [`register`].
+#[must_use = "publishing stops when the MetricsReporter is dropped: keep it for as long as the cache should report"]
 pub struct MetricsReporter {
     name: String,
     publish: Arc<dyn Fn() -> bool + Send + Sync>,
