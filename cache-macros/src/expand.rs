@@ -57,11 +57,11 @@ fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
     let key_args = key_arguments(&func.sig, &args)?;
     let krate = args.krate();
     let private = quote!(#krate::__private);
-    let (key_type, key_expr) = key(&args, &key_args);
+    let key = key(&args, &key_args);
     let returns = Returns::of(&func.sig, &private);
-    let find_cache = site(&args, &func.sig.ident, &key_type, &returns.value_type, &private);
+    let find_cache = site(&args, &func.sig.ident, &key.ty, &returns.value_type, &private);
     let checks = checks(&args, &key_args, &returns, &private);
-    Ok(items(&func, &returns, &private, Key { ty: key_type, expr: key_expr }, find_cache, checks))
+    Ok(items(&func, &returns, &private, key, find_cache, checks))
 }
 
 /// What `#[cached]` cannot cache: a function that is not async, generic or
@@ -135,9 +135,9 @@ fn key_arguments(sig: &syn::Signature, args: &Args) -> syn::Result<Vec<Arg>> {
 
 /// The key's type and the expression that makes it: `key = ..., key_type =
 /// ...` if given, else the key arguments, owned, in a tuple.
-fn key(args: &Args, key_args: &[Arg]) -> (TokenStream, TokenStream) {
+fn key(args: &Args, key_args: &[Arg]) -> Key {
     match &args.key {
-        Some((expr, ty)) => (quote!(#ty), quote!(#expr)),
+        Some((expr, ty)) => Key { ty: quote!(#ty), expr: quote!(#expr) },
         None => {
             let types = key_args.iter().map(|arg| owned_type(&arg.ty));
             let values = key_args.iter().map(|arg| {
@@ -147,7 +147,7 @@ fn key(args: &Args, key_args: &[Arg]) -> (TokenStream, TokenStream) {
                     _ => quote!(::std::clone::Clone::clone(&#name)),
                 }
             });
-            (quote!((#(#types,)*)), quote!((#(#values,)*)))
+            Key { ty: quote!((#(#types,)*)), expr: quote!((#(#values,)*)) }
         }
     }
 }

@@ -465,12 +465,7 @@ impl<K, V> Store<K, V> {
     pub(crate) fn resolve(&self, lead: &Placeholder<V>, value: V, ttl: Option<Duration>) {
         let expires = self.deadline(ttl);
         let keep = self.keeps(ttl);
-        match self.write(Handoff::Batched, |p| self.resolve_locked(p, lead, value, expires, keep)) {
-            // The placeholder's flight: no user code in its drop (its
-            // outcome is set later, by the leader).
-            Ok(flight) => drop(flight),
-            Err(unstored) => drop_quietly([unstored]),
-        }
+        Self::drop_leftover(self.write(Handoff::Batched, |p| self.resolve_locked(p, lead, value, expires, keep)));
     }
 
     /// [`resolve`](Self::resolve) for many placeholders under one lock.
@@ -481,7 +476,19 @@ impl<K, V> Store<K, V> {
         let leftovers: Vec<_> = self.write(Handoff::Batched, |p| {
             resolved.into_iter().map(|(lead, value)| self.resolve_locked(p, lead, value, expires, keep)).collect()
         });
-        drop_quietly(leftovers);
+        leftovers.into_iter().for_each(Self::drop_leftover);
+    }
+
+    /// Drops what [`resolve_locked`](Self::resolve_locked) handed back, after
+    /// unlocking. The placeholder's flight runs no user code in its drop (the
+    /// leader sets its outcome later); a value that was not stored is the
+    /// user's, dropped quietly so that a panic in it cannot keep the leader
+    /// from waking its waiters.
+    fn drop_leftover(leftover: Result<Arc<Flight<V>>, V>) {
+        match leftover {
+            Ok(flight) => drop(flight),
+            Err(unstored) => drop_quietly([unstored]),
+        }
     }
 
     /// Whether a value with this TTL is stored at all.
