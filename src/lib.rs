@@ -1,7 +1,9 @@
 #![doc = include_str!("lib.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub use cache_core::{BatchLoader, Batched, Cache, CacheBuilder, Metrics, WARMUP_CONCURRENCY, WeakCache, async_trait};
+pub use cache_core::{
+    BatchLoader, Batched, Cache, CacheBuilder, Metrics, Policy, WARMUP_CONCURRENCY, WeakCache, async_trait,
+};
 
 #[cfg(feature = "macros")]
 #[doc = include_str!("cached.md")]

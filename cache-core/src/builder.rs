@@ -8,6 +8,43 @@ use std::time::Duration;
 use crate::Cache;
 use crate::store::Config;
 
+/// Which entry a full cache evicts: see [`CacheBuilder::policy`].
+///
+/// | | `Lru` (default) | `TinyLfu` |
+/// |---|---|---|
+/// | evicts | the least recently used entry, exactly | whichever of the newcomer and the main region's oldest entry was asked for less often lately |
+/// | best for | recency-driven traffic; predictable order | skewed traffic (a popular set, a long tail), scans, loops |
+/// | a hit | records its order exactly (a little slower) | records a hit that may be dropped under contention (faster) |
+/// | memory | links only | links, plus a frequency sketch of 8 bytes per entry of `max_size` |
+///
+/// `TinyLfu` is W-TinyLFU as in Caffeine: new entries enter a small LRU
+/// window; leaving it, an entry must have been asked for more often lately
+/// (a count-min sketch says) than the main region's least recently used
+/// entry to take its place; the window's share adapts to the traffic. It
+/// promises no exact order, only every other rule: a full cache holds
+/// exactly `max_size` entries, TTLs, single-flight, batching and snapshots
+/// (coldest first) work as under `Lru`. A newcomer it refuses counts as an
+/// eviction.
+///
+/// # Examples
+///
+/// ```
+/// use async_cache::{Cache, Policy};
+///
+/// let cache: Cache<String, u64> = Cache::builder().max_size(10_000).policy(Policy::TinyLfu).build();
+/// assert_eq!(Policy::default(), Policy::Lru);
+/// # drop(cache);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Policy {
+    /// Exact least-recently-used eviction (the default).
+    #[default]
+    Lru,
+    /// W-TinyLFU: frequency-aware admission and eviction.
+    TinyLfu,
+}
+
 /// Configures and builds a [`Cache`]. Building needs no async runtime.
 ///
 /// | setting | default |
@@ -17,6 +54,7 @@ use crate::store::Config;
 /// | [`batch_window`](Self::batch_window) | 5 ms |
 /// | [`max_batch_size`](Self::max_batch_size) | 100 keys |
 /// | [`name`](Self::name) | `"default"` |
+/// | [`policy`](Self::policy) | [`Policy::Lru`] |
 ///
 /// # Examples
 ///
@@ -54,6 +92,7 @@ impl<K, V> Default for CacheBuilder<K, V> {
                 batch_window: Duration::from_millis(5),
                 max_batch_size: 100,
                 name: Arc::from("default"),
+                policy: Policy::Lru,
             },
             _types: PhantomData,
         }
@@ -83,6 +122,32 @@ impl<K, V> CacheBuilder<K, V> {
     /// ```
     pub fn max_size(mut self, max_size: usize) -> Self {
         self.config.max_size = max_size;
+        self
+    }
+
+    /// Which entry leaves when the cache is full: exact LRU (the default)
+    /// or the frequency-aware [`Policy::TinyLfu`]. See [`Policy`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_cache::{Cache, Policy};
+    ///
+    /// let cache = Cache::<u64, u64>::builder().max_size(100).policy(Policy::TinyLfu).build();
+    /// // A popular key...
+    /// for _ in 0..10 {
+    ///     cache.insert(7, 7);
+    ///     cache.get(&7);
+    /// }
+    /// // ...survives a scan of keys asked for once.
+    /// for key in 1_000..2_000 {
+    ///     cache.insert(key, key);
+    /// }
+    /// assert_eq!(cache.get(&7), Some(7));
+    /// assert_eq!(cache.len(), 100);
+    /// ```
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.config.policy = policy;
         self
     }
 

@@ -23,7 +23,7 @@ mod time;
 mod warmup;
 
 pub use crate::batch::{BatchLoader, Batched};
-pub use crate::builder::CacheBuilder;
+pub use crate::builder::{CacheBuilder, Policy};
 pub use crate::cache::{Cache, WeakCache};
 #[cfg(feature = "persist")]
 pub use crate::persist::{AutosaveHandle, Backend, BackendError, LoadReport, Record, SaveReport};

@@ -3,6 +3,8 @@
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
+use async_cache::Policy;
+
 /// The value type of the throughput cases: what a service caches.
 pub(crate) type Value = Arc<String>;
 
@@ -74,10 +76,14 @@ pub(crate) fn floor(keys: u64) -> (&'static str, Box<dyn Contender>) {
     ("floor: clone of the value, no cache", Box::new(Floor((0..keys).map(value).collect())))
 }
 
-/// The four contenders, each of `capacity`, by name.
+/// Both of our policies and the three peers, each of `capacity`, by name.
 pub(crate) fn all(capacity: usize) -> Vec<(&'static str, Box<dyn Contender>)> {
     vec![
-        ("async-cache", Box::new(Ours(async_cache::Cache::new(capacity)))),
+        (crate::OURS, Box::new(Ours(async_cache::Cache::new(capacity)))),
+        (
+            crate::OURS_LFU,
+            Box::new(Ours(async_cache::Cache::builder().max_size(capacity).policy(Policy::TinyLfu).build())),
+        ),
         ("quick_cache", Box::new(Quick(quick_cache::sync::Cache::new(capacity)))),
         ("moka", Box::new(Moka(moka::sync::Cache::new(capacity as u64)))),
         ("Mutex<lru>", Box::new(MutexLru(Mutex::new(lru::LruCache::new(NonZeroUsize::new(capacity.max(1)).unwrap()))))),

@@ -23,6 +23,7 @@ use report::{Report, Table};
 
 /// Contenders' names, in table order.
 const OURS: &str = "async-cache";
+const OURS_LFU: &str = "async-cache TinyLfu";
 const QUICK: &str = "quick_cache";
 const MOKA: &str = "moka";
 
@@ -484,28 +485,57 @@ fn memory_child(name: &str) {
     println!("{:.1}", (peak - before) as f64 * 1024.0 / N as f64);
 }
 
-/// Cache-aside over Zipf traces: every contender and Che's approximation.
+/// Cache-aside over each workload: every contender, Che's approximation
+/// of LRU (Zipf only) and Belady's optimum.
 fn hit_ratios(settings: &Settings, report: &mut Report, quick: bool) {
     const KEYS: u64 = 100_000;
-    let exponents = [0.8, 0.99, 1.2];
+    const CHE: &str = "Che (LRU)";
+    const OPTIMAL: &str = "optimal (Belady)";
+    type Trace = Box<dyn Fn(usize) -> Vec<u64>>;
     let table_capacities = [1_000usize, 10_000];
-    let plot_capacities: &[usize] = if quick { &[1_000, 10_000] } else { &[500, 1_000, 2_000, 5_000, 10_000, 20_000] };
+    let capacities: &[usize] = if quick { &[1_000, 10_000] } else { &[500, 1_000, 2_000, 5_000, 10_000, 20_000] };
     let requests = settings.hit_ratio_requests;
     let warmup = requests / 10;
+    let mut workloads: Vec<(String, Option<f64>, Trace)> = [0.8, 0.99, 1.2]
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let trace: Trace = Box::new(move |_| workloads::zipf(KEYS, s, requests, 10 + i as u64));
+            (format!("Zipf s = {s}"), Some(s), trace)
+        })
+        .collect();
+    workloads.push((
+        "loop over 1.5 × capacity".into(),
+        None,
+        Box::new(move |c| workloads::looping(c as u64 * 3 / 2, requests)),
+    ));
+    workloads.push((
+        "Zipf 0.99 + a scan of 2 × capacity new keys every 50,000".into(),
+        None,
+        Box::new(move |c| workloads::scanned(KEYS, requests, 50_000, 2 * c as u64, 13)),
+    ));
+    workloads.push((
+        "recency: new key every other request, else one ~capacity/2 back".into(),
+        None,
+        Box::new(move |c| workloads::recency(c as f64 / 2.0, requests, 14)),
+    ));
     let names: Vec<&'static str> = contenders::all(1).into_iter().map(|(n, _)| n).collect();
+    let mut headers = vec!["workload", "capacity"];
+    headers.extend(&names);
+    headers.extend([CHE, OPTIMAL, "TinyLfu − best peer", "Lru − Che"]);
     let mut table = Table::new(
         &format!(
-            "hit ratio: cache-aside over a {requests}-request Zipf trace over {KEYS} keys (first 10% is warm-up, not counted)"
+            "hit ratio: cache-aside (get, insert on a miss) over {requests} requests; the first 10% warm up, not counted"
         ),
-        &["s", "capacity", "async-cache", "quick_cache", "moka", "Mutex<lru>", "Che (LRU)", "async-cache − Che"],
+        &headers,
     );
     let shared = value(0);
-    for (si, &s) in exponents.iter().enumerate() {
-        let trace = workloads::zipf(KEYS, s, requests, 10 + si as u64);
-        let mut series = vec![Vec::new(); names.len() + 1];
-        for &capacity in plot_capacities {
-            let mut row = vec![format!("{s}"), capacity.to_string()];
-            let mut ours = 0.0;
+    for (title, s, trace_for) in workloads {
+        let mut series = vec![Vec::new(); names.len() + 2];
+        for &capacity in capacities {
+            let trace = trace_for(capacity);
+            let mut row = vec![title.clone(), capacity.to_string()];
+            let mut ratios = Vec::new();
             for (i, (_, c)) in contenders::all(capacity).into_iter().enumerate() {
                 let mut hits = 0usize;
                 for (n, &key) in trace.iter().enumerate() {
@@ -518,21 +548,28 @@ fn hit_ratios(settings: &Settings, report: &mut Report, quick: bool) {
                     }
                 }
                 let ratio = hits as f64 / (requests - warmup) as f64;
-                if i == 0 {
-                    ours = ratio;
-                }
+                ratios.push(ratio);
                 series[i].push((capacity, ratio));
                 row.push(format!("{ratio:.4}"));
             }
-            let che = workloads::che(KEYS, s, capacity as f64);
-            series[names.len()].push((capacity, che));
-            row.push(format!("{che:.4}"));
-            row.push(format!("{:+.4}", ours - che));
+            let che = s.map(|s| workloads::che(KEYS, s, capacity as f64));
+            let optimal = workloads::belady(&trace, capacity, warmup);
+            if let Some(che) = che {
+                series[names.len()].push((capacity, che));
+            }
+            series[names.len() + 1].push((capacity, optimal));
+            let at = |name: &str| ratios[names.iter().position(|n| *n == name).unwrap()];
+            row.push(che.map_or("—".into(), |che| format!("{che:.4}")));
+            row.push(format!("{optimal:.4}"));
+            row.push(format!("{:+.4}", at(OURS_LFU) - at(QUICK).max(at(MOKA))));
+            row.push(che.map_or("—".into(), |che| format!("{:+.4}", at(OURS) - che)));
             if table_capacities.contains(&capacity) {
                 table.row(row);
             }
         }
-        report.hit_ratio_series(s, &names, series);
+        let mut labels = names.clone();
+        labels.extend([CHE, OPTIMAL]);
+        report.hit_ratio_series(title, labels, series);
     }
     report.table(table);
 }

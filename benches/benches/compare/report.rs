@@ -45,7 +45,7 @@ pub(crate) struct Report {
     sections: Vec<String>,
     /// (case, names, median ns/op per name)
     throughput: Vec<(usize, Vec<&'static str>, Vec<f64>)>,
-    hit_ratio: Vec<(f64, Vec<&'static str>, Series)>,
+    hit_ratio: Vec<(String, Vec<&'static str>, Series)>,
 }
 
 const CASES: [&str; 4] = ["mixed, 2 threads", "get-hit, 1 thread", "get-hit, 2 threads", "insert + evict"];
@@ -72,10 +72,10 @@ impl Report {
         self.throughput.push((case, names.to_vec(), ns.iter().map(|n| median(n)).collect()));
     }
 
-    pub(crate) fn hit_ratio_series(&mut self, s: f64, names: &[&'static str], series: Series) {
-        let mut names = names.to_vec();
-        names.push("Che's approximation (LRU)");
-        self.hit_ratio.push((s, names, series));
+    /// A panel `title`: a line per name (bounds, whose names start with
+    /// "Che" or "optimal", dashed; an empty series is left out).
+    pub(crate) fn hit_ratio_series(&mut self, title: String, names: Vec<&'static str>, series: Series) {
+        self.hit_ratio.push((title, names, series));
     }
 
     pub(crate) fn finish(self) {
@@ -143,21 +143,21 @@ impl Report {
     }
 
     fn plot_hit_ratio(&self, path: &std::path::Path) {
-        let root = SVGBackend::new(path, (1200, 440)).into_drawing_area();
+        let root = SVGBackend::new(path, (1500, 900)).into_drawing_area();
         root.fill(&WHITE).unwrap();
         let (title, body) = root.split_vertically(30);
         title
             .titled(
-                "Hit ratio against capacity; async-cache, Mutex<lru> and Che's approximation coincide",
+                "Hit ratio against capacity (async-cache, Mutex<lru> and Che's approximation of LRU coincide)",
                 ("sans-serif", 16),
             )
             .unwrap();
-        let panels = body.split_evenly((1, self.hit_ratio.len()));
-        for (panel, (s, names, series)) in panels.iter().zip(&self.hit_ratio) {
+        let panels = body.split_evenly((2, self.hit_ratio.len().div_ceil(2)));
+        for (panel, (title, names, series)) in panels.iter().zip(&self.hit_ratio) {
             let xs: Vec<usize> = series[0].iter().map(|(c, _)| *c).collect();
             let (lo, hi) = (*xs.first().unwrap() as f64, *xs.last().unwrap() as f64);
             let mut chart = ChartBuilder::on(panel)
-                .caption(format!("Zipf s = {s}"), ("sans-serif", 16))
+                .caption(title, ("sans-serif", 14))
                 .margin(10)
                 .x_label_area_size(30)
                 .y_label_area_size(40)
@@ -171,11 +171,14 @@ impl Report {
                 .y_desc("hit ratio")
                 .draw()
                 .unwrap();
-            let che = names.len() - 1;
             for (i, (name, points)) in names.iter().zip(series).enumerate() {
                 let line = points.iter().map(|(c, r)| (*c as f64, *r));
-                if i == che {
-                    let style = ShapeStyle { color: BLACK.to_rgba(), filled: false, stroke_width: 1 };
+                if points.is_empty() {
+                    continue;
+                }
+                if name.starts_with("Che") || name.starts_with("optimal") {
+                    let color = if name.starts_with("Che") { BLACK } else { RGBColor(120, 120, 120) };
+                    let style = ShapeStyle { color: color.to_rgba(), filled: false, stroke_width: 1 };
                     chart
                         .draw_series(DashedLineSeries::new(line, 6, 4, style))
                         .unwrap()
@@ -183,7 +186,7 @@ impl Report {
                         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], style));
                 } else {
                     let color = Palette99::pick(i).to_rgba();
-                    let style = ShapeStyle { color, filled: false, stroke_width: if i == 0 { 4 } else { 2 } };
+                    let style = ShapeStyle { color, filled: false, stroke_width: if i < 2 { 4 } else { 2 } };
                     chart
                         .draw_series(LineSeries::new(line, style))
                         .unwrap()

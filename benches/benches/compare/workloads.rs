@@ -45,3 +45,85 @@ pub(crate) fn che(n: u64, s: f64, capacity: f64) -> f64 {
     let t = (lo + hi) / 2.0;
     p.iter().map(|pi| pi * (1.0 - (-pi * t).exp())).sum()
 }
+
+/// `len` requests cycling over keys `0..n`.
+pub(crate) fn looping(n: u64, len: usize) -> Vec<u64> {
+    (0..len as u64).map(|i| scramble(i % n)).collect()
+}
+
+/// Zipf(0.99) over `n` keys with, every `every` requests, a one-time scan
+/// of `scan` keys never asked for before or after.
+pub(crate) fn scanned(n: u64, len: usize, every: usize, scan: u64, seed: u64) -> Vec<u64> {
+    let base = zipf(n, 0.99, len, seed);
+    let mut trace = Vec::with_capacity(len + len / every * scan as usize);
+    let mut fresh = n;
+    for (i, key) in base.into_iter().enumerate() {
+        if i > 0 && i % every == 0 {
+            trace.extend((fresh..fresh + scan).map(scramble));
+            fresh += scan;
+        }
+        trace.push(key);
+    }
+    trace.truncate(len);
+    trace
+}
+
+/// Recency-driven traffic: a new key every other request, and each request
+/// for a key `d` keys back from the newest, `d` exponential with mean
+/// `mean`: what was asked for lately is asked for again, with no lasting
+/// favourites.
+pub(crate) fn recency(mean: f64, len: usize, seed: u64) -> Vec<u64> {
+    let mut rng = rng(seed);
+    let exp = rand_distr::Exp::new(1.0 / mean).expect("a valid mean");
+    (0..len as u64)
+        .map(|i| {
+            let newest = i / 2;
+            let back = (exp.sample(&mut rng) as u64).min(newest);
+            scramble(newest - back)
+        })
+        .collect()
+}
+
+/// Belady's optimal hit ratio for `capacity` over `trace`, counting hits
+/// from request `warmup` on: the entry used furthest in the future leaves,
+/// or the newcomer is not stored if it is that one (the bound for every
+/// policy, admission-based ones included).
+pub(crate) fn belady(trace: &[u64], capacity: usize, warmup: usize) -> f64 {
+    use std::collections::{BTreeSet, HashMap};
+    let mut next = vec![usize::MAX; trace.len()];
+    let mut seen: HashMap<u64, usize> = HashMap::new();
+    for (i, key) in trace.iter().enumerate().rev() {
+        if let Some(&j) = seen.get(key) {
+            next[i] = j;
+        }
+        seen.insert(*key, i);
+    }
+    // Held keys by their next use (ties cannot happen: positions differ,
+    // and never-again entries get distinct fake positions).
+    let mut held: BTreeSet<(usize, u64)> = BTreeSet::new();
+    let mut due: HashMap<u64, usize> = HashMap::new();
+    let mut hits = 0;
+    for (i, &key) in trace.iter().enumerate() {
+        let upcoming = if next[i] == usize::MAX { usize::MAX - i } else { next[i] };
+        if let Some(at) = due.remove(&key) {
+            held.remove(&(at, key));
+            if i >= warmup {
+                hits += 1;
+            }
+        } else if held.len() >= capacity {
+            let (at, victim) = held.pop_last().expect("full");
+            due.remove(&victim);
+            // Bypass when the newcomer is used furthest (never stored).
+            if upcoming > at {
+                held.insert((at, victim));
+                due.insert(victim, at);
+                continue;
+            }
+        }
+        if capacity > 0 {
+            held.insert((upcoming, key));
+            due.insert(key, upcoming);
+        }
+    }
+    hits as f64 / (trace.len() - warmup) as f64
+}

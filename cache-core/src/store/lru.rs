@@ -1,197 +1,73 @@
-//! The recency order: a doubly linked list threaded through slab indices.
-//!
-//! Links live here, owned by the lock holder, not in the slots: readers never
-//! touch them, so promoting an entry never dirties a cache line a reader needs.
-//! Each link also keeps its entry's meta, so replaying a read record checks
-//! the record against the very cache line it is about to move, and a
-//! recency stamp, so a snapshot copied shard by shard (not by walking the
-//! list under one long lock) can still be put back in exact LRU order.
+//! Exact LRU: one queue, every read record replayed as a move to the front.
 
-const NIL: u32 = u32::MAX;
-
-#[derive(Debug, Clone, Copy)]
-struct Link {
-    prev: u32,
-    next: u32,
-    /// The linked entry's meta; 0 (no valid meta) when unlinked.
-    meta: u32,
-    /// `Lru::clock` when the entry last moved to the front.
-    #[cfg(feature = "persist")]
-    stamp: u32,
-}
-
-const UNLINKED: Link = Link {
-    prev: NIL,
-    next: NIL,
-    meta: 0,
-    #[cfg(feature = "persist")]
-    stamp: 0,
-};
+use super::list::{Links, Queue};
 
 /// Most recently used at the head, least at the tail.
 #[derive(Debug)]
 pub(crate) struct Lru {
-    links: Vec<Link>,
-    head: u32,
-    tail: u32,
-    /// Moves to the front so far, wrapping: stamps compare by their age
-    /// `clock - stamp`, exact while an entry is younger than 2^32 moves.
-    #[cfg(feature = "persist")]
-    clock: u32,
+    links: Links<()>,
+    queue: Queue,
 }
 
 impl Lru {
     pub(crate) fn new() -> Self {
-        Lru {
-            links: Vec::new(),
-            head: NIL,
-            tail: NIL,
-            #[cfg(feature = "persist")]
-            clock: 0,
-        }
+        Lru { links: Links::new(), queue: Queue::EMPTY }
     }
 
     /// Makes room for links up to `idx`.
     pub(crate) fn reserve(&mut self, idx: u32) {
-        let needed = idx as usize + 1;
-        if self.links.len() < needed {
-            self.links.resize(needed, UNLINKED);
-        }
+        self.links.reserve(idx);
     }
 
     pub(crate) fn push_front(&mut self, idx: u32, meta: u32) {
-        debug_assert_ne!(meta, 0);
-        let old = self.head;
-        #[cfg(feature = "persist")]
-        let stamp = self.tick();
-        self.links[idx as usize] = Link {
-            prev: NIL,
-            next: old,
-            meta,
-            #[cfg(feature = "persist")]
-            stamp,
-        };
-        if old == NIL {
-            self.tail = idx;
-        } else {
-            self.links[old as usize].prev = idx;
-        }
-        self.head = idx;
+        self.links.push_front(&mut self.queue, idx, meta, ());
     }
 
     pub(crate) fn unlink(&mut self, idx: u32) {
-        let Link { prev, next, .. } = std::mem::replace(&mut self.links[idx as usize], UNLINKED);
-        if prev == NIL {
-            self.head = next;
-        } else {
-            self.links[prev as usize].next = next;
-        }
-        if next == NIL {
-            self.tail = prev;
-        } else {
-            self.links[next as usize].prev = prev;
-        }
-    }
-
-    /// Asks the CPU to fetch `idx`'s link ahead of a move; a hint only, so
-    /// any index (even `NIL`) is fine.
-    #[inline]
-    fn prefetch(&self, idx: u32) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let at = self.links.as_ptr().wrapping_add(idx as usize);
-            // SAFETY: a prefetch never faults, whatever the address.
-            unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(at.cast()) };
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = idx;
+        self.links.unlink(&mut self.queue, idx);
     }
 
     /// [`touch`](Self::touch)es each `(idx, meta)` in order, the entries'
     /// links prefetched first so their (random) loads overlap.
     pub(crate) fn touch_all(&mut self, records: &[(u32, u32)]) {
         for &(idx, _) in records {
-            self.prefetch(idx);
+            self.links.prefetch(idx);
         }
         for &(idx, meta) in records {
             self.touch(idx, meta);
         }
     }
 
-    /// Moves `idx` to the front if it is still linked with `meta`. Meta 0,
-    /// which no linked entry has, is an unlinked link's: a zero record (a
-    /// place a racing reader reserved but had not yet written) moves nothing.
+    /// Moves `idx` to the front if it is still linked with `meta`.
     #[inline]
     pub(crate) fn touch(&mut self, idx: u32, meta: u32) {
-        let head = self.head;
-        if meta == 0 || idx == head || self.links.get(idx as usize).is_none_or(|link| link.meta != meta) {
-            return;
+        if self.links.linked(idx, meta).is_some() {
+            self.links.touch(&mut self.queue, idx);
         }
-        #[cfg(feature = "persist")]
-        let stamp = self.tick();
-        let link = &mut self.links[idx as usize];
-        // Linked and not the head: it has a previous link, and a head.
-        let (prev, next) = (link.prev, link.next);
-        link.prev = NIL;
-        link.next = head;
-        #[cfg(feature = "persist")]
-        {
-            link.stamp = stamp;
-        }
-        self.links[prev as usize].next = next;
-        if next == NIL {
-            self.tail = prev;
-        } else {
-            self.links[next as usize].prev = prev;
-        }
-        self.links[head as usize].prev = idx;
-        self.head = idx;
     }
 
     /// The least recently used entry.
     pub(crate) fn back(&self) -> Option<u32> {
-        (self.tail != NIL).then_some(self.tail)
-    }
-
-    /// The stamp for a move to the front now.
-    #[cfg(feature = "persist")]
-    fn tick(&mut self) -> u32 {
-        self.clock = self.clock.wrapping_add(1);
-        self.clock
+        self.queue.back()
     }
 
     /// The stamp of the latest move to the front.
     #[cfg(feature = "persist")]
     pub(crate) fn clock(&self) -> u32 {
-        self.clock
+        self.links.clock()
     }
 
     /// The clock when `idx` last moved to the front; compare stamps by their
     /// age from a later `clock()`, as they wrap.
     #[cfg(feature = "persist")]
     pub(crate) fn stamp(&self, idx: u32) -> u32 {
-        self.links[idx as usize].stamp
+        self.links.stamp(idx)
     }
 
-    /// From least to most recently used.
-    #[cfg(test)]
-    fn iter_from_back(&self) -> impl Iterator<Item = u32> + '_ {
-        let mut at = self.tail;
-        std::iter::from_fn(move || {
-            (at != NIL).then(|| {
-                let idx = at;
-                at = self.links[idx as usize].prev;
-                idx
-            })
-        })
-    }
-
-    /// Empties the list and forgets every link: a read record that outlives
-    /// the entries it names must not find them still linked.
+    /// Empties the list and forgets every link.
     pub(crate) fn clear(&mut self) {
-        self.links.fill(UNLINKED);
-        self.head = NIL;
-        self.tail = NIL;
+        self.links.clear();
+        self.queue = Queue::EMPTY;
     }
 }
 
@@ -200,7 +76,7 @@ mod tests {
     use super::*;
 
     fn order(lru: &Lru) -> Vec<u32> {
-        lru.iter_from_back().collect()
+        lru.links.iter_from_back(&lru.queue).collect()
     }
 
     #[test]

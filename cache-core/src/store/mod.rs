@@ -17,8 +17,12 @@
 //! leader stores its value only if its own placeholder is still there.
 
 mod buffer;
+mod lfu;
+mod list;
 mod lru;
+mod order;
 mod reclaim;
+mod sketch;
 pub(crate) mod slab;
 mod table;
 mod wheel;
@@ -31,7 +35,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use self::buffer::ReadBuffer;
-use self::lru::Lru;
+use self::order::Order;
 use self::reclaim::{Locked, Pinned, Protects, Reclaimed, drop_quietly, pin, retire_table};
 use self::slab::{Filling, PENDING, READY, RETIRED_PENDING, RETIRED_READY, Slab, Slot, state};
 use self::table::{Probe, Table, TableRef, Usage};
@@ -56,13 +60,15 @@ pub(crate) struct Config {
     pub(crate) batch_window: Duration,
     pub(crate) max_batch_size: usize,
     pub(crate) name: Arc<str>,
+    pub(crate) policy: crate::Policy,
 }
 
 /// State owned by the lock holder.
-struct Policy {
+struct State {
     /// The proof, for [`Store::table`], that the lock is held.
     locked: Locked,
-    lru: Lru,
+    /// Which entry leaves next.
+    order: Order,
     /// `READY` entries.
     len: usize,
     /// Slots ever allocated.
@@ -117,7 +123,7 @@ pub(crate) struct Store<K, V> {
     shards: Box<[AtomicPtr<Table>]>,
     slab: Slab<K, V>,
     reads: ReadBuffer,
-    policy: Mutex<Policy>,
+    state: Mutex<State>,
     reclaimed: Arc<Reclaimed>,
     pub(crate) clock: Clock,
     pub(crate) config: Config,
@@ -148,9 +154,9 @@ impl<K, V> Store<K, V> {
             shards: (0..shards).map(|_| AtomicPtr::new(ptr::null_mut())).collect(),
             slab: Slab::new(),
             reads: ReadBuffer::new(),
-            policy: Mutex::new(Policy {
+            state: Mutex::new(State {
                 locked: Locked::new(),
-                lru: Lru::new(),
+                order: Order::new(config.policy, config.max_size),
                 len: 0,
                 high: 0,
                 free: Vec::new(),
@@ -195,8 +201,8 @@ impl<K, V> Store<K, V> {
         self.slab.get(idx)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Policy> {
-        lock(&self.policy)
+    fn lock(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
     }
 
     /// Live entries, after reclaiming expired ones.
@@ -208,7 +214,7 @@ impl<K, V> Store<K, V> {
     /// (`len`, `metrics`): also hands every retired slot to the epoch and
     /// nudges it on, so memory held by removed and expired entries is freed
     /// within a few such calls even when nothing else writes or pins.
-    fn settled<R>(&self, f: impl FnOnce(&mut Policy) -> R) -> R {
+    fn settled<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
         let out = self.write(Handoff::Now, f);
         pin().flush();
         out
@@ -247,7 +253,7 @@ impl<K, V> Store<K, V> {
 
     /// Runs `f` under the lock on an up-to-date policy, then, after
     /// unlocking, hands retired slots to the epoch as `handoff` says.
-    fn write<R>(&self, handoff: Handoff, f: impl FnOnce(&mut Policy) -> R) -> R {
+    fn write<R>(&self, handoff: Handoff, f: impl FnOnce(&mut State) -> R) -> R {
         let free = self.take_back();
         let (out, retired) = {
             let mut p = self.lock();
@@ -322,7 +328,7 @@ impl<K, V> Store<K, V> {
     /// Replays reads and expires due entries. The checks are inline: most
     /// writes find nothing to do.
     #[inline]
-    fn maintain(&self, p: &mut Policy) {
+    fn maintain(&self, p: &mut State) {
         if self.reads.is_dirty() {
             self.replay(p, None);
         }
@@ -332,7 +338,7 @@ impl<K, V> Store<K, V> {
     }
 
     /// Removes every entry whose deadline has passed.
-    fn expire(&self, p: &mut Policy) {
+    fn expire(&self, p: &mut State) {
         let now = self.clock.now();
         let mut wheel = std::mem::take(&mut p.wheel);
         wheel.advance(now, |timer| {
@@ -345,9 +351,9 @@ impl<K, V> Store<K, V> {
         p.wheel = wheel;
     }
 
-    fn replay(&self, p: &mut Policy, reader: Option<usize>) {
-        let Policy { lru, replaying, .. } = p;
-        self.reads.drain(reader, replaying, |records| lru.touch_all(records));
+    fn replay(&self, p: &mut State, reader: Option<usize>) {
+        let State { order, replaying, .. } = p;
+        self.reads.drain(reader, replaying, |records| order.touch_all(records));
     }
 
     /// Records a hit, and replays the read records when the buffer asks and
@@ -356,7 +362,7 @@ impl<K, V> Store<K, V> {
     #[inline]
     fn record(&self, stripe: usize, idx: u32, meta: u32) {
         if self.reads.push(stripe, idx, meta).is_err() {
-            match self.policy.try_lock() {
+            match self.state.try_lock() {
                 Ok(mut p) => self.replay(&mut p, Some(stripe)),
                 Err(std::sync::TryLockError::Poisoned(p)) => self.replay(&mut p.into_inner(), Some(stripe)),
                 Err(std::sync::TryLockError::WouldBlock) => {}
@@ -364,20 +370,20 @@ impl<K, V> Store<K, V> {
         }
     }
 
-    fn alloc(&self, p: &mut Policy) -> u32 {
+    fn alloc(&self, p: &mut State) -> u32 {
         if let Some(idx) = p.free.pop() {
             return idx;
         }
         let idx = p.high;
         self.slab.ensure(idx);
-        p.lru.reserve(idx);
+        p.order.reserve(idx);
         p.high += 1;
         idx
     }
 
     /// Rebuilds `shard`'s table (or makes its first) if one more word would
     /// make it [`full`](Usage::full).
-    fn make_room(&self, p: &mut Policy, shard: usize) {
+    fn make_room(&self, p: &mut State, shard: usize) {
         let usage = &mut p.usage[shard];
         let current = self.table(shard, &p.locked);
         let capacity = current.map_or(0, TableRef::capacity);
@@ -401,7 +407,7 @@ impl<K, V> Store<K, V> {
     }
 
     /// Puts `idx`'s word where [`probe`](Self::probe) found room.
-    fn occupy(&self, p: &mut Policy, shard: usize, pos: usize, tag: u32, idx: u32) {
+    fn occupy(&self, p: &mut State, shard: usize, pos: usize, tag: u32, idx: u32) {
         let usage = &mut p.usage[shard];
         if self.table(shard, &p.locked).expect("probed").fill(pos, tag, idx) {
             usage.dead -= 1;
@@ -410,7 +416,7 @@ impl<K, V> Store<K, V> {
     }
 
     /// Removes `idx`'s table word.
-    fn unindex(&self, p: &mut Policy, idx: u32) {
+    fn unindex(&self, p: &mut State, idx: u32) {
         // SAFETY: a slot in a table is not FREE.
         let tag = unsafe { self.slot(idx).tag() };
         let shard = self.shard(tag);
@@ -422,10 +428,10 @@ impl<K, V> Store<K, V> {
 
     /// Takes `idx` out of the recency order and retires it; its table word
     /// must be gone or about to be (the caller's job unless `unindex` first).
-    fn retire(&self, p: &mut Policy, idx: u32) {
+    fn retire(&self, p: &mut State, idx: u32) {
         let slot = self.slot(idx);
         if state(slot.meta.load(Ordering::Relaxed)) == READY {
-            p.lru.unlink(idx);
+            p.order.unlink(idx);
             p.len -= 1;
             // SAFETY: READY.
             if unsafe { slot.expires() } != NEVER {
@@ -437,14 +443,14 @@ impl<K, V> Store<K, V> {
     }
 
     /// `unindex` then `retire`.
-    fn detach(&self, p: &mut Policy, idx: u32) {
+    fn detach(&self, p: &mut State, idx: u32) {
         self.unindex(p, idx);
         self.retire(p, idx);
     }
 
-    /// Puts a fresh `READY` slot at the front and enforces the bound.
-    fn link(&self, p: &mut Policy, idx: u32, meta: u32, expires: u64) {
-        p.lru.push_front(idx, meta);
+    /// Hands a fresh `READY` slot to the order and enforces the bound.
+    fn link(&self, p: &mut State, idx: u32, meta: u32, tag: u32, expires: u64) {
+        p.order.push(idx, meta, tag);
         p.len += 1;
         if expires != NEVER {
             p.timed += 1;
@@ -454,7 +460,7 @@ impl<K, V> Store<K, V> {
             }
         }
         while p.len > self.config.max_size {
-            let victim = p.lru.back().expect("len > 0");
+            let victim = p.order.victim().expect("len > 0");
             self.detach(p, victim);
             p.evictions += 1;
         }
@@ -501,7 +507,7 @@ impl<K, V> Store<K, V> {
     /// was stored, else the value.
     fn resolve_locked(
         &self,
-        p: &mut Policy,
+        p: &mut State,
         lead: &Placeholder<V>,
         value: V,
         expires: u64,
@@ -512,7 +518,9 @@ impl<K, V> Store<K, V> {
         if ours && keep {
             // SAFETY: our PENDING slot, lock held.
             let (meta, flight) = unsafe { slot.resolve(expires, value) };
-            self.link(p, lead.idx, meta, expires);
+            // SAFETY: READY now.
+            let tag = unsafe { slot.tag() };
+            self.link(p, lead.idx, meta, tag, expires);
             Ok(flight)
         } else {
             if ours {
@@ -565,7 +573,7 @@ where
     /// so the caller can [`occupy`](Self::occupy) a vacancy (nothing else
     /// changes the table meanwhile: the lock is held). One probe, where a
     /// `find` then an insert took two.
-    fn probe(&self, p: &mut Policy, hash: u64, key: &K) -> (usize, Probe) {
+    fn probe(&self, p: &mut State, hash: u64, key: &K) -> (usize, Probe) {
         let tag = tag_of(hash);
         let shard = self.shard(tag);
         self.make_room(p, shard);
@@ -690,7 +698,7 @@ where
     /// nothing visible but still replaces (and so removes) what was there;
     /// then the key and value come back, to be dropped after unlocking.
     #[must_use]
-    fn insert_locked(&self, p: &mut Policy, hash: u64, key: K, value: V, ttl: Option<Duration>) -> Option<(K, V)> {
+    fn insert_locked(&self, p: &mut State, hash: u64, key: K, value: V, ttl: Option<Duration>) -> Option<(K, V)> {
         if !self.keeps(ttl) {
             if let Some((_, idx)) = self.find(hash, &key, &p.locked) {
                 self.detach(p, idx);
@@ -710,7 +718,7 @@ where
             }
             Probe::Vacant(pos) => self.occupy(p, shard, pos, tag, idx),
         }
-        self.link(p, idx, meta, expires);
+        self.link(p, idx, meta, tag, expires);
         None
     }
 
@@ -747,7 +755,7 @@ where
                 retire_table(old);
                 p.usage[shard] = Usage::default();
             }
-            p.lru.clear();
+            p.order.clear();
             p.len = 0;
             p.timed = 0;
             p.wheel.clear();
@@ -814,7 +822,7 @@ where
         // readable, retired or not, until `_held` is dropped.
         let _held = self.reclaimed.hold();
         // Which entries, and their recency, a shard per lock.
-        let mut picked: Vec<(u32, u32, u32)> = Vec::new();
+        let mut picked: Vec<((u8, u32), u32, u32)> = Vec::new();
         for shard in 0..self.shards.len() {
             self.write(Handoff::Batched, |p| {
                 let Some(table) = self.table(shard, &p.locked) else {
@@ -822,14 +830,15 @@ where
                 };
                 picked.extend(table.entries().filter_map(|(_, idx)| {
                     let meta = self.slot(idx).meta.load(Ordering::Relaxed);
-                    (state(meta) == READY).then(|| (p.lru.stamp(idx), idx, meta))
+                    (state(meta) == READY).then(|| (p.order.rank(idx), idx, meta))
                 }));
             });
         }
-        // Oldest first, by age from a clock no older than any stamp; stamps
-        // are distinct, so no need for a stable sort.
-        let clock = self.write(Handoff::Batched, |p| p.lru.clock());
-        picked.sort_unstable_by_key(|&(stamp, ..)| std::cmp::Reverse(clock.wrapping_sub(stamp)));
+        // Coldest first: by the order's rank, then by age from a clock no
+        // older than any stamp; stamps are distinct, so no need for a
+        // stable sort.
+        let clock = self.write(Handoff::Batched, |p| p.order.clock());
+        picked.sort_unstable_by_key(|&((rank, stamp), ..)| (rank, std::cmp::Reverse(clock.wrapping_sub(stamp))));
         let now = self.clock.now();
         let mut visited = Vec::with_capacity(picked.len());
         for (_, idx, meta) in picked {
@@ -902,7 +911,7 @@ enum Lookup<'g, K, V> {
 
 impl<K, V> Drop for Store<K, V> {
     fn drop(&mut self) {
-        let high = match self.policy.get_mut() {
+        let high = match self.state.get_mut() {
             Ok(p) => p.high,
             Err(poisoned) => poisoned.into_inner().high,
         };

@@ -1,0 +1,418 @@
+//! W-TinyLFU (Caffeine's policy): frequency decides who stays.
+//!
+//! New entries enter a small LRU *window*. The window's overflow goes to
+//! the *main* region, a segmented LRU: *probation* for entries on trial,
+//! *protected* (up to 80% of main) for entries read again while on
+//! probation. When the cache is full, the entry leaving the window (the
+//! candidate) and the main region's least recently used entry (the victim)
+//! duel: the one the frequency [`Sketch`] has seen less often lately
+//! leaves. So a one-time scan flows through the window and out again
+//! without flushing a popular set, and a key asked for often enough gets in.
+//!
+//! The window's share adapts by hill climbing (as in Caffeine): every
+//! sample of `10 × capacity` requests, the window grows or shrinks by a
+//! step in whichever direction raised the hit ratio last, the step decaying
+//! as it settles. Recency-driven traffic grows the window toward plain LRU;
+//! frequency-driven traffic shrinks it.
+//!
+//! Hits arrive as replayed read records, which may be lost under
+//! contention: under this policy that only blurs the counts.
+
+use super::list::{Links, Queue};
+use super::sketch::Sketch;
+
+/// The three regions, each a [`Queue`].
+const WINDOW: u8 = 0;
+const PROBATION: u8 = 1;
+const PROTECTED: u8 = 2;
+
+/// What a link keeps beside the list: the entry's hash (for the sketch,
+/// without touching the slot) and its region.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Entry {
+    hash: u32,
+    region: u8,
+}
+
+/// A step multiplies or divides the window's share by this factor at
+/// first, and again after the hit ratio moved by more than `RESTART`.
+const STEP: f64 = 2.0;
+const RESTART: f64 = 0.05;
+/// Each step's factor moves this much closer to 1 while the ratio is steady.
+const DECAY: f64 = 0.9;
+/// The fewest requests in a hill-climbing sample (else a sample of
+/// `capacity` requests).
+const SAMPLE_MIN: usize = 10_000;
+/// The most entries one adaptation moves between regions.
+const TRANSFER_MAX: usize = 1_000;
+/// Candidates at least this popular win a duel now and then even when they
+/// lose on counts, so that an attacker who makes a victim's counters look
+/// hot cannot keep every newcomer out.
+const ADMIT_ANYWAY: u8 = 6;
+
+#[derive(Debug)]
+pub(crate) struct TinyLfu {
+    links: Links<Entry>,
+    regions: [Queue; 3],
+    capacity: usize,
+    window_max: usize,
+    protected_max: usize,
+    sketch: Sketch,
+    /// Hill climbing: this sample's hits and misses, the last sample's hit
+    /// ratio, the next step's factor (above 1) and direction.
+    hits: usize,
+    misses: usize,
+    last_ratio: f64,
+    step: f64,
+    growing: bool,
+    /// Whether anything was evicted yet: the climber waits for it.
+    full: bool,
+    /// For the occasional admission of a popular loser.
+    rng: u64,
+}
+
+impl TinyLfu {
+    /// For a cache of at most `capacity` entries (at least 1).
+    pub(crate) fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        let window_max = (capacity / 100).max(1);
+        let mut lfu = TinyLfu {
+            links: Links::new(),
+            regions: [Queue::EMPTY; 3],
+            capacity,
+            window_max,
+            protected_max: 0,
+            sketch: Sketch::new(capacity),
+            hits: 0,
+            misses: 0,
+            last_ratio: 0.0,
+            step: STEP,
+            growing: false,
+            full: false,
+            rng: 0x2545_F491_4F6C_DD1D,
+        };
+        lfu.protected_max = lfu.main_max() * 4 / 5;
+        lfu
+    }
+
+    fn main_max(&self) -> usize {
+        self.capacity - self.window_max
+    }
+
+    fn main_len(&self) -> usize {
+        self.regions[PROBATION as usize].len + self.regions[PROTECTED as usize].len
+    }
+
+    /// Makes room for links up to `idx`.
+    pub(crate) fn reserve(&mut self, idx: u32) {
+        self.links.reserve(idx);
+    }
+
+    /// A new entry: counted, and at the front of the window; the window's
+    /// overflow goes to probation while the main region has room.
+    pub(crate) fn push(&mut self, idx: u32, meta: u32, hash: u32) {
+        self.sketch.increment(hash);
+        self.misses += 1;
+        self.links.push_front(&mut self.regions[WINDOW as usize], idx, meta, Entry { hash, region: WINDOW });
+        while self.regions[WINDOW as usize].len > self.window_max && self.main_len() < self.main_max() {
+            let oldest = self.regions[WINDOW as usize].back().expect("over its bound");
+            self.shift(oldest, PROBATION);
+        }
+        self.climb();
+    }
+
+    pub(crate) fn unlink(&mut self, idx: u32) {
+        let region = self.links.extra(idx).region;
+        self.links.unlink(&mut self.regions[region as usize], idx);
+    }
+
+    /// Moves linked `idx` to the front of region `to` (not its own).
+    fn shift(&mut self, idx: u32, to: u8) {
+        let Entry { hash, region } = self.links.extra(idx);
+        let [from, into] = self.regions.get_disjoint_mut([region as usize, to as usize]).expect("two regions");
+        self.links.transfer(from, into, idx, Entry { hash, region: to });
+    }
+
+    /// Replays hits in order, their links prefetched first so the
+    /// (random) loads overlap.
+    pub(crate) fn touch_all(&mut self, records: &[(u32, u32)]) {
+        for &(idx, _) in records {
+            self.links.prefetch(idx);
+        }
+        for &(idx, meta) in records {
+            self.touch(idx, meta);
+        }
+        self.climb();
+    }
+
+    /// A hit on `idx`, if still linked with `meta`: counted; to the front
+    /// of its region, or from probation to protected.
+    #[inline]
+    fn touch(&mut self, idx: u32, meta: u32) {
+        let Some(Entry { hash, region }) = self.links.linked(idx, meta) else {
+            return;
+        };
+        self.sketch.increment(hash);
+        self.hits += 1;
+        if region == PROBATION {
+            self.shift(idx, PROTECTED);
+            self.demote();
+        } else {
+            self.links.touch(&mut self.regions[region as usize], idx);
+        }
+    }
+
+    /// Moves protected's least recently used entries to probation while
+    /// protected is over its share.
+    fn demote(&mut self) {
+        while self.regions[PROTECTED as usize].len > self.protected_max {
+            let oldest = self.regions[PROTECTED as usize].back().expect("over its bound");
+            self.shift(oldest, PROBATION);
+        }
+    }
+
+    /// The entry to evict from a cache over capacity. The window's oldest
+    /// entry, if the window is over its share, duels the main region's
+    /// oldest: the winner stays (a winning candidate moves to probation),
+    /// the loser is returned, still linked.
+    pub(crate) fn victim(&mut self) -> Option<u32> {
+        self.full = true;
+        let candidate = self.regions[WINDOW as usize].back();
+        let victim = self.regions[PROBATION as usize].back().or(self.regions[PROTECTED as usize].back());
+        match (candidate, victim) {
+            (Some(candidate), Some(victim)) if self.regions[WINDOW as usize].len > self.window_max => {
+                if self.admits(candidate, victim) {
+                    self.shift(candidate, PROBATION);
+                    Some(victim)
+                } else {
+                    Some(candidate)
+                }
+            }
+            (candidate, victim) => victim.or(candidate),
+        }
+    }
+
+    /// Whether `candidate` may take `victim`'s place.
+    fn admits(&mut self, candidate: u32, victim: u32) -> bool {
+        let candidate = self.sketch.frequency(self.links.extra(candidate).hash);
+        let victim = self.sketch.frequency(self.links.extra(victim).hash);
+        if candidate > victim {
+            return true;
+        }
+        if candidate < ADMIT_ANYWAY {
+            return false;
+        }
+        // xorshift64: 1 in 128.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng & 127 == 0
+    }
+
+    /// One step of the hill climber, once a sample is complete.
+    #[inline]
+    fn climb(&mut self) {
+        if !self.full {
+            // Filling up, every ratio is high and falling: nothing to learn.
+            self.hits = 0;
+            self.misses = 0;
+            return;
+        }
+        let requests = self.hits + self.misses;
+        if requests >= self.capacity.max(SAMPLE_MIN) {
+            self.adapt(self.hits, requests);
+        }
+    }
+
+    /// Steps the window's share by a factor, on in the same direction
+    /// unless the hit ratio fell by more than the sample's noise (then the
+    /// other way), and turning around at either end. Small windows (the
+    /// best for skewed traffic) move by few entries, so noise costs little
+    /// there; where the ratio is flat, as recency-driven traffic is until
+    /// the window nears its reuse distance, the window keeps moving.
+    #[cold]
+    fn adapt(&mut self, hits: usize, requests: usize) {
+        let ratio = hits as f64 / requests as f64;
+        let change = ratio - self.last_ratio;
+        self.last_ratio = ratio;
+        self.hits = 0;
+        self.misses = 0;
+        if change.abs() >= RESTART {
+            // The traffic changed (a scan began or ended, a new working
+            // set): no step on that evidence; measure again, with a fresh
+            // step size.
+            self.step = STEP;
+            return;
+        }
+        if change < 0.0 {
+            self.growing = !self.growing;
+        }
+        let factor = self.step;
+        self.step = 1.0 + (self.step - 1.0) * DECAY;
+        let window = self.window_max as f64;
+        if self.growing {
+            let target = ((window * factor).ceil() as usize).min(self.capacity - 1).max(self.window_max);
+            self.grow_window(target - self.window_max);
+        } else {
+            let target = ((window / factor) as usize).max(self.window_min());
+            self.shrink_window(self.window_max.saturating_sub(target));
+        }
+    }
+
+    /// The smallest window: half a percent of the capacity, at least one.
+    fn window_min(&self) -> usize {
+        (self.capacity / 200).max(1)
+    }
+
+    /// Gives the window `quota` more of the capacity, and the main region's
+    /// oldest entries (up to `TRANSFER_MAX`; evictions take the rest).
+    fn grow_window(&mut self, quota: usize) {
+        self.window_max += quota;
+        self.protected_max = self.protected_max.min(self.main_max() * 4 / 5);
+        self.demote();
+        for _ in 0..quota.min(TRANSFER_MAX) {
+            let Some(oldest) = self.regions[PROBATION as usize].back().or(self.regions[PROTECTED as usize].back())
+            else {
+                break;
+            };
+            if self.main_len() <= self.main_max() {
+                break;
+            }
+            self.shift(oldest, WINDOW);
+        }
+    }
+
+    /// Takes `quota` of the window's share for main. The window's overflow moves to main as new
+    /// entries come in: to probation while main has room, else through
+    /// duels, so main never holds more than its share.
+    fn shrink_window(&mut self, quota: usize) {
+        self.window_max -= quota;
+        self.protected_max = self.main_max() * 4 / 5;
+    }
+
+    /// Snapshot order: probation, then window, then protected; within a
+    /// region by recency stamp (see [`Links::stamp`]).
+    #[cfg(feature = "persist")]
+    pub(crate) fn rank(&self, idx: u32) -> (u8, u32) {
+        let rank = match self.links.extra(idx).region {
+            PROBATION => 0,
+            WINDOW => 1,
+            _ => 2,
+        };
+        (rank, self.links.stamp(idx))
+    }
+
+    #[cfg(feature = "persist")]
+    pub(crate) fn clock(&self) -> u32 {
+        self.links.clock()
+    }
+
+    /// Empties every region and forgets every link; keeps the counts (the
+    /// popularity of keys outlives a clear) and the window's share.
+    pub(crate) fn clear(&mut self) {
+        self.links.clear();
+        self.regions = [Queue::EMPTY; 3];
+    }
+
+    #[cfg(test)]
+    fn lens(&self) -> [usize; 3] {
+        self.regions.map(|q| q.len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    /// Cache-aside over `trace` on a bare policy of `capacity`: the hit
+    /// ratio over the second half of the trace (the first is for learning),
+    /// and the keys held at the end.
+    fn simulate(capacity: usize, trace: impl IntoIterator<Item = u64>) -> (f64, Vec<u64>) {
+        let trace: Vec<u64> = trace.into_iter().collect();
+        let learning = trace.len() / 2;
+        let mut lfu = TinyLfu::new(capacity);
+        let mut held: HashMap<u64, u32> = HashMap::new();
+        let mut keys: Vec<u64> = Vec::new();
+        let mut free: Vec<u32> = Vec::new();
+        let (mut hits, mut requests) = (0, 0);
+        for (at, key) in trace.into_iter().enumerate() {
+            let counted = at >= learning;
+            requests += usize::from(counted);
+            if let Some(&idx) = held.get(&key) {
+                hits += usize::from(counted);
+                lfu.touch_all(&[(idx, 8)]);
+                continue;
+            }
+            let idx = free.pop().unwrap_or(keys.len() as u32);
+            if idx as usize == keys.len() {
+                keys.push(key);
+            }
+            keys[idx as usize] = key;
+            lfu.reserve(idx);
+            held.insert(key, idx);
+            lfu.push(idx, 8, (key as u32).wrapping_mul(0x9E37_79B9) ^ (key >> 32) as u32);
+            while held.len() > capacity {
+                let victim = lfu.victim().expect("over capacity");
+                lfu.unlink(victim);
+                held.remove(&keys[victim as usize]);
+                free.push(victim);
+            }
+            let [window, probation, protected] = lfu.lens();
+            assert_eq!(window + probation + protected, held.len(), "every entry is in one region");
+            assert!(protected <= lfu.protected_max.max(1), "protected over its share");
+        }
+        (hits as f64 / requests as f64, held.into_keys().collect())
+    }
+
+    #[test]
+    fn a_one_time_scan_does_not_flush_a_popular_set() {
+        // 50 popular keys, each asked for 10 times, then 1,000 keys once
+        // (ten times the capacity: one halving of the counts).
+        let popular = (0..10).flat_map(|_| 0..50u64);
+        let scan = 1_000..2_000u64;
+        let (_, held) = simulate(100, popular.chain(scan));
+        let kept = (0..50).filter(|k| held.contains(k)).count();
+        assert_eq!(kept, 50, "the scan flushed {} of 50 popular keys", 50 - kept);
+    }
+
+    #[test]
+    fn a_key_asked_for_often_enough_gets_in() {
+        let popular = (0..10).flat_map(|_| 0..100u64);
+        // A newcomer asked for between other one-time keys.
+        let newcomer = (0..40u64).flat_map(|i| [7_777, 100_000 + i]);
+        let (_, held) = simulate(100, popular.chain(newcomer));
+        assert!(held.contains(&7_777), "asked for 40 times, never admitted");
+    }
+
+    #[test]
+    fn a_loop_larger_than_the_cache_keeps_part_of_it() {
+        // LRU hits nothing here; TinyLFU keeps a stable part of the loop.
+        let (ratio, _) = simulate(1_000, (0..100_000u64).map(|i| i % 1_500));
+        assert!(ratio > 0.4, "hit ratio {ratio} on a loop over 1.5 × capacity");
+    }
+
+    #[test]
+    fn the_window_grows_for_recency_driven_traffic() {
+        // A new key every other request, else one of the last 400 keys:
+        // what was asked for lately is asked for again, nothing is popular
+        // for long. LRU holds every key asked for again (0.5); a 1% window
+        // alone would hold few of them.
+        let mut x = 1u64;
+        let recency = (0..400_000u64).map(move |i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if i % 2 == 0 { i / 2 } else { (i / 2).saturating_sub(x % 400) }
+        });
+        let (ratio, _) = simulate(1_000, recency);
+        assert!(ratio > 0.45, "recency-driven hit ratio {ratio}, LRU's is 0.5");
+    }
+
+    #[test]
+    fn a_capacity_of_one_keeps_the_newest_entry() {
+        let (_, held) = simulate(1, 0..10u64);
+        assert_eq!(held, [9]);
+    }
+}

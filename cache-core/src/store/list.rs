@@ -1,0 +1,239 @@
+//! Doubly linked queues threaded through slab indices: the lists both
+//! policies keep their order in.
+//!
+//! Links live here, owned by the lock holder, not in the slots: readers never
+//! touch them, so promoting an entry never dirties a cache line a reader needs.
+//! Each link also keeps its entry's meta, so replaying a read record checks
+//! the record against the very cache line it is about to move, and a
+//! recency stamp, so a snapshot copied shard by shard (not by walking the
+//! lists under one long lock) can still be put back in order. `X` is what a
+//! policy keeps beside (nothing for LRU).
+
+pub(super) const NIL: u32 = u32::MAX;
+
+#[derive(Debug, Clone, Copy)]
+struct Link<X> {
+    prev: u32,
+    next: u32,
+    /// The linked entry's meta; 0 (no valid meta) when unlinked.
+    meta: u32,
+    /// `Links::clock` when the entry last moved to the front.
+    #[cfg(feature = "persist")]
+    stamp: u32,
+    extra: X,
+}
+
+/// One list's ends: most recently moved to the front at the head.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Queue {
+    head: u32,
+    tail: u32,
+    pub(super) len: usize,
+}
+
+impl Queue {
+    pub(super) const EMPTY: Queue = Queue { head: NIL, tail: NIL, len: 0 };
+
+    /// The entry at the back (least recently moved to the front).
+    #[inline]
+    pub(super) fn back(&self) -> Option<u32> {
+        (self.tail != NIL).then_some(self.tail)
+    }
+}
+
+/// The links of every slab index, for any number of [`Queue`]s.
+#[derive(Debug)]
+pub(super) struct Links<X> {
+    links: Vec<Link<X>>,
+    /// Moves to the front so far, wrapping: stamps compare by their age
+    /// `clock - stamp`, exact while an entry is younger than 2^32 moves.
+    #[cfg(feature = "persist")]
+    clock: u32,
+}
+
+impl<X: Copy + Default> Links<X> {
+    fn unlinked() -> Link<X> {
+        Link {
+            prev: NIL,
+            next: NIL,
+            meta: 0,
+            #[cfg(feature = "persist")]
+            stamp: 0,
+            extra: X::default(),
+        }
+    }
+
+    pub(super) fn new() -> Self {
+        Links {
+            links: Vec::new(),
+            #[cfg(feature = "persist")]
+            clock: 0,
+        }
+    }
+
+    /// Makes room for links up to `idx`.
+    pub(super) fn reserve(&mut self, idx: u32) {
+        let needed = idx as usize + 1;
+        if self.links.len() < needed {
+            self.links.resize(needed, Self::unlinked());
+        }
+    }
+
+    /// What was linked with `idx`, if it is linked with `meta`. Meta 0,
+    /// which no linked entry has, is an unlinked link's: a zero record (a
+    /// place a racing reader reserved but had not yet written) finds nothing.
+    #[inline]
+    pub(super) fn linked(&self, idx: u32, meta: u32) -> Option<X> {
+        let link = self.links.get(idx as usize)?;
+        (meta != 0 && link.meta == meta).then_some(link.extra)
+    }
+
+    /// `idx`'s extra; `idx` must be linked.
+    #[inline]
+    pub(super) fn extra(&self, idx: u32) -> X {
+        self.links[idx as usize].extra
+    }
+
+    /// Links `idx` at the front of `queue`, stamped now.
+    pub(super) fn push_front(&mut self, queue: &mut Queue, idx: u32, meta: u32, extra: X) {
+        debug_assert_ne!(meta, 0);
+        #[cfg(feature = "persist")]
+        let stamp = self.tick();
+        self.link_front(
+            queue,
+            idx,
+            Link {
+                prev: NIL,
+                next: NIL,
+                meta,
+                #[cfg(feature = "persist")]
+                stamp,
+                extra,
+            },
+        );
+    }
+
+    fn link_front(&mut self, queue: &mut Queue, idx: u32, mut link: Link<X>) {
+        let old = queue.head;
+        link.prev = NIL;
+        link.next = old;
+        self.links[idx as usize] = link;
+        if old == NIL {
+            queue.tail = idx;
+        } else {
+            self.links[old as usize].prev = idx;
+        }
+        queue.head = idx;
+        queue.len += 1;
+    }
+
+    /// Unlinks `idx` from `queue`, which holds it.
+    pub(super) fn unlink(&mut self, queue: &mut Queue, idx: u32) {
+        self.detach(queue, idx);
+    }
+
+    fn detach(&mut self, queue: &mut Queue, idx: u32) -> Link<X> {
+        let link = std::mem::replace(&mut self.links[idx as usize], Self::unlinked());
+        if link.prev == NIL {
+            queue.head = link.next;
+        } else {
+            self.links[link.prev as usize].next = link.next;
+        }
+        if link.next == NIL {
+            queue.tail = link.prev;
+        } else {
+            self.links[link.next as usize].prev = link.prev;
+        }
+        queue.len -= 1;
+        link
+    }
+
+    /// Moves `idx` from `from` to the front of `to` with `extra`, keeping
+    /// its stamp: a move between a policy's regions is not a use.
+    pub(super) fn transfer(&mut self, from: &mut Queue, to: &mut Queue, idx: u32, extra: X) {
+        let link = self.detach(from, idx);
+        self.link_front(to, idx, Link { extra, ..link });
+    }
+
+    /// Moves `idx`, linked in `queue`, to its front, stamped now: one pass
+    /// over the links instead of an unlink and a push.
+    #[inline]
+    pub(super) fn touch(&mut self, queue: &mut Queue, idx: u32) {
+        let head = queue.head;
+        if idx == head {
+            return;
+        }
+        #[cfg(feature = "persist")]
+        let stamp = self.tick();
+        let link = &mut self.links[idx as usize];
+        // Linked and not the head: it has a previous link, and a head.
+        let (prev, next) = (link.prev, link.next);
+        link.prev = NIL;
+        link.next = head;
+        #[cfg(feature = "persist")]
+        {
+            link.stamp = stamp;
+        }
+        self.links[prev as usize].next = next;
+        if next == NIL {
+            queue.tail = prev;
+        } else {
+            self.links[next as usize].prev = prev;
+        }
+        self.links[head as usize].prev = idx;
+        queue.head = idx;
+    }
+
+    /// Asks the CPU to fetch `idx`'s link ahead of a move; a hint only, so
+    /// any index (even `NIL`) is fine.
+    #[inline]
+    pub(super) fn prefetch(&self, idx: u32) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let at = self.links.as_ptr().wrapping_add(idx as usize);
+            // SAFETY: a prefetch never faults, whatever the address.
+            unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(at.cast()) };
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = idx;
+    }
+
+    /// Forgets every link: a read record that outlives the entries it names
+    /// must not find them still linked. The caller empties its queues.
+    pub(super) fn clear(&mut self) {
+        self.links.fill(Self::unlinked());
+    }
+
+    /// The stamp for a move to the front now.
+    #[cfg(feature = "persist")]
+    fn tick(&mut self) -> u32 {
+        self.clock = self.clock.wrapping_add(1);
+        self.clock
+    }
+
+    /// The stamp of the latest move to the front.
+    #[cfg(feature = "persist")]
+    pub(super) fn clock(&self) -> u32 {
+        self.clock
+    }
+
+    /// The clock when `idx` last moved to the front; compare stamps by their
+    /// age from a later `clock()`, as they wrap.
+    #[cfg(feature = "persist")]
+    pub(super) fn stamp(&self, idx: u32) -> u32 {
+        self.links[idx as usize].stamp
+    }
+
+    /// `queue` from back to front.
+    #[cfg(test)]
+    pub(super) fn iter_from_back<'a>(&'a self, queue: &Queue) -> impl Iterator<Item = u32> + 'a {
+        let mut at = queue.tail;
+        std::iter::from_fn(move || {
+            (at != NIL).then(|| {
+                let idx = at;
+                at = self.links[idx as usize].prev;
+                idx
+            })
+        })
+    }
+}

@@ -1,0 +1,88 @@
+//! The eviction order, under either [`Policy`]: the part of the store that
+//! decides which entry leaves. The table, slab, wheel and flights are the
+//! same under both.
+
+use super::lfu::TinyLfu;
+use super::lru::Lru;
+use crate::Policy;
+
+#[derive(Debug)]
+pub(super) enum Order {
+    Lru(Lru),
+    TinyLfu(TinyLfu),
+}
+
+impl Order {
+    pub(super) fn new(policy: Policy, max_size: usize) -> Self {
+        match policy {
+            Policy::Lru => Order::Lru(Lru::new()),
+            Policy::TinyLfu => Order::TinyLfu(TinyLfu::new(max_size)),
+        }
+    }
+
+    /// Makes room for links up to `idx`.
+    pub(super) fn reserve(&mut self, idx: u32) {
+        match self {
+            Order::Lru(lru) => lru.reserve(idx),
+            Order::TinyLfu(lfu) => lfu.reserve(idx),
+        }
+    }
+
+    /// A new `READY` entry, `hash` being its table tag.
+    #[inline]
+    pub(super) fn push(&mut self, idx: u32, meta: u32, hash: u32) {
+        match self {
+            Order::Lru(lru) => lru.push_front(idx, meta),
+            Order::TinyLfu(lfu) => lfu.push(idx, meta, hash),
+        }
+    }
+
+    pub(super) fn unlink(&mut self, idx: u32) {
+        match self {
+            Order::Lru(lru) => lru.unlink(idx),
+            Order::TinyLfu(lfu) => lfu.unlink(idx),
+        }
+    }
+
+    /// Replays read records `(idx, meta)`, oldest first.
+    pub(super) fn touch_all(&mut self, records: &[(u32, u32)]) {
+        match self {
+            Order::Lru(lru) => lru.touch_all(records),
+            Order::TinyLfu(lfu) => lfu.touch_all(records),
+        }
+    }
+
+    /// The entry to evict next (still linked), if any is linked.
+    pub(super) fn victim(&mut self) -> Option<u32> {
+        match self {
+            Order::Lru(lru) => lru.back(),
+            Order::TinyLfu(lfu) => lfu.victim(),
+        }
+    }
+
+    /// Empties the order; a read record from before finds nothing.
+    pub(super) fn clear(&mut self) {
+        match self {
+            Order::Lru(lru) => lru.clear(),
+            Order::TinyLfu(lfu) => lfu.clear(),
+        }
+    }
+
+    /// Where `idx` stands for a snapshot: by rank, then by stamp (compared
+    /// by their age from a later [`clock`](Self::clock)), coldest first.
+    #[cfg(feature = "persist")]
+    pub(super) fn rank(&self, idx: u32) -> (u8, u32) {
+        match self {
+            Order::Lru(lru) => (0, lru.stamp(idx)),
+            Order::TinyLfu(lfu) => lfu.rank(idx),
+        }
+    }
+
+    #[cfg(feature = "persist")]
+    pub(super) fn clock(&self) -> u32 {
+        match self {
+            Order::Lru(lru) => lru.clock(),
+            Order::TinyLfu(lfu) => lfu.clock(),
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! How often each key was asked for lately: a count-min sketch of 4-bit
+//! counters, halved every `10 × capacity` additions so old popularity fades
+//! (TinyLFU's "reset").
+//!
+//! A key's four counters sit in one 64-byte block (eight words of sixteen
+//! counters), picked by its hash, so counting a key touches one cache line.
+//! Each of the four rows has two words of the block; the hash picks the word
+//! and the counter in it. The estimate is the smallest of the four.
+
+/// Words per block: 64 bytes.
+const BLOCK: usize = 8;
+/// Every counter's low bit cleared by a halving.
+const HALVE: u64 = 0x7777_7777_7777_7777;
+/// Up to 2^24 words (128 MiB) however large the capacity: beyond that the
+/// estimates blur, nothing breaks.
+const MAX_WORDS: usize = 1 << 24;
+
+#[derive(Debug)]
+pub(super) struct Sketch {
+    words: Box<[u64]>,
+    /// Blocks - 1 (a power of two less one).
+    block_mask: usize,
+    /// Increments since the last halving.
+    additions: usize,
+    /// Additions between halvings.
+    period: usize,
+}
+
+impl Sketch {
+    /// A sketch for a cache of `capacity` entries: a word (16 counters) per
+    /// entry, rounded up to a power of two, and at least 4,096 words (32
+    /// KiB): small caches see many more distinct keys than they hold, and a
+    /// crowded sketch blurs their counts. Zeroed memory is paged in only as
+    /// it is written.
+    pub(super) fn new(capacity: usize) -> Self {
+        let words = capacity.clamp(4_096, MAX_WORDS).next_power_of_two();
+        Sketch {
+            words: vec![0; words].into_boxed_slice(),
+            block_mask: words / BLOCK - 1,
+            additions: 0,
+            period: capacity.clamp(1, MAX_WORDS).saturating_mul(20),
+        }
+    }
+
+    /// `hash`'s block, and the bits that choose its counters there: row
+    /// `r` (of four) owns words `2r` and `2r + 1` of the block; bit `5r`
+    /// picks the word, the next four the counter in it.
+    #[inline]
+    fn block(&self, hash: u32) -> (usize, u32) {
+        // Spread the 32-bit hash over 64 bits: the block index and the
+        // counters' choices come from different bits.
+        let spread = u64::from(hash).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let block = ((spread >> 40) as usize & self.block_mask) * BLOCK;
+        (block, spread as u32 ^ (spread >> 32) as u32)
+    }
+
+    /// Row `row`'s word (in the block) and shift, from `choice`.
+    #[inline]
+    fn place(choice: u32, row: usize) -> (usize, u32) {
+        let bits = choice >> (row * 5);
+        (2 * row + (bits & 1) as usize, ((bits >> 1) & 15) * 4)
+    }
+
+    /// How often `hash` was counted lately: 0 to 15.
+    #[inline]
+    pub(super) fn frequency(&self, hash: u32) -> u8 {
+        let (block, choice) = self.block(hash);
+        let words: &[u64; BLOCK] = self.words[block..block + BLOCK].try_into().expect("a whole block");
+        (0..4)
+            .map(|row| {
+                let (word, shift) = Self::place(choice, row);
+                ((words[word] >> shift) & 15) as u8
+            })
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// Counts `hash` once more (counters stop at 15).
+    #[inline]
+    pub(super) fn increment(&mut self, hash: u32) {
+        let (block, choice) = self.block(hash);
+        let words: &mut [u64; BLOCK] = (&mut self.words[block..block + BLOCK]).try_into().expect("a whole block");
+        let mut added = 0;
+        for row in 0..4 {
+            let (word, shift) = Self::place(choice, row);
+            let w = &mut words[word];
+            // Branch-free: adds 1 unless the counter is 15.
+            let below = u64::from((*w >> shift) & 15 != 15);
+            *w += below << shift;
+            added |= below;
+        }
+        if added != 0 {
+            self.additions += 1;
+            if self.additions >= self.period {
+                self.halve();
+            }
+        }
+    }
+
+    /// Halves every counter, so a key's count is mostly about the last
+    /// period or two.
+    #[cold]
+    fn halve(&mut self) {
+        let mut odd = 0;
+        for w in self.words.iter_mut() {
+            odd += (*w & 0x1111_1111_1111_1111).count_ones() as usize;
+            *w = (*w >> 1) & HALVE;
+        }
+        // Each key added 4 counters: the halving lost about a quarter of
+        // the odd ones' halves.
+        self.additions = (self.additions - (odd / 4).min(self.additions)) / 2;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_saturate_at_fifteen_and_halve() {
+        let mut sketch = Sketch::new(1_000);
+        for _ in 0..20 {
+            sketch.increment(42);
+        }
+        assert_eq!(sketch.frequency(42), 15);
+        assert_eq!(sketch.frequency(43), 0, "a fresh sketch counts nothing else");
+        sketch.halve();
+        assert_eq!(sketch.frequency(42), 7);
+    }
+
+    #[test]
+    fn estimates_never_undercount_and_rank_hot_over_cold() {
+        let mut sketch = Sketch::new(4_096);
+        // Key i is counted i % 8 times: below the halving period.
+        for key in 0..2_000u32 {
+            for _ in 0..key % 8 {
+                sketch.increment(key.wrapping_mul(2_654_435_761));
+            }
+        }
+        let mut over = 0;
+        for key in 0..2_000u32 {
+            let estimate = sketch.frequency(key.wrapping_mul(2_654_435_761));
+            assert!(u32::from(estimate) >= key % 8, "count-min never undercounts");
+            over += u32::from(estimate) - key % 8;
+        }
+        assert!(over < 200, "{over} overcounts in 2,000 keys: the rows collide too often");
+    }
+
+    #[test]
+    fn old_popularity_fades_after_a_period() {
+        let mut sketch = Sketch::new(16);
+        for _ in 0..15 {
+            sketch.increment(7);
+        }
+        // 10 × 16 additions of other keys trigger a halving or more.
+        for key in 100..100 + 10 * 16 {
+            sketch.increment(key);
+        }
+        assert!(sketch.frequency(7) < 15, "a halving ran");
+    }
+}
