@@ -49,8 +49,8 @@ use crate::time::Clock;
 /// ```
 #[async_trait]
 pub trait Backend: Send + Sync {
-    /// Replaces the stored snapshot with `entries` (least recently used
-    /// first), all at once: after a crash, the previous snapshot or this one
+    /// Replaces the stored snapshot with `entries` (coldest first), all at
+    /// once: after a crash, the previous snapshot or this one
     /// is stored, never a mix.
     async fn save(&self, entries: Vec<Record>) -> Result<(), BackendError>;
 
@@ -182,7 +182,9 @@ where
     V: Clone + Send + Sync + Serialize + DeserializeOwned + 'static,
 {
     /// Saves the whole cache to `backend`, replacing its snapshot. Live
-    /// entries only, least recently used first, each with its expiry.
+    /// entries only, coldest first (under [`Policy::Lru`](crate::Policy),
+    /// least recently used first; under `TinyLfu`, probation, then the
+    /// window, then the protected region), each with its expiry.
     ///
     /// Entries are copied one shard at a time (`get` never waits, `insert`
     /// at most for one shard's copy); encoding and I/O run on the blocking
@@ -230,9 +232,11 @@ where
     }
 
     /// Loads `backend`'s snapshot into the cache, merging: saved keys
-    /// overwrite present ones, in saved LRU order (the most recently used
-    /// ends most recent). Each entry keeps exactly its saved expiry; expired
-    /// records and records that no longer decode are skipped and counted.
+    /// overwrite present ones, in saved order (the hottest ends most
+    /// recent). Each entry keeps exactly its saved expiry; expired records
+    /// and records that no longer decode are skipped and counted. Of a
+    /// snapshot larger than `max_size`, only the hottest `max_size` live
+    /// records are inserted (all are counted as loaded).
     ///
     /// A missing snapshot loads nothing and is not an error.
     ///
@@ -263,18 +267,24 @@ where
             .await
             .map_err(|panic| panicked("Deserialize", panic))?;
         let mut report = LoadReport { skipped_undecodable, ..LoadReport::default() };
-        let live = entries.into_iter().filter_map(|(key, value, expires_at)| match Clock::remaining(expires_at) {
-            Some(Duration::ZERO) => {
-                report.skipped_expired += 1;
-                None
-            }
-            ttl => {
-                report.loaded += 1;
-                Some((key, value, ttl))
-            }
-        });
+        let live: Vec<_> = entries
+            .into_iter()
+            .filter_map(|(key, value, expires_at)| match Clock::remaining(expires_at) {
+                Some(Duration::ZERO) => {
+                    report.skipped_expired += 1;
+                    None
+                }
+                ttl => Some((key, value, ttl)),
+            })
+            .collect();
+        report.loaded = live.len();
+        // Only the hottest `max_size` can stay: the rest would be inserted
+        // only to be evicted (under LRU, the same end state; under TinyLFU,
+        // whose fresh counts cannot tell the saved entries apart, the only
+        // way the hottest stay).
+        let surplus = live.len().saturating_sub(self.store.config.max_size);
         // In saved order, a lock per chunk: the last saved ends most recent.
-        self.store.insert_all(live, LOAD_CHUNK);
+        self.store.insert_all(live.into_iter().skip(surplus), LOAD_CHUNK);
         Ok(report)
     }
 
