@@ -14,19 +14,19 @@ pub use std::sync::OnceLock as Site;
 pub use crate::__async_cache_sharer as sharer;
 #[doc(inline)]
 pub use crate::__async_cache_site as site;
-pub use crate::Cache;
+pub use crate::{Cache, Policy};
 
-/// `site!(id, Key, Value, name, max_size, ttl_secs)`: the cache of the
-/// function whose expansion is `id` (unique to one expansion of
+/// `site!(id, Key, Value, name, max_size, ttl_secs, policy)`: the cache of
+/// the function whose expansion is `id` (unique to one expansion of
 /// `#[cached]`). `max_size` `usize::MAX` is unbounded; `ttl_secs` 0.0 is
 /// no TTL.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __async_cache_site {
-    ($id:expr, $key:ty, $value:ty, $name:expr, $max_size:expr, $ttl_secs:expr) => {{
+    ($id:expr, $key:ty, $value:ty, $name:expr, $max_size:expr, $ttl_secs:expr, $policy:expr) => {{
         static SITE: $crate::__private::Site<&'static $crate::__private::Cache<$key, $value>> =
             $crate::__private::Site::new();
-        $crate::__private::cache(&SITE, $id, $name, $max_size, $ttl_secs)
+        $crate::__private::cache(&SITE, $id, $name, $max_size, $ttl_secs, $policy)
     }};
 }
 
@@ -55,13 +55,14 @@ pub fn cache<K: CachedKey, V: CachedValue>(
     name: &'static str,
     max_size: usize,
     ttl_secs: f64,
+    policy: Policy,
 ) -> &'static Cache<K, V> {
     site.get_or_init(|| {
         type Registry = Mutex<HashMap<&'static str, &'static (dyn Any + Send + Sync)>>;
         static REGISTRY: OnceLock<Registry> = OnceLock::new();
         let mut registry = REGISTRY.get_or_init(Registry::default).lock().unwrap_or_else(|e| e.into_inner());
         let cache = *registry.entry(id).or_insert_with(|| {
-            let mut builder = Cache::<K, V>::builder().name(name).max_size(max_size);
+            let mut builder = Cache::<K, V>::builder().name(name).max_size(max_size).policy(policy);
             if ttl_secs > 0.0 {
                 builder = builder.default_ttl(Duration::from_secs_f64(ttl_secs));
             }

@@ -5,7 +5,7 @@ use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream};
 use syn::{Error, Expr, Ident, Lit, LitStr, Path, Result, Token, Type};
 
-const KNOWN: &str = "maxsize, unbounded, ttl, name, skip(...), key, key_type, crate";
+const KNOWN: &str = "maxsize, unbounded, ttl, policy, name, skip(...), key, key_type, crate";
 
 /// A TTL in whole or fractional seconds, checked positive and finite.
 #[derive(Debug, Clone, PartialEq)]
@@ -14,12 +14,21 @@ pub(crate) enum Ttl {
     SecsF64(f64),
 }
 
+/// `policy = "lru"` (the default) or `policy = "tinylfu"`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub(crate) enum Policy {
+    #[default]
+    Lru,
+    TinyLfu,
+}
+
 #[derive(Default)]
 pub(crate) struct Args {
     /// `None`: the default, 128.
     pub(crate) max_size: Option<usize>,
     pub(crate) unbounded: bool,
     pub(crate) ttl: Option<Ttl>,
+    pub(crate) policy: Policy,
     pub(crate) name: Option<LitStr>,
     /// `self` appears as an identifier named `self`.
     pub(crate) skip: Vec<Ident>,
@@ -109,6 +118,22 @@ impl Args {
             "ttl" => {
                 input.parse::<Token![=]>()?;
                 self.ttl = Some(parse_ttl(input)?);
+            }
+            "policy" => {
+                input.parse::<Token![=]>()?;
+                let lit: LitStr = input.parse()?;
+                self.policy = match lit.value().as_str() {
+                    "lru" => Policy::Lru,
+                    "tinylfu" => Policy::TinyLfu,
+                    other => {
+                        return Err(Error::new_spanned(
+                            &lit,
+                            format!(
+                                "unknown policy \"{other}\": use `policy = \"lru\"` (the default) or `policy = \"tinylfu\"`"
+                            ),
+                        ));
+                    }
+                };
             }
             "name" => {
                 input.parse::<Token![=]>()?;
@@ -232,6 +257,9 @@ mod tests {
         assert!(error(quote!(key = id)).contains("needs `key_type"));
         assert!(error(quote!(key_type = u64)).contains("needs `key = <expr>`"));
         assert!(error(quote!(ttl = 0)).contains("positive"));
+        assert!(error(quote!(policy = "lfu")).contains("unknown policy"));
+        assert_eq!(parse(quote!(policy = "tinylfu")).unwrap().policy, Policy::TinyLfu);
+        assert_eq!(parse(quote!(maxsize = 5)).unwrap().policy, Policy::Lru);
         assert!(error(quote!(ttl = "60")).contains("in seconds"));
         assert!(error(quote!(skip())).contains("names no argument"));
     }

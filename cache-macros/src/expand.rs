@@ -6,7 +6,7 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Error, FnArg, Ident, ItemFn, Pat, ReturnType, Type};
 
-use crate::args::{Args, Ttl};
+use crate::args::{Args, Policy, Ttl};
 
 /// Expands the attribute; on error, the function is emitted unchanged next
 /// to the `compile_error!`, so IDEs and the rest of the crate keep working.
@@ -223,7 +223,11 @@ fn site(
         let tail = format!("::{ident}#{n}");
         quote!(::std::concat!(::std::module_path!(), #tail))
     };
-    quote!(#private::site!(#id, #key_type, #value_type, #name, #max_size, #ttl_secs))
+    let policy = match args.policy {
+        Policy::Lru => quote!(#private::Policy::Lru),
+        Policy::TinyLfu => quote!(#private::Policy::TinyLfu),
+    };
+    quote!(#private::site!(#id, #key_type, #value_type, #name, #max_size, #ttl_secs, #policy))
 }
 
 /// Trait checks of the key and value types, spanned where the types are
@@ -402,7 +406,7 @@ mod tests {
             "load_result",
             "\"::get_user#",
             ") , (u64 , :: std :: string :: String ,) , User ,",
-            "1000usize , 60f64)",
+            "1000usize , 60f64 , :: async_cache :: __private :: Policy :: Lru)",
             "sharer ! (DbError)",
         ] {
             assert!(out.contains(expected), "missing `{expected}` in\n{out}");

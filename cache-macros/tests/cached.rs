@@ -314,3 +314,30 @@ async fn functions_from_one_macro_rules_expansion_have_their_own_caches() {
     assert!(!std::ptr::eq(plus_one_cache(), plus_two_cache()));
     assert_eq!((plus_one_cache().len(), plus_two_cache().len()), (1, 1));
 }
+
+#[cached(maxsize = 100, policy = "tinylfu")]
+async fn scanned(n: u64) -> u64 {
+    n
+}
+
+#[cached(maxsize = 100)]
+async fn scanned_lru(n: u64) -> u64 {
+    n
+}
+
+#[tokio::test]
+async fn policy_tinylfu_keeps_popular_arguments_through_a_scan() {
+    for _ in 0..10 {
+        for n in 0..50 {
+            scanned(n).await;
+            scanned_lru(n).await;
+        }
+    }
+    for n in 1_000..1_500 {
+        scanned(n).await;
+        scanned_lru(n).await;
+    }
+    let kept = |cache: &async_cache::Cache<(u64,), u64>| (0..50).filter(|n| cache.contains_key(&(*n,))).count();
+    assert_eq!(kept(scanned_cache()), 50, "TinyLfu kept every popular key");
+    assert_eq!(kept(scanned_lru_cache()), 0, "LRU, the default, kept none");
+}
