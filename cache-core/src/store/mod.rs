@@ -17,6 +17,7 @@
 //! leader stores its value only if its own placeholder is still there.
 
 mod buffer;
+mod epoch;
 mod lfu;
 mod list;
 mod lru;
@@ -36,7 +37,7 @@ use std::time::Duration;
 
 use self::buffer::ReadBuffer;
 use self::order::Order;
-use self::reclaim::{Locked, Pinned, Protects, Reclaimed, drop_quietly, pin, retire_table};
+use self::reclaim::{Locked, Pinned, Protects, Reclaimed, defer_and_flush, drop_quietly, flush, pin, retire_table};
 use self::slab::{Filling, PENDING, READY, RETIRED_PENDING, RETIRED_READY, Slab, Slot, state};
 use self::table::{Probe, Table, TableRef, Usage};
 use self::wheel::{Timer, Wheel};
@@ -216,7 +217,7 @@ impl<K, V> Store<K, V> {
     /// within a few such calls even when nothing else writes or pins.
     fn settled<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
         let out = self.write(Handoff::Now, f);
-        pin().flush();
+        flush();
         out
     }
 
@@ -271,9 +272,7 @@ impl<K, V> Store<K, V> {
             // Their grace period starts now, later than their retirement:
             // only more careful.
             let reclaimed = Arc::clone(&self.reclaimed);
-            let guard = pin();
-            guard.defer(move || reclaimed.add(slots));
-            guard.flush();
+            defer_and_flush(move || reclaimed.add(slots));
         }
         out
     }

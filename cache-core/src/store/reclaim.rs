@@ -1,10 +1,10 @@
-//! Memory reclamation: the engine's epoch, and what waits on it.
+//! Memory reclamation: what waits on the engine's grace periods
+//! ([`epoch`](super::epoch)).
 //!
-//! Readers pin the engine's own epoch collector while they hold a table or
-//! a slot they found without the lock. A removed slot is *retired* (by the
-//! lock holder), handed to the epoch in batches, and once every reader that
-//! could have seen it has unpinned, the epoch's deferred function lists it
-//! in [`Reclaimed`]; the next write takes it back (`Store::take_back`),
+//! Readers pin while they hold a table or a slot they found without the
+//! lock. A removed slot is *retired* (by the lock holder), deferred in
+//! batches, and once every reader that could have seen it has unpinned, the
+//! deferred function lists it in [`Reclaimed`]; the next write takes it back (`Store::take_back`),
 //! dropping its contents before it locks (a panic there is caught). A table
 //! swapped out for a larger or cleaner one is freed the same way.
 //!
@@ -13,18 +13,16 @@
 //! the store's lock).
 
 use std::ptr::NonNull;
-use std::sync::LazyLock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use crossbeam_epoch::{Collector, Guard, LocalHandle};
-
+use super::epoch::{self, Guard};
 use super::table::Table;
 
 /// Proof that a table pointer loaded now stays allocated while the proof
 /// is borrowed: see [`Store::table`](super::Store::table).
 pub(super) trait Protects {}
 
-/// A pin of the engine's own collector.
+/// A pin of the engine's grace periods.
 pub(super) struct Pinned(Guard);
 
 impl Protects for Pinned {}
@@ -43,45 +41,54 @@ impl Locked {
 
 impl Protects for Locked {}
 
-impl Pinned {
-    /// Hands the thread's deferred work to the collector and lets it
-    /// advance the epoch.
-    pub(super) fn flush(&self) {
-        self.0.flush();
-    }
-
-    /// Runs `f` once every reader pinned now has unpinned.
-    pub(super) fn defer(&self, f: impl FnOnce() + Send + 'static) {
-        self.0.defer(f);
-    }
+/// Pins the calling thread: see [`epoch`](super::epoch). The engine's own
+/// grace periods, not crossbeam's process-wide collector: a pin or flush
+/// there may run anybody's queued destructors (moka's, for one), so a cache
+/// write could end up dropping another library's entries.
+#[inline]
+pub(super) fn pin() -> Pinned {
+    Pinned(epoch::pin())
 }
 
-/// Pins the engine's own epoch collector. Crossbeam's default collector is
-/// shared by every user of it in the process (moka, for one), and a pin or
-/// flush there may run anybody's queued destructors: a cache write could end
-/// up dropping another library's entries, and its speed would depend on them.
-pub(super) fn pin() -> Pinned {
-    static COLLECTOR: LazyLock<Collector> = LazyLock::new(Collector::new);
-    thread_local! {
-        static HANDLE: LocalHandle = COLLECTOR.register();
+/// Runs `f` once every reader pinned now has unpinned (in a later
+/// [`flush`]), and tries to end grace periods now.
+pub(super) fn defer_and_flush(f: impl FnOnce() + Send + 'static) {
+    epoch::defer(f);
+    epoch::flush();
+}
+
+/// Runs what ended grace periods deferred, and starts the next one.
+pub(super) fn flush() {
+    epoch::flush();
+}
+
+/// A table pointer handed to the thread that frees it.
+struct Unlinked(NonNull<Table>);
+
+// SAFETY: the table is unreachable from the store and freed exactly once,
+// by whichever thread ends its grace period; nothing else touches it.
+unsafe impl Send for Unlinked {}
+
+impl Unlinked {
+    /// # Safety
+    ///
+    /// Once, after every reader that may still be probing it unpinned.
+    unsafe fn free(self) {
+        // SAFETY: from `Table::alloc`, and the caller's promise.
+        unsafe { Table::free(self.0) }
     }
-    // A thread whose locals are being destroyed pins through a handle of
-    // its own (as crossbeam's default does).
-    Pinned(HANDLE.try_with(LocalHandle::pin).unwrap_or_else(|_| COLLECTOR.register().pin()))
 }
 
 /// Frees a table no longer reachable from the store once every reader that
 /// may still be probing it has unpinned.
 pub(super) fn retire_table(table: NonNull<Table>) {
-    let guard = pin();
+    let table = Unlinked(table);
+    // Handed over now: a cache that only grows pins rarely, and old tables
+    // would otherwise wait, adding to its peak memory.
     // SAFETY: unreachable from the store (swapped out by the lock holder);
-    // a reader still in it was pinned before the swap, so the epoch runs
-    // this only after it unpinned. Not `Send`-checked (`NonNull`), but run
-    // once, by whichever thread collects, on memory nobody else touches.
-    unsafe { guard.0.defer_unchecked(move || Table::free(table)) };
-    // Hand it to the collector now: a cache that only grows pins rarely, and
-    // old tables would otherwise wait, adding to its peak memory.
-    guard.flush();
+    // a reader still in it was pinned before the swap, so its grace period
+    // ends only after that reader unpinned; a deferred function runs once.
+    defer_and_flush(move || unsafe { table.free() });
 }
 
 /// Slots whose grace period has ended, waiting to be taken back. Filled by
