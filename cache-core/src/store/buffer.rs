@@ -67,6 +67,11 @@ pub(crate) struct ReadBuffer {
     dirty: CachePadded<AtomicU64>,
     /// The stripe whose reader drained last, plus one; 0 for none.
     drainer: CachePadded<AtomicUsize>,
+    /// Stripes by thread, not by task (for a policy that needs no exact
+    /// order): the thread numbered `i` (see `Pinned::thread`) is stripe
+    /// `i`'s only writer and pushes without a read-modify-write; threads
+    /// numbered past the stripes share the last one.
+    owned: bool,
 }
 
 /// A push after which its reader should replay the records.
@@ -101,18 +106,27 @@ fn stripe_hint() -> usize {
 }
 
 impl ReadBuffer {
-    pub(crate) fn new() -> Self {
+    /// Striped by task, or (`owned`) by thread.
+    pub(crate) fn new(owned: bool) -> Self {
         ReadBuffer {
             stripes: (0..stripe_count()).map(|_| CachePadded::default()).collect(),
             dirty: CachePadded::default(),
             drainer: CachePadded::default(),
+            owned,
         }
     }
 
-    /// The calling task's stripe.
+    /// The stripe of the calling task, or of the calling thread, numbered
+    /// `thread`, when stripes are owned.
     #[inline]
-    pub(crate) fn stripe(&self) -> usize {
-        stripe_hint() & (self.stripes.len() - 1)
+    pub(crate) fn stripe(&self, thread: usize) -> usize {
+        if self.owned { thread.min(self.stripes.len() - 1) } else { stripe_hint() & (self.stripes.len() - 1) }
+    }
+
+    /// Whether stripe `s` has one writer (see `owned`).
+    #[inline]
+    fn owned_by_one(&self, s: usize) -> bool {
+        self.owned && s + 1 < self.stripes.len()
     }
 
     /// Records a hit on `(idx, meta)` in stripe `s`; `Due` when the caller
@@ -122,8 +136,20 @@ impl ReadBuffer {
     pub(crate) fn push(&self, s: usize, idx: u32, meta: u32) -> Result<(), Due> {
         let stripe = &self.stripes[s];
         let record = (u64::from(meta) << 32) | u64::from(idx);
-        let tail = stripe.tail.fetch_add(1, Ordering::SeqCst);
-        stripe.records[(tail % CAPACITY) as usize].store(record, Ordering::Release);
+        let tail = if self.owned_by_one(s) {
+            // The only writer: a plain increment, the record published by
+            // the Release store of the tail. (The dirty check below may then
+            // see a bit a drain is clearing: these records wait for this
+            // stripe's next push; late records only blur frequencies.)
+            let tail = stripe.tail.load(Ordering::Relaxed);
+            stripe.records[(tail % CAPACITY) as usize].store(record, Ordering::Relaxed);
+            stripe.tail.store(tail + 1, Ordering::Release);
+            tail
+        } else {
+            let tail = stripe.tail.fetch_add(1, Ordering::SeqCst);
+            stripe.records[(tail % CAPACITY) as usize].store(record, Ordering::Release);
+            tail
+        };
         // SeqCst pairs with the drain's swap: either the drain sees this bit,
         // or this load sees the drain's clear and sets it again.
         let bit = 1u64 << s;
@@ -210,8 +236,8 @@ mod tests {
 
     #[test]
     fn replays_in_order_and_counts_hits() {
-        let b = ReadBuffer::new();
-        let s = b.stripe();
+        let b = ReadBuffer::new(false);
+        let s = b.stripe(0);
         for i in 0..10 {
             assert!(b.push(s, i, 8).is_ok());
         }
@@ -227,8 +253,8 @@ mod tests {
 
     #[test]
     fn the_drainer_is_asked_to_replay_every_drain_step() {
-        let b = ReadBuffer::new();
-        let s = b.stripe();
+        let b = ReadBuffer::new(false);
+        let s = b.stripe(0);
         let mut n = 0;
         for step in 0..5 {
             for i in 0..DRAIN_EVERY as u32 - 1 {
@@ -243,8 +269,8 @@ mod tests {
 
     #[test]
     fn overwriting_keeps_the_newest_records_and_counts_every_hit() {
-        let b = ReadBuffer::new();
-        let s = b.stripe();
+        let b = ReadBuffer::new(false);
+        let s = b.stripe(0);
         for i in 0..CAPACITY as u32 + 5 {
             let _ = b.push(s, i, 8);
         }
@@ -273,7 +299,7 @@ mod drainer_tests {
 
     #[test]
     fn the_drainer_keeps_replaying_others_only_when_it_falls_behind() {
-        let b = ReadBuffer::new();
+        let b = ReadBuffer::new(false);
         let step = DRAIN_EVERY as u32;
         assert_eq!(read_alone(&b, 0, 0, step).len(), step as usize, "nobody drained yet: 0 does");
         // Stripe 1 reads while the drainer keeps replaying it: never asked.
@@ -291,7 +317,7 @@ mod drainer_tests {
     #[test]
     fn a_reader_alone_loses_no_record_whatever_came_before() {
         for offset in [0, 1, 37, CHECK_EVERY as u32 - 1, DRAIN_EVERY as u32 + 5, CAPACITY as u32 - 1] {
-            let b = ReadBuffer::new();
+            let b = ReadBuffer::new(false);
             // Another stripe drains last; stripe 1 was left mid-step, replayed.
             read_alone(&b, 0, 0, DRAIN_EVERY as u32);
             for i in 0..offset {

@@ -36,6 +36,9 @@ use std::sync::{LazyLock, Mutex};
 struct Record {
     /// Pins plus unpins so far: odd while pinned.
     state: AtomicU64,
+    /// Its index in the registry: while a thread holds the record, no other
+    /// thread has this number (see [`Guard::thread`]).
+    id: usize,
 }
 
 /// A deferred function, run once its grace period ends.
@@ -155,7 +158,8 @@ fn register() -> &'static Record {
         match registry.free.pop() {
             Some(record) => record,
             None => {
-                let record: &'static Record = Box::leak(Box::default());
+                let record: &'static Record =
+                    Box::leak(Box::new(Record { state: AtomicU64::new(0), id: registry.all.len() }));
                 registry.all.push(record);
                 record
             }
@@ -172,7 +176,20 @@ fn register() -> &'static Record {
 
 /// A pin, held until dropped. Not `Send`: it is its thread's.
 #[derive(Debug)]
-pub(super) struct Guard(PhantomData<*const ()>);
+pub(super) struct Guard {
+    thread: usize,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Guard {
+    /// The pinned thread's number: small (threads that hold a record at
+    /// once are numbered from 0 up), and no other live thread has it, so
+    /// per-thread state indexed by it has one writer.
+    #[inline]
+    pub(super) fn thread(&self) -> usize {
+        self.thread
+    }
+}
 
 /// Pins the calling thread: memory unlinked after this and deferred is not
 /// freed until the guard is dropped.
@@ -180,8 +197,8 @@ pub(super) struct Guard(PhantomData<*const ()>);
 pub(super) fn pin() -> Guard {
     let nest = NEST.get();
     NEST.set(nest + 1);
+    let record = RECORD.get().unwrap_or_else(register);
     if nest == 0 {
-        let record = RECORD.get().unwrap_or_else(register);
         let state = STATE.get() + 1;
         STATE.set(state);
         record.state.store(state, Ordering::Relaxed);
@@ -194,7 +211,7 @@ pub(super) fn pin() -> Guard {
             fence(Ordering::SeqCst);
         }
     }
-    Guard(PhantomData)
+    Guard { thread: record.id, _not_send: PhantomData }
 }
 
 impl Drop for Guard {

@@ -154,7 +154,7 @@ impl<K, V> Store<K, V> {
             shard_shift: 32 - shard_bits,
             shards: (0..shards).map(|_| AtomicPtr::new(ptr::null_mut())).collect(),
             slab: Slab::new(),
-            reads: ReadBuffer::new(),
+            reads: ReadBuffer::new(config.policy == crate::Policy::TinyLfu),
             state: Mutex::new(State {
                 locked: Locked::new(),
                 order: Order::new(config.policy, config.max_size),
@@ -641,7 +641,7 @@ where
         Q: Eq + ?Sized,
     {
         let guard = pin();
-        let stripe = self.reads.stripe();
+        let stripe = self.reads.stripe(guard.thread());
         match self.live(hash, key, &guard) {
             Lookup::Live { slot, idx, meta } => {
                 // SAFETY: READY, and pinned.

@@ -27,6 +27,14 @@ pub(super) struct Pinned(Guard);
 
 impl Protects for Pinned {}
 
+impl Pinned {
+    /// The pinned thread's number: see [`Guard::thread`].
+    #[inline]
+    pub(super) fn thread(&self) -> usize {
+        self.0.thread()
+    }
+}
+
 /// The lock is held: a field of the lock-protected policy, made only when
 /// the store is built, so a `&Locked` comes from under the lock (or from
 /// `&mut Store`).
