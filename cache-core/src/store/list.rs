@@ -88,6 +88,20 @@ impl<X: Copy + Default> Links<X> {
         (meta != 0 && link.meta == meta).then_some(link.extra)
     }
 
+    /// What was linked with `idx`, for changing, if it is linked with
+    /// `meta` (see [`linked`](Self::linked)).
+    #[inline]
+    pub(super) fn linked_mut(&mut self, idx: u32, meta: u32) -> Option<&mut X> {
+        let link = self.links.get_mut(idx as usize)?;
+        (meta != 0 && link.meta == meta).then_some(&mut link.extra)
+    }
+
+    /// Replaces linked `idx`'s extra.
+    #[inline]
+    pub(super) fn set_extra(&mut self, idx: u32, extra: X) {
+        self.links[idx as usize].extra = extra;
+    }
+
     /// `idx`'s extra; `idx` must be linked.
     #[inline]
     pub(super) fn extra(&self, idx: u32) -> X {
