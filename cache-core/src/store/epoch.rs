@@ -28,12 +28,23 @@
 
 use std::cell::Cell;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, compiler_fence, fence};
-use std::sync::{LazyLock, Mutex};
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicBool, compiler_fence};
 
-/// A thread's pin count, read by flushes.
-#[derive(Debug, Default)]
-struct Record {
+// The protocol's atomics and locks: loom's in the `cache_loom` model-test
+// build (see `loom_tests`), whose domain lives inside each model.
+#[cfg(cache_loom)]
+use loom::sync::Mutex;
+#[cfg(cache_loom)]
+use loom::sync::atomic::{AtomicU64, Ordering, fence};
+#[cfg(not(cache_loom))]
+use std::sync::Mutex;
+#[cfg(not(cache_loom))]
+use std::sync::atomic::{AtomicU64, Ordering, fence};
+
+/// A thread's pin count, read by flushes. Only its thread writes it.
+#[derive(Debug)]
+pub(super) struct Record {
     /// Pins plus unpins so far: odd while pinned.
     state: AtomicU64,
     /// Its index in the registry: while a thread holds the record, no other
@@ -41,8 +52,33 @@ struct Record {
     id: usize,
 }
 
+impl Record {
+    /// Marks the owner pinned. Then a full fence, or (`light`, when every
+    /// flush issues `membarrier`) a compiler fence: either way the store
+    /// comes before every load the pinned code makes, as far as a flush
+    /// can tell (see the module doc).
+    #[inline]
+    pub(super) fn enter(&self, light: bool) {
+        let state = self.state.load(Ordering::Relaxed);
+        self.state.store(state + 1, Ordering::Relaxed);
+        if light {
+            compiler_fence(Ordering::SeqCst);
+        } else {
+            fence(Ordering::SeqCst);
+        }
+    }
+
+    /// Marks the owner unpinned. Release: what the pin read is done before
+    /// a flush that sees it unpinned frees anything.
+    #[inline]
+    pub(super) fn exit(&self) {
+        let state = self.state.load(Ordering::Relaxed);
+        self.state.store(state + 1, Ordering::Release);
+    }
+}
+
 /// A deferred function, run once its grace period ends.
-type Deferred = Box<dyn FnOnce() + Send>;
+pub(super) type Deferred = Box<dyn FnOnce() + Send>;
 
 /// A started grace period: what it frees, and the records (with the state
 /// they were pinned in) it waits on.
@@ -63,14 +99,112 @@ struct Registry {
     free: Vec<&'static Record>,
 }
 
-static REGISTRY: Mutex<Registry> = Mutex::new(Registry { all: Vec::new(), free: Vec::new() });
-static PENDING: LazyLock<Mutex<Pending>> = LazyLock::new(Mutex::default);
+/// The records and the deferred work of one reclamation domain: the
+/// engine's, process-wide (`DOMAIN`), or a model test's.
+#[derive(Default)]
+pub(super) struct Domain {
+    registry: Mutex<Registry>,
+    pending: Mutex<Pending>,
+}
+
+/// Locks `mutex`, ignoring poison: nothing here panics half-way through a
+/// change (deferred functions run outside every lock).
+#[cfg(not(cache_loom))]
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(cache_loom)]
+fn lock<T>(mutex: &Mutex<T>) -> loom::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap()
+}
+
+impl Domain {
+    /// A record for the calling thread: a free one, or a new one (never
+    /// freed).
+    pub(super) fn register(&self) -> &'static Record {
+        let mut registry = lock(&self.registry);
+        match registry.free.pop() {
+            Some(record) => record,
+            None => {
+                let record: &'static Record =
+                    Box::leak(Box::new(Record { state: AtomicU64::new(0), id: registry.all.len() }));
+                registry.all.push(record);
+                record
+            }
+        }
+    }
+
+    /// Gives back the record of a thread that exits (unpinned).
+    pub(super) fn release(&self, record: &'static Record) {
+        lock(&self.registry).free.push(record);
+    }
+
+    /// Runs `f` once every thread pinned now has unpinned: `f` frees memory
+    /// unlinked before this call. `f` runs in a later [`flush`](Self::flush),
+    /// on whichever thread calls it.
+    pub(super) fn defer(&self, f: Deferred) {
+        lock(&self.pending).next.push(f);
+    }
+
+    /// Runs what ended grace periods deferred (after unlocking), and starts
+    /// a grace period for everything deferred since the last one if none is
+    /// still running: one barrier per grace period, not per flush. `heavy`
+    /// is the flush's side of the fence (`membarrier`, or a `SeqCst`
+    /// fence). A thread that flushes while pinned holds its own grace
+    /// period open until a later flush.
+    pub(super) fn flush(&self, heavy: impl FnOnce()) {
+        let ended = {
+            let mut pending = lock(&self.pending);
+            let mut ended = Vec::new();
+            end_grace_periods(&mut pending.started, &mut ended);
+            if pending.started.is_empty() && !pending.next.is_empty() {
+                let batch = std::mem::take(&mut pending.next);
+                // The unlinks of `batch` happened before its `defer` calls,
+                // which happened before this (the lock).
+                heavy();
+                let pinned = lock(&self.registry)
+                    .all
+                    .iter()
+                    .filter_map(|&record| {
+                        let state = record.state.load(Ordering::Acquire);
+                        (state % 2 == 1).then_some((record, state))
+                    })
+                    .collect();
+                pending.started.push((batch, pinned));
+                // Most often nobody was pinned: it ends at once.
+                end_grace_periods(&mut pending.started, &mut ended);
+            }
+            ended
+        };
+        for f in ended {
+            f();
+        }
+    }
+}
+
+/// Moves what ended grace periods deferred into `ended`.
+fn end_grace_periods(started: &mut Vec<GracePeriod>, ended: &mut Vec<Deferred>) {
+    started.retain_mut(|(batch, pinned)| {
+        // A record whose state changed has unpinned since: Acquire pairs
+        // with the unpin's Release.
+        pinned.retain(|(record, state)| record.state.load(Ordering::Acquire) == *state);
+        let over = pinned.is_empty();
+        if over {
+            ended.append(batch);
+        }
+        !over
+    });
+}
+
+/// The engine's domain.
+static DOMAIN: LazyLock<Domain> = LazyLock::new(Domain::default);
 
 /// Whether flushes use `membarrier` (decided once, before any pin relies on
 /// it: see [`LIGHT`]).
 static MEMBARRIER: LazyLock<bool> = LazyLock::new(|| {
     let registered = membarrier::register();
-    LIGHT.store(registered, Ordering::Release);
+    LIGHT.store(registered, std::sync::atomic::Ordering::Release);
     registered
 });
 
@@ -78,12 +212,6 @@ static MEMBARRIER: LazyLock<bool> = LazyLock::new(|| {
 /// it, so a pin may end with a compiler fence only. A pin that reads
 /// `false` (not yet set) uses a full fence, which is always enough.
 static LIGHT: AtomicBool = AtomicBool::new(false);
-
-/// Locks `mutex`, ignoring poison: nothing here panics half-way through a
-/// change (deferred functions run outside every lock).
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 #[cfg(all(target_os = "linux", not(miri)))]
 mod membarrier {
@@ -128,22 +256,20 @@ mod membarrier {
 thread_local! {
     /// This thread's record, once it has pinned.
     static RECORD: Cell<Option<&'static Record>> = const { Cell::new(None) };
-    /// This thread's copy of its record's state (only it writes the record).
-    static STATE: Cell<u64> = const { Cell::new(0) };
     /// Nested pins held.
     static NEST: Cell<u32> = const { Cell::new(0) };
     /// Gives the record back when the thread exits.
     static RELEASE: Release = const { Release };
 }
 
-/// Gives this thread's record back to the registry when the thread exits.
+/// Gives this thread's record back to the domain when the thread exits.
 struct Release;
 
 impl Drop for Release {
     fn drop(&mut self) {
         if let Ok(Some(record)) = RECORD.try_with(Cell::take) {
             // Unpinned: a guard cannot outlive its thread.
-            lock(&REGISTRY).free.push(record);
+            DOMAIN.release(record);
         }
     }
 }
@@ -153,20 +279,7 @@ impl Drop for Release {
 fn register() -> &'static Record {
     // Decide the fence mode before this thread's first pin.
     LazyLock::force(&MEMBARRIER);
-    let record = {
-        let mut registry = lock(&REGISTRY);
-        match registry.free.pop() {
-            Some(record) => record,
-            None => {
-                let record: &'static Record =
-                    Box::leak(Box::new(Record { state: AtomicU64::new(0), id: registry.all.len() }));
-                registry.all.push(record);
-                record
-            }
-        }
-    };
-    // Unpinned (even): go on from its count.
-    STATE.set(record.state.load(Ordering::Relaxed));
+    let record = DOMAIN.register();
     RECORD.set(Some(record));
     // A thread whose locals are being destroyed cannot register a release:
     // its record is then never reused, which only costs a few bytes.
@@ -199,17 +312,7 @@ pub(super) fn pin() -> Guard {
     NEST.set(nest + 1);
     let record = RECORD.get().unwrap_or_else(register);
     if nest == 0 {
-        let state = STATE.get() + 1;
-        STATE.set(state);
-        record.state.store(state, Ordering::Relaxed);
-        // The store above comes before every load the pinned code makes
-        // (see the module doc for why a compiler fence is enough with
-        // membarrier).
-        if LIGHT.load(Ordering::Relaxed) {
-            compiler_fence(Ordering::SeqCst);
-        } else {
-            fence(Ordering::SeqCst);
-        }
+        record.enter(LIGHT.load(std::sync::atomic::Ordering::Relaxed));
     }
     Guard { thread: record.id, _not_send: PhantomData }
 }
@@ -220,12 +323,7 @@ impl Drop for Guard {
         let nest = NEST.get() - 1;
         NEST.set(nest);
         if nest == 0 {
-            let state = STATE.get() + 1;
-            STATE.set(state);
-            let record = RECORD.get().expect("pinned, so registered");
-            // Release: what the pin read is done before a flush that sees
-            // it unpinned frees anything.
-            record.state.store(state, Ordering::Release);
+            RECORD.get().expect("pinned, so registered").exit();
         }
     }
 }
@@ -234,62 +332,22 @@ impl Drop for Guard {
 /// unlinked before this call. `f` runs in a later [`flush`], on whichever
 /// thread calls it.
 pub(super) fn defer(f: impl FnOnce() + Send + 'static) {
-    lock(&PENDING).next.push(Box::new(f));
+    DOMAIN.defer(Box::new(f));
 }
 
-/// Runs what ended grace periods deferred (after unlocking), and starts a
-/// grace period for everything deferred since the last one if none is
-/// still running: one barrier per grace period, not per flush. A thread
-/// that flushes while pinned holds its own grace period open until a later
-/// flush.
+/// Runs what ended grace periods deferred, and starts the next one: see
+/// [`Domain::flush`].
 pub(super) fn flush() {
-    let ended = {
-        let mut pending = lock(&PENDING);
-        let mut ended = Vec::new();
-        end_grace_periods(&mut pending.started, &mut ended);
-        if pending.started.is_empty() && !pending.next.is_empty() {
-            let batch = std::mem::take(&mut pending.next);
-            // The unlinks of `batch` happened before its `defer` calls,
-            // which happened before this (the lock).
-            if *MEMBARRIER {
-                membarrier::barrier();
-            } else {
-                fence(Ordering::SeqCst);
-            }
-            let pinned = lock(&REGISTRY)
-                .all
-                .iter()
-                .filter_map(|&record| {
-                    let state = record.state.load(Ordering::Acquire);
-                    (state % 2 == 1).then_some((record, state))
-                })
-                .collect();
-            pending.started.push((batch, pinned));
-            // Most often nobody was pinned: it ends at once.
-            end_grace_periods(&mut pending.started, &mut ended);
+    DOMAIN.flush(|| {
+        if *MEMBARRIER {
+            membarrier::barrier();
+        } else {
+            fence(Ordering::SeqCst);
         }
-        ended
-    };
-    for f in ended {
-        f();
-    }
-}
-
-/// Moves what ended grace periods deferred into `ended`.
-fn end_grace_periods(started: &mut Vec<GracePeriod>, ended: &mut Vec<Deferred>) {
-    started.retain_mut(|(batch, pinned)| {
-        // A record whose state changed has unpinned since: Acquire pairs
-        // with the unpin's Release.
-        pinned.retain(|(record, state)| record.state.load(Ordering::Acquire) == *state);
-        let over = pinned.is_empty();
-        if over {
-            ended.append(batch);
-        }
-        !over
     });
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(cache_loom)))]
 mod tests {
     use std::sync::Arc;
     use std::sync::atomic::AtomicUsize;
@@ -349,13 +407,85 @@ mod tests {
 
     #[test]
     fn an_exited_thread_gives_its_record_back() {
-        let before = lock(&REGISTRY).all.len();
+        let before = lock(&DOMAIN.registry).all.len();
         for _ in 0..20 {
             std::thread::spawn(|| drop(pin())).join().unwrap();
         }
-        let after = lock(&REGISTRY).all.len();
+        let after = lock(&DOMAIN.registry).all.len();
         // Other tests' threads may register meanwhile; twenty threads in a
         // row reuse one record.
         assert!(after - before < 20, "{} records for 20 threads in a row", after - before);
+    }
+}
+
+/// The protocol under loom, which runs every interleaving of the threads
+/// below and every outcome the C11 memory model allows their atomics and
+/// fences (with the fence variant of a pin: loom has no `membarrier`). A
+/// reader pins, loads a pointer and reads what it points at; a writer
+/// swaps the pointer, defers freeing the old target and flushes. The
+/// "free" writes the target's cell: loom fails the test if that write can
+/// race with the reader's read, that is if a grace period can end while a
+/// reader that may hold the pointer is still pinned.
+///
+/// `RUSTFLAGS="--cfg cache_loom" cargo test -p cache-core --lib loom`
+#[cfg(all(test, cache_loom))]
+mod loom_tests {
+    use loom::cell::UnsafeCell;
+    use loom::sync::Arc;
+    use loom::sync::atomic::AtomicPtr;
+
+    use super::*;
+
+    struct Target(UnsafeCell<u64>);
+
+    fn free(target: *mut Target) {
+        // SAFETY: the writer unlinked it; the grace period vouches that no
+        // reader holds it (what this test checks); freed once.
+        let target = unsafe { Box::from_raw(target) };
+        target.0.with_mut(|v| unsafe { *v = 0 });
+    }
+
+    /// A reader racing a writer that retires what it reads, with `flushes`
+    /// extra flushes by the reader after it unpins.
+    fn race(reader_flushes: usize) {
+        loom::model(move || {
+            let domain: &'static Domain = Box::leak(Box::default());
+            let shared = Arc::new(AtomicPtr::new(Box::into_raw(Box::new(Target(UnsafeCell::new(1))))));
+            let reader = {
+                let shared = Arc::clone(&shared);
+                loom::thread::spawn(move || {
+                    let record = domain.register();
+                    record.enter(false);
+                    let target = shared.load(Ordering::Acquire);
+                    // SAFETY: loaded while pinned: not freed until we exit
+                    // (loom checks it).
+                    let value = unsafe { &*target }.0.with(|v| unsafe { *v });
+                    assert!(value == 1 || value == 2, "read freed memory: {value}");
+                    record.exit();
+                    for _ in 0..reader_flushes {
+                        domain.flush(|| fence(Ordering::SeqCst));
+                    }
+                })
+            };
+            let old = shared.swap(Box::into_raw(Box::new(Target(UnsafeCell::new(2)))), Ordering::AcqRel);
+            let old = old as usize;
+            domain.defer(Box::new(move || free(old as *mut Target)));
+            domain.flush(|| fence(Ordering::SeqCst));
+            reader.join().unwrap();
+            // Whatever is left ends now: nobody is pinned.
+            domain.flush(|| fence(Ordering::SeqCst));
+            domain.flush(|| fence(Ordering::SeqCst));
+            free(shared.load(Ordering::Acquire));
+        });
+    }
+
+    #[test]
+    fn loom_a_grace_period_never_ends_under_a_reader() {
+        race(0);
+    }
+
+    #[test]
+    fn loom_a_reader_that_flushes_frees_only_after_it_unpinned() {
+        race(1);
     }
 }
