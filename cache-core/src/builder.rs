@@ -14,14 +14,15 @@ use crate::store::Config;
 /// |---|---|---|
 /// | evicts | the least recently used entry, exactly | whichever of the newcomer and the main region's oldest entry was asked for less often lately |
 /// | best for | recency-driven traffic; predictable order | skewed traffic (a popular set, a long tail), scans, loops |
-/// | a hit | records its order exactly (a little slower) | records a hit that may be dropped under contention (faster) |
-/// | memory | links only | links, plus a frequency sketch of 8 bytes per entry of `max_size` |
+/// | a hit | records its order exactly | marks the entry read, without a read-modify-write (faster; a mark may be lost under contention) |
+/// | memory | links only | 8 more bytes of links per entry, and 24 bytes per entry of `max_size` (a frequency sketch, and the refused newcomers it remembers) |
 ///
-/// `TinyLfu` is W-TinyLFU as in Caffeine: new entries enter a small LRU
+/// `TinyLfu` is W-TinyLFU, after Caffeine: new entries enter a small
 /// window; leaving it, an entry must have been asked for more often lately
-/// (a count-min sketch says) than the main region's least recently used
-/// entry to take its place; the window's share adapts to the traffic. It
-/// promises no exact order, only every other rule: a full cache holds
+/// (a count-min sketch says) than the main region's oldest entry to take
+/// its place; the window's share adapts to the traffic, up to nearly the
+/// whole cache (plain recency) when that pays. It promises no exact order,
+/// only every other rule: a full cache holds
 /// exactly `max_size` entries, TTLs, single-flight, batching and snapshots
 /// (coldest first) work as under `Lru`. A newcomer it refuses counts as an
 /// eviction.

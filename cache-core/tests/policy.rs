@@ -123,6 +123,17 @@ async fn tinylfu_keeps_ttls_and_single_flight() {
 }
 
 #[test]
+fn tinylfu_unbounded_keeps_everything() {
+    let cache: Cache<u64, u64> = Cache::builder().unbounded().policy(Policy::TinyLfu).build();
+    for k in 0..20_000 {
+        cache.insert(k, k);
+        cache.get(&(k / 2));
+    }
+    assert_eq!(cache.len(), 20_000);
+    assert_eq!(cache.metrics().evictions, 0);
+}
+
+#[test]
 fn tinylfu_clear_then_reuse() {
     let cache = cache(Policy::TinyLfu, 50);
     popular_then_scan(&cache, 30, 100..400);

@@ -1,19 +1,25 @@
-//! W-TinyLFU (Caffeine's policy): frequency decides who stays.
+//! W-TinyLFU (after Caffeine): frequency decides who stays.
 //!
-//! New entries enter a small LRU *window*. The window's overflow goes to
-//! the *main* region, a segmented LRU: *probation* for entries on trial,
-//! *protected* (up to 80% of main) for entries read again while on
-//! probation. When the cache is full, the entry leaving the window (the
-//! candidate) and the main region's least recently used entry (the victim)
-//! duel: the one the frequency [`Sketch`] has seen less often lately
-//! leaves. So a one-time scan flows through the window and out again
-//! without flushing a popular set, and a key asked for often enough gets in.
+//! New entries enter a small *window*. The window's overflow goes to the
+//! *main* region, segmented: *probation* for entries on trial, *protected*
+//! (up to 80% of main) for entries read again while on probation. When the
+//! cache is full, the entry leaving the window (the candidate) and the
+//! main region's oldest entry (the victim) duel: the one the frequency
+//! [`Sketch`] has seen less often lately leaves. So a one-time scan flows
+//! through the window and out again without flushing a popular set, and a
+//! key asked for often enough gets in.
 //!
-//! The window's share adapts by hill climbing (as in Caffeine): every
-//! sample of `10 × capacity` requests, the window grows or shrinks by a
-//! step in whichever direction raised the hit ratio last, the step decaying
-//! as it settles. Recency-driven traffic grows the window toward plain LRU;
-//! frequency-driven traffic shrinks it.
+//! Each region is a clock rather than an exact LRU list: a hit marks its
+//! entry read (one link written by the lock holder, no list surgery), and
+//! an entry found read at the back of its region gets a second chance
+//! there. The sketch counts an entry's first hit per lap of the clock.
+//!
+//! The window's share adapts. A hill climber (as in Caffeine, with Rprop
+//! steps by factors) moves it in whichever direction raised the hit ratio
+//! over the last sample. And when many misses are on newcomers the duel
+//! refused shortly before (hits an LRU would have made), the window grows
+//! at once: recency-driven traffic shows the climber no gain from small
+//! steps until the window nears its reuse distance.
 //!
 //! Hits arrive as replayed read records, which may be lost under
 //! contention: under this policy that only blurs the counts.
@@ -51,9 +57,13 @@ const RESTART: f64 = 0.05;
 /// Measured per 10,000 requests: 31-35% on recency-driven traffic with a
 /// 1% window (still 10% at 64%), under 3% on Zipf, loop and scan traffic.
 const REGRETS: usize = 20;
-/// Requests between checks of `REGRETS`; the fewest in a hill-climbing
-/// sample (else `4 × capacity`).
+/// Requests between checks of `REGRETS`; a hill-climbing sample is four
+/// times as long, or `4 × capacity` requests if more (shorter samples
+/// measured noisier steps, and lower hit ratios, at capacity 1,000).
 const SAMPLE: usize = 10_000;
+/// The most refused newcomers remembered (8 bytes each), however large the
+/// capacity.
+const GHOSTS_MAX: usize = 1 << 22;
 /// The most entries one adaptation moves between regions.
 const TRANSFER_MAX: usize = 1_000;
 
@@ -109,16 +119,22 @@ impl TinyLfu {
             full: false,
             newest: u32::MAX,
             requests: 0,
-            refused: vec![0; capacity.next_power_of_two()].into_boxed_slice(),
+            refused: vec![0; capacity.clamp(16, GHOSTS_MAX).next_power_of_two()].into_boxed_slice(),
             regrets: 0,
             regrets_since: 0,
         };
-        lfu.protected_max = lfu.main_max() * 4 / 5;
+        lfu.protected_max = lfu.protected_share();
         lfu
     }
 
     fn main_max(&self) -> usize {
         self.capacity - self.window_max
+    }
+
+    /// Protected's share of main: 80%.
+    fn protected_share(&self) -> usize {
+        let main = self.main_max();
+        main - main / 5
     }
 
     fn main_len(&self) -> usize {
@@ -291,7 +307,7 @@ impl TinyLfu {
             self.check_regrets();
         }
         let requests = self.hits + self.misses;
-        if requests >= (4 * self.capacity).max(4 * SAMPLE) {
+        if requests >= self.capacity.saturating_mul(4).max(4 * SAMPLE) {
             self.adapt(self.hits, requests);
         }
     }
@@ -367,7 +383,7 @@ impl TinyLfu {
     /// oldest entries (up to `TRANSFER_MAX`; evictions take the rest).
     fn grow_window(&mut self, quota: usize) {
         self.window_max += quota;
-        self.protected_max = self.protected_max.min(self.main_max() * 4 / 5);
+        self.protected_max = self.protected_max.min(self.protected_share());
         self.demote();
         for _ in 0..quota.min(TRANSFER_MAX) {
             let Some(oldest) = self.back(PROBATION).or_else(|| self.back(PROTECTED)) else {
@@ -385,7 +401,7 @@ impl TinyLfu {
     /// duels, so main never holds more than its share.
     fn shrink_window(&mut self, quota: usize) {
         self.window_max -= quota;
-        self.protected_max = self.main_max() * 4 / 5;
+        self.protected_max = self.protected_share();
     }
 
     /// Snapshot order: probation, then window, then protected; within a
