@@ -18,12 +18,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use async_cache::Policy;
 use contenders::{Contender, value};
 use report::{Report, Table};
 
 /// Contenders' names, in table order.
 const OURS: &str = "async-cache";
 const OURS_LFU: &str = "async-cache TinyLfu";
+/// Memory only: async-cache (Lru) with a default TTL.
+const OURS_TTL: &str = "async-cache, default_ttl 1 h";
 const QUICK: &str = "quick_cache";
 const MOKA: &str = "moka";
 
@@ -52,11 +55,17 @@ fn main() {
     let only: Vec<&str> = args[1..].iter().map(String::as_str).filter(|a| !a.starts_with("--")).collect();
     let wanted = |case: &str| only.is_empty() || only.iter().any(|w| case.contains(w));
     let mut report = Report::new(quick || !only.is_empty());
-    if wanted("get-hit-1") {
-        get_hit(&settings, &mut report, 1);
-    }
-    if wanted("get-hit-2") {
-        get_hit(&settings, &mut report, 2);
+    let one = wanted("get-hit-1").then(|| get_hit(&settings, &mut report, 1));
+    let two = wanted("get-hit-2").then(|| get_hit(&settings, &mut report, 2));
+    if let (Some(one), Some(two)) = (one, two) {
+        report.note(format!(
+            "Scaling from 1 to 2 threads (throughput ratio; the floor's is this host's ceiling): {}.",
+            one.iter()
+                .zip(&two)
+                .map(|((name, one), (_, two))| format!("{name} {:.2}", 2.0 * one / two))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
     }
     if wanted("mixed") {
         mixed(&settings, &mut report);
@@ -111,17 +120,26 @@ fn interleaved<C: ?Sized + Sync>(
 /// A throughput table: ns/op, Mops/s, and our speed over each peer.
 fn throughput_table(title: &str, names: &[&'static str], ns: &[Vec<f64>], extra: Option<(&str, Vec<String>)>) -> Table {
     let ours = names.iter().position(|n| *n == OURS).unwrap();
-    let mut headers = vec!["cache", "ns/op (median)", "Mops/s", "async-cache speed ×"];
+    let quick = names.iter().position(|n| *n == QUICK).unwrap();
+    let mut headers = vec!["cache", "ns/op (median)", "Mops/s", "async-cache speed ×", "speed vs quick_cache ×"];
     if let Some((name, _)) = &extra {
         headers.push(name);
     }
     let mut table = Table::new(title, &headers);
     for (i, name) in names.iter().enumerate() {
         let median = report::median(&ns[i]);
-        let speedup = report::median(&ns[i].iter().zip(&ns[ours]).map(|(them, us)| them / us).collect::<Vec<_>>());
+        let ratio = |base: usize| report::median(&ns[i].iter().zip(&ns[base]).map(|(them, us)| them / us).collect::<Vec<_>>());
+        let speedup = ratio(ours);
+        // This row's speed over quick_cache's: above 1 when faster.
+        let over_quick = 1.0 / ratio(quick);
         // ns/op is wall time per operation over all threads: Mops/s is the total.
-        let mut row =
-            vec![name.to_string(), format!("{median:.1}"), format!("{:.1}", 1_000.0 / median), format!("{speedup:.2}")];
+        let mut row = vec![
+            name.to_string(),
+            format!("{median:.1}"),
+            format!("{:.1}", 1_000.0 / median),
+            format!("{speedup:.2}"),
+            format!("{over_quick:.2}"),
+        ];
         if let Some((_, values)) = &extra {
             row.push(values[i].clone());
         }
@@ -130,30 +148,32 @@ fn throughput_table(title: &str, names: &[&'static str], ns: &[Vec<f64>], extra:
     table
 }
 
-fn present_keys(contenders: &[(&'static str, Box<dyn Contender>)], capacity: u64) -> Vec<u64> {
-    // quick_cache keeps slightly fewer than its capacity: use the keys every
-    // contender holds, so every lookup is a hit everywhere.
-    (0..capacity).filter(|k| contenders.iter().all(|(_, c)| c.get(*k))).collect()
-}
-
-fn get_hit(settings: &Settings, report: &mut Report, threads: usize) {
+/// DESIGN.md's get-hit case: capacity 10,000 filled with `key_of(0..10_000)`,
+/// each with its own `Arc<String>`; uniformly random present keys. The floor
+/// contender is handed the key's index instead (its "cache" is a vector).
+fn get_hit(settings: &Settings, report: &mut Report, threads: usize) -> Vec<(&'static str, f64)> {
     const CAPACITY: u64 = 10_000;
     let mut contenders = contenders::all(CAPACITY as usize);
+    let keys: Vec<u64> = (0..CAPACITY).map(workloads::key_of).collect();
     for (_, c) in &contenders {
-        for k in 0..CAPACITY {
-            c.insert(k, value(k));
+        for (i, &k) in keys.iter().enumerate() {
+            c.insert(k, value(i as u64));
         }
     }
+    // quick_cache keeps slightly fewer than its capacity: use the keys every
+    // contender holds, so every lookup is a hit everywhere.
+    let present: Vec<u64> = (0..CAPACITY).filter(|&i| contenders.iter().all(|(_, c)| c.get(keys[i as usize]))).collect();
     let caches = contenders.len();
     contenders.push(contenders::floor(CAPACITY));
-    let keys = present_keys(&contenders, CAPACITY);
-    let trace = workloads::uniform(&keys, 1 << 20, 1);
+    let trace = workloads::uniform(&present, 1 << 20, 1);
     let ops = settings.ops;
-    let ns = interleaved(&contenders, threads, settings.rounds, |_, c, t| {
+    let ns = interleaved(&contenders, threads, settings.rounds, |which, c, t| {
         let mut hits = 0usize;
         let start = t * 7_919;
+        let floor = which == caches;
         for i in 0..ops {
-            hits += usize::from(c.get(trace[(start + i) & ((1 << 20) - 1)]));
+            let index = trace[(start + i) & ((1 << 20) - 1)];
+            hits += usize::from(c.get(if floor { index } else { keys[index as usize] }));
         }
         black_box(hits);
         ops
@@ -180,24 +200,30 @@ fn get_hit(settings: &Settings, report: &mut Report, threads: usize) {
             report::median(&ns[0])
         ));
     }
+    // ns/op is wall time over all threads: per-thread time is threads × it.
+    names.iter().zip(&ns).map(|(name, ns)| (*name, report::median(ns) * threads as f64)).collect()
 }
 
 fn mixed(settings: &Settings, report: &mut Report) {
     const CAPACITY: usize = 10_000;
     const THREADS: usize = 2;
+    const KEYS: u64 = 100_000;
     let contenders = contenders::all(CAPACITY);
-    let trace = workloads::zipf(100_000, 0.99, 1 << 21, 2);
+    // Ranks, so each key's own value is at hand without a lookup.
+    let trace = workloads::zipf_ranks(KEYS, 0.99, 1 << 21, 2);
+    let keys: Vec<u64> = (0..KEYS).map(workloads::key_of).collect();
+    let values: Vec<contenders::Value> = (0..KEYS).map(value).collect();
     let ops = settings.ops / 2;
-    let shared = value(0);
     let hits: Vec<AtomicUsize> = (0..contenders.len()).map(|_| AtomicUsize::new(0)).collect();
     let gets: Vec<AtomicUsize> = (0..contenders.len()).map(|_| AtomicUsize::new(0)).collect();
     let ns = interleaved(&contenders, THREADS, settings.rounds, |which, c, t| {
         let (mut h, mut g) = (0, 0);
         let start = t * 1_000_003;
         for i in 0..ops {
-            let key = trace[(start + i) & ((1 << 21) - 1)];
+            let rank = trace[(start + i) & ((1 << 21) - 1)] as usize;
+            let key = keys[rank];
             if i % 10 == 0 {
-                c.insert(key, Arc::clone(&shared));
+                c.insert(key, Arc::clone(&values[rank]));
             } else {
                 g += 1;
                 h += usize::from(c.get(key));
@@ -220,27 +246,56 @@ fn mixed(settings: &Settings, report: &mut Report) {
     ));
 }
 
+/// DESIGN.md's insert case: a fresh `u64 -> u64` cache of 10,000 per
+/// repetition, `insert(key_of(i), i)` for a million `i`.
 fn insert_with_eviction(settings: &Settings, report: &mut Report) {
     const CAPACITY: usize = 10_000;
-    const INSERTS: usize = 1_000_000;
-    let names: Vec<&'static str> = contenders::all(1).into_iter().map(|(n, _)| n).collect();
+    const INSERTS: u64 = 1_000_000;
+    let names = [OURS, OURS_LFU, QUICK, MOKA, "Mutex<lru>"];
+    let keys: Vec<u64> = (0..INSERTS).map(workloads::key_of).collect();
     let mut ns = vec![Vec::new(); names.len()];
-    let shared = value(0);
     for round in 0..settings.rounds {
         for i in 0..names.len() {
             let which = (i + round) % names.len();
-            let contender = contenders::all(CAPACITY).swap_remove(which).1;
             let started = Instant::now();
-            for k in 0..INSERTS as u64 {
-                contender.insert(k, Arc::clone(&shared));
+            match names[which] {
+                OURS | OURS_LFU => {
+                    let policy = if names[which] == OURS { Policy::Lru } else { Policy::TinyLfu };
+                    let cache = async_cache::Cache::<u64, u64>::builder().max_size(CAPACITY).policy(policy).build();
+                    for (i, &k) in keys.iter().enumerate() {
+                        cache.insert(k, i as u64);
+                    }
+                    black_box(&cache);
+                }
+                QUICK => {
+                    let cache = quick_cache::sync::Cache::<u64, u64>::new(CAPACITY);
+                    for (i, &k) in keys.iter().enumerate() {
+                        cache.insert(k, i as u64);
+                    }
+                    black_box(&cache);
+                }
+                MOKA => {
+                    let cache = moka::sync::Cache::<u64, u64>::new(CAPACITY as u64);
+                    for (i, &k) in keys.iter().enumerate() {
+                        cache.insert(k, i as u64);
+                    }
+                    black_box(&cache);
+                }
+                _ => {
+                    let cache =
+                        std::sync::Mutex::new(lru::LruCache::<u64, u64>::new(std::num::NonZeroUsize::new(CAPACITY).unwrap()));
+                    for (i, &k) in keys.iter().enumerate() {
+                        cache.lock().unwrap().put(k, i as u64);
+                    }
+                    black_box(&cache);
+                }
             }
             ns[which].push(started.elapsed().as_nanos() as f64 / INSERTS as f64);
-            drop(contender);
         }
     }
     report.throughput(3, &names, &ns);
     report.table(throughput_table(
-        "insert with eviction, 1 thread: 1,000,000 distinct keys into capacity 10,000",
+        "insert with eviction, 1 thread: a fresh u64 -> u64 cache of capacity 10,000, insert(key_of(i), i) for 1,000,000 i",
         &names,
         &ns,
         None,
@@ -258,8 +313,9 @@ fn runtime(workers: usize) -> tokio::runtime::Runtime {
 /// A miss and a trivial load through each cache's single-flight path.
 fn miss_and_load(settings: &Settings, report: &mut Report) {
     const CAPACITY: usize = 10_000;
-    let loads = 200_000u64;
-    let names = [OURS, QUICK, MOKA];
+    let loads = 1_000_000u64;
+    let keys: Vec<u64> = (0..loads).map(workloads::key_of).collect();
+    let names = [OURS, OURS_LFU, QUICK, MOKA];
     let rt = runtime(0);
     let mut ns = vec![Vec::new(); names.len()];
     for round in 0..settings.rounds {
@@ -268,21 +324,22 @@ fn miss_and_load(settings: &Settings, report: &mut Report) {
             let started = Instant::now();
             rt.block_on(async {
                 match names[which] {
-                    OURS => {
-                        let cache = async_cache::Cache::<u64, u64>::new(CAPACITY);
-                        for k in 0..loads {
+                    OURS | OURS_LFU => {
+                        let policy = if names[which] == OURS { Policy::Lru } else { Policy::TinyLfu };
+                        let cache = async_cache::Cache::<u64, u64>::builder().max_size(CAPACITY).policy(policy).build();
+                        for &k in &keys {
                             black_box(cache.get_or_load(k, || async move { k }).await);
                         }
                     }
                     QUICK => {
                         let cache = quick_cache::sync::Cache::<u64, u64>::new(CAPACITY);
-                        for k in 0..loads {
+                        for &k in &keys {
                             black_box(cache.get_or_insert_async(&k, async move { Ok::<_, ()>(k) }).await.unwrap());
                         }
                     }
                     _ => {
                         let cache = moka::future::Cache::<u64, u64>::new(CAPACITY as u64);
-                        for k in 0..loads {
+                        for &k in &keys {
                             black_box(cache.get_with(k, async move { k }).await);
                         }
                     }
@@ -292,7 +349,7 @@ fn miss_and_load(settings: &Settings, report: &mut Report) {
         }
     }
     report.table(throughput_table(
-        "miss + trivial load through single-flight, 1 thread: get_or_load / get_or_insert_async / get_with, 200,000 distinct keys, capacity 10,000",
+        "miss + trivial load through single-flight, 1 thread: a fresh u64 -> u64 cache of capacity 10,000, get_or_load / get_or_insert_async / get_with of 1,000,000 distinct key_of(i)",
         &names,
         &ns,
         None,
@@ -424,10 +481,10 @@ fn metrics_overhead(settings: &Settings, report: &mut Report) {
 /// process holding one cache, over its RSS before.
 fn memory(report: &mut Report) {
     let mut table = Table::new(
-        "memory: 1,000,000 u64 -> u64 entries in a cache of capacity 1,000,000 (peak RSS per cache, each in its own process)",
+        "memory: 1,000,000 u64 -> u64 entries, key_of(i) -> i, in a cache of capacity 1,000,000 (peak RSS growth per entry, each cache in its own process)",
         &["cache", "bytes per entry"],
     );
-    for name in [OURS, QUICK, MOKA, "Mutex<lru>"] {
+    for name in [OURS, OURS_TTL, OURS_LFU, QUICK, MOKA, "Mutex<lru>"] {
         let out = std::process::Command::new(std::env::current_exe().unwrap())
             .args(["--memory", name])
             .output()
@@ -449,10 +506,17 @@ fn memory_child(name: &str) {
     const N: u64 = 1_000_000;
     let before = rss_kb("VmRSS:");
     let held: Box<dyn std::any::Any> = match name {
-        OURS => {
-            let cache = async_cache::Cache::<u64, u64>::new(N as usize);
+        OURS | OURS_TTL | OURS_LFU => {
+            let mut builder = async_cache::Cache::<u64, u64>::builder().max_size(N as usize);
+            if name == OURS_TTL {
+                builder = builder.default_ttl(Duration::from_secs(3_600));
+            }
+            if name == OURS_LFU {
+                builder = builder.policy(Policy::TinyLfu);
+            }
+            let cache = builder.build();
             for k in 0..N {
-                cache.insert(k, k);
+                cache.insert(workloads::key_of(k), k);
             }
             assert_eq!(cache.len(), N as usize);
             Box::new(cache)
@@ -460,14 +524,14 @@ fn memory_child(name: &str) {
         QUICK => {
             let cache = quick_cache::sync::Cache::<u64, u64>::new(N as usize);
             for k in 0..N {
-                cache.insert(k, k);
+                cache.insert(workloads::key_of(k), k);
             }
             Box::new(cache)
         }
         MOKA => {
             let cache = moka::sync::Cache::<u64, u64>::new(N);
             for k in 0..N {
-                cache.insert(k, k);
+                cache.insert(workloads::key_of(k), k);
             }
             cache.run_pending_tasks();
             Box::new(cache)
@@ -475,7 +539,7 @@ fn memory_child(name: &str) {
         _ => {
             let mut cache = lru::LruCache::<u64, u64>::new(std::num::NonZeroUsize::new(N as usize).unwrap());
             for k in 0..N {
-                cache.put(k, k);
+                cache.put(workloads::key_of(k), k);
             }
             Box::new(std::sync::Mutex::new(cache))
         }

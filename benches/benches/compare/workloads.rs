@@ -13,12 +13,22 @@ pub(crate) fn uniform(keys: &[u64], len: usize, seed: u64) -> Vec<u64> {
     (0..len).map(|_| keys[rng.random_range(0..keys.len())]).collect()
 }
 
-/// `len` requests over keys `0..n`, key `i` with probability ∝ 1/(i+1)^s.
-/// Keys are scrambled so popularity does not follow key order (or hash).
-pub(crate) fn zipf(n: u64, s: f64, len: usize, seed: u64) -> Vec<u64> {
+/// DESIGN.md's benchmark keys: `key_of(i)`, never sequential.
+pub(crate) fn key_of(i: u64) -> u64 {
+    i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5555_5555
+}
+
+/// `len` ranks in `0..n`, rank `i` with probability ∝ 1/(i+1)^s.
+pub(crate) fn zipf_ranks(n: u64, s: f64, len: usize, seed: u64) -> Vec<u64> {
     let mut rng = rng(seed);
     let zipf = Zipf::new(n as f64, s).expect("a valid Zipf distribution");
-    (0..len).map(|_| scramble(zipf.sample(&mut rng) as u64 - 1)).collect()
+    (0..len).map(|_| zipf.sample(&mut rng) as u64 - 1).collect()
+}
+
+/// [`zipf_ranks`] as keys, scrambled so popularity does not follow key
+/// order (or hash).
+pub(crate) fn zipf(n: u64, s: f64, len: usize, seed: u64) -> Vec<u64> {
+    zipf_ranks(n, s, len, seed).into_iter().map(scramble).collect()
 }
 
 /// A bijection on u64, so rank and key differ.
