@@ -275,10 +275,11 @@ async fn crate_names_the_facade_by_another_path() {
     assert_eq!(through_a_renamed_crate_cache().len(), 1);
 }
 
+static PANICS_ONCE_RUNS: AtomicUsize = AtomicUsize::new(0);
+
 #[cached]
 async fn panics_once(n: u8) -> u8 {
-    static RUNS: AtomicUsize = AtomicUsize::new(0);
-    if RUNS.fetch_add(1, Ordering::SeqCst) == 0 {
+    if PANICS_ONCE_RUNS.fetch_add(1, Ordering::SeqCst) == 0 {
         tokio::time::sleep(Duration::from_millis(10)).await;
         panic!("first run panics");
     }
@@ -288,7 +289,14 @@ async fn panics_once(n: u8) -> u8 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_body_hands_the_call_to_a_waiter() {
     let first = tokio::spawn(panics_once(1));
-    tokio::time::sleep(Duration::from_millis(2)).await;
+    // The second call must find the first one's load in flight: wait for
+    // its body to start (a fixed sleep lost that race on a loaded machine).
+    within(async {
+        while PANICS_ONCE_RUNS.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
     let second = tokio::spawn(panics_once(1));
     assert!(within(first).await.unwrap_err().is_panic());
     assert_eq!(within(second).await.unwrap(), 1);

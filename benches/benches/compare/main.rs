@@ -128,7 +128,8 @@ fn throughput_table(title: &str, names: &[&'static str], ns: &[Vec<f64>], extra:
     let mut table = Table::new(title, &headers);
     for (i, name) in names.iter().enumerate() {
         let median = report::median(&ns[i]);
-        let ratio = |base: usize| report::median(&ns[i].iter().zip(&ns[base]).map(|(them, us)| them / us).collect::<Vec<_>>());
+        let ratio =
+            |base: usize| report::median(&ns[i].iter().zip(&ns[base]).map(|(them, us)| them / us).collect::<Vec<_>>());
         let speedup = ratio(ours);
         // This row's speed over quick_cache's: above 1 when faster.
         let over_quick = 1.0 / ratio(quick);
@@ -162,7 +163,8 @@ fn get_hit(settings: &Settings, report: &mut Report, threads: usize) -> Vec<(&'s
     }
     // quick_cache keeps slightly fewer than its capacity: use the keys every
     // contender holds, so every lookup is a hit everywhere.
-    let present: Vec<u64> = (0..CAPACITY).filter(|&i| contenders.iter().all(|(_, c)| c.get(keys[i as usize]))).collect();
+    let present: Vec<u64> =
+        (0..CAPACITY).filter(|&i| contenders.iter().all(|(_, c)| c.get(keys[i as usize]))).collect();
     let caches = contenders.len();
     contenders.push(contenders::floor(CAPACITY));
     let trace = workloads::uniform(&present, 1 << 20, 1);
@@ -282,8 +284,9 @@ fn insert_with_eviction(settings: &Settings, report: &mut Report) {
                     black_box(&cache);
                 }
                 _ => {
-                    let cache =
-                        std::sync::Mutex::new(lru::LruCache::<u64, u64>::new(std::num::NonZeroUsize::new(CAPACITY).unwrap()));
+                    let cache = std::sync::Mutex::new(lru::LruCache::<u64, u64>::new(
+                        std::num::NonZeroUsize::new(CAPACITY).unwrap(),
+                    ));
                     for (i, &k) in keys.iter().enumerate() {
                         cache.lock().unwrap().put(k, i as u64);
                     }

@@ -170,6 +170,22 @@ impl TinyLfu {
         self.climb();
     }
 
+    /// `new` takes `old`'s place in its region, marked read (an overwrite
+    /// is a use), and is counted as a read would be.
+    pub(crate) fn replace(&mut self, old: u32, new: u32, meta: u32) {
+        let region = self.links.extra(old).region;
+        self.links.replace(&mut self.regions[region as usize], old, new, meta);
+        if let Some(entry) = self.links.linked_mut(new, meta)
+            && !std::mem::replace(&mut entry.read, true)
+        {
+            let hash = entry.hash;
+            self.sketch.increment(hash);
+        }
+        if self.newest == old {
+            self.newest = new;
+        }
+    }
+
     pub(crate) fn unlink(&mut self, idx: u32) {
         let region = self.links.extra(idx).region;
         self.links.unlink(&mut self.regions[region as usize], idx);

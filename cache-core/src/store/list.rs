@@ -162,6 +162,23 @@ impl<X: Copy + Default> Links<X> {
         link
     }
 
+    /// Puts `new` where `old` is in `queue`, with `meta` and `old`'s stamp
+    /// and extra; `old` is unlinked.
+    pub(super) fn replace(&mut self, queue: &mut Queue, old: u32, new: u32, meta: u32) {
+        let link = std::mem::replace(&mut self.links[old as usize], Self::unlinked());
+        self.links[new as usize] = Link { meta, ..link };
+        if link.prev == NIL {
+            queue.head = new;
+        } else {
+            self.links[link.prev as usize].next = new;
+        }
+        if link.next == NIL {
+            queue.tail = new;
+        } else {
+            self.links[link.next as usize].prev = new;
+        }
+    }
+
     /// Moves `idx` from `from` to the front of `to` with `extra`, keeping
     /// its stamp: a move between a policy's regions is not a use.
     pub(super) fn transfer(&mut self, from: &mut Queue, to: &mut Queue, idx: u32, extra: X) {

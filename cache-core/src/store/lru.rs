@@ -23,6 +23,12 @@ impl Lru {
         self.links.push_front(&mut self.queue, idx, meta, ());
     }
 
+    /// `new` replaces `old` and, as a use, moves to the front.
+    pub(crate) fn replace(&mut self, old: u32, new: u32, meta: u32) {
+        self.unlink(old);
+        self.push_front(new, meta);
+    }
+
     pub(crate) fn unlink(&mut self, idx: u32) {
         self.links.unlink(&mut self.queue, idx);
     }

@@ -432,13 +432,31 @@ impl<K, V> Store<K, V> {
         if state(slot.meta.load(Ordering::Relaxed)) == READY {
             p.order.unlink(idx);
             p.len -= 1;
-            // SAFETY: READY.
-            if unsafe { slot.expires() } != NEVER {
-                p.timed -= 1;
-            }
+            self.unarm(p, idx);
         }
         slot.retire();
         p.limbo.push(idx);
+    }
+
+    /// Counts `READY` slot `idx`'s timer, if it has a deadline, as live in
+    /// the wheel; pruning the wheel of dead timers when they pile up.
+    fn arm(&self, p: &mut State, idx: u32, meta: u32, expires: u64) {
+        if expires != NEVER {
+            p.timed += 1;
+            p.wheel.push(Timer { deadline: expires, idx, meta });
+            if p.wheel.len() > 2 * p.timed + 1024 {
+                p.wheel.retain(|t| self.slot(t.idx).meta.load(Ordering::Relaxed) == t.meta);
+            }
+        }
+    }
+
+    /// The opposite of [`arm`](Self::arm) for `READY` slot `idx`, about to
+    /// be retired (its timer then finds a changed meta and does nothing).
+    fn unarm(&self, p: &mut State, idx: u32) {
+        // SAFETY: READY.
+        if unsafe { self.slot(idx).expires() } != NEVER {
+            p.timed -= 1;
+        }
     }
 
     /// `unindex` then `retire`.
@@ -451,13 +469,7 @@ impl<K, V> Store<K, V> {
     fn link(&self, p: &mut State, idx: u32, meta: u32, tag: u32, expires: u64) {
         p.order.push(idx, meta, tag);
         p.len += 1;
-        if expires != NEVER {
-            p.timed += 1;
-            p.wheel.push(Timer { deadline: expires, idx, meta });
-            if p.wheel.len() > 2 * p.timed + 1024 {
-                p.wheel.retain(|t| self.slot(t.idx).meta.load(Ordering::Relaxed) == t.meta);
-            }
-        }
+        self.arm(p, idx, meta, expires);
         while p.len > self.config.max_size {
             let victim = p.order.victim().expect("len > 0");
             self.detach(p, victim);
@@ -713,6 +725,19 @@ where
         match probe {
             Probe::Found(pos, old) => {
                 self.table(shard, &p.locked).expect("found in it").replace(pos, tag, idx);
+                if state(self.slot(old).meta.load(Ordering::Relaxed)) == READY {
+                    // An overwrite is a use of the entry, not a newcomer: it
+                    // keeps its standing in the order (under TinyLfu, its
+                    // region: a popular key written often must not have to
+                    // win admission again each time).
+                    p.order.replace(old, idx, meta);
+                    self.unarm(p, old);
+                    self.slot(old).retire();
+                    p.limbo.push(old);
+                    self.arm(p, idx, meta, expires);
+                    return None;
+                }
+                // A load's placeholder: not an entry yet.
                 self.retire(p, old);
             }
             Probe::Vacant(pos) => self.occupy(p, shard, pos, tag, idx),

@@ -37,6 +37,15 @@ impl Order {
         }
     }
 
+    /// Entry `new` (meta `meta`) replaces linked entry `old` of the same
+    /// key: an overwrite, which is a use of it.
+    pub(super) fn replace(&mut self, old: u32, new: u32, meta: u32) {
+        match self {
+            Order::Lru(lru) => lru.replace(old, new, meta),
+            Order::TinyLfu(lfu) => lfu.replace(old, new, meta),
+        }
+    }
+
     pub(super) fn unlink(&mut self, idx: u32) {
         match self {
             Order::Lru(lru) => lru.unlink(idx),
