@@ -148,7 +148,7 @@ impl Report {
         let (title, body) = root.split_vertically(30);
         title
             .titled(
-                "Hit ratio against capacity (async-cache, Mutex<lru> and Che's approximation of LRU coincide)",
+                "Hit ratio against capacity (async-cache's Lru, Mutex<lru> and Che's approximation of LRU coincide; dashed grey: Belady's optimum)",
                 ("sans-serif", 16),
             )
             .unwrap();
@@ -208,13 +208,20 @@ impl Report {
 
 const HEADER: &str = "# Benchmarks
 
-async-cache beside [quick_cache](https://crates.io/crates/quick_cache) 0.7,
-[moka](https://crates.io/crates/moka) 0.12 and a `Mutex<lru::LruCache>`,
-measured in one run of one process, on identical inputs, interleaved: each
-round runs every contender once, and each figure is a median over the rounds
-(\"speed ×\" is the median of per-round ratios, above 1 when async-cache is
-faster). Memory is measured in child processes, one cache each. This
-machine's absolute timings drift from run to run; the ratios are the result.
+async-cache, under both policies (`Policy::Lru`, the default, and
+`Policy::TinyLfu`), beside [quick_cache](https://crates.io/crates/quick_cache)
+0.7, [moka](https://crates.io/crates/moka) 0.12 and a `Mutex<lru::LruCache>`,
+on DESIGN.md's workloads (keys `key_of(i)`, a distinct value per key, fresh
+caches), measured in one run of one process, on identical inputs,
+interleaved: each round runs every contender once, and each figure is a
+median over the rounds (\"async-cache speed ×\" is the median of per-round
+ratios against async-cache with `Lru`, above 1 when it is faster; \"speed vs
+quick_cache ×\" is each row's speed over quick_cache's, above 1 when the row
+is faster). Memory is measured in child processes, one cache each. Hit
+ratios come with Che's approximation of LRU (Zipf) and Belady's optimum
+(every workload; it may decline to store a newcomer, so it bounds
+admission policies too). This machine's absolute timings drift from run to
+run; the ratios are the result.
 
 Reproduce everything (tables and plots) with:
 
