@@ -275,3 +275,31 @@ async fn tinylfu_saves_coldest_first_and_a_smaller_cache_keeps_the_hottest() {
         assert!((0..20).all(|k| small.contains_key(&k)), "{policy:?} kept the hottest");
     }
 }
+
+/// Under TinyLfu a thread counts its hits without a read-modify-write, in a
+/// stripe no other live thread writes; threads past the stripes share one
+/// with read-modify-writes. Either way no hit is lost, even with more
+/// threads than stripes and threads that exit and hand their number on.
+#[test]
+fn tinylfu_counts_every_hit_from_many_threads_exactly() {
+    let cache = cache(Policy::TinyLfu, 1_000);
+    for k in 0..100 {
+        cache.insert(k, k);
+    }
+    let (rounds, threads, gets) = if cfg!(miri) { (2, 3, 20) } else { (3, 24, 5_000) };
+    for _ in 0..rounds {
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                let cache = &cache;
+                s.spawn(move || {
+                    for i in 0..gets {
+                        assert!(cache.get(&((t + i) % 100)).is_some());
+                    }
+                });
+            }
+        });
+    }
+    let metrics = cache.metrics();
+    assert_eq!(metrics.hits, rounds * threads * gets);
+    assert_eq!(metrics.misses, 0);
+}
