@@ -42,8 +42,12 @@ use std::sync::Mutex;
 #[cfg(not(cache_loom))]
 use std::sync::atomic::{AtomicU64, Ordering, fence};
 
-/// A thread's pin count, read by flushes. Only its thread writes it.
+/// A thread's pin count, read by flushes. Only its thread writes it, on
+/// every pin: each record has cache lines of its own (128 bytes: adjacent-
+/// line prefetchers pair lines), or two threads' pins would keep stealing
+/// one line from each other.
 #[derive(Debug)]
+#[repr(align(128))]
 pub(super) struct Record {
     /// Pins plus unpins so far: odd while pinned.
     state: AtomicU64,

@@ -41,6 +41,8 @@ use self::reclaim::{Locked, Pinned, Protects, Reclaimed, defer_and_flush, drop_q
 use self::slab::{Filling, PENDING, READY, RETIRED_PENDING, RETIRED_READY, Slab, Slot, state};
 use self::table::{Probe, Table, TableRef, Usage};
 use self::wheel::{Timer, Wheel};
+use crossbeam_utils::CachePadded;
+
 use crate::flight::{Flight, Outcome};
 use crate::stats::{Counters, Metrics};
 use crate::sync::atomic::AtomicPtr;
@@ -124,7 +126,10 @@ pub(crate) struct Store<K, V> {
     shards: Box<[AtomicPtr<Table>]>,
     slab: Slab<K, V>,
     reads: ReadBuffer,
-    state: Mutex<State>,
+    /// Padded: the lock holder writes here on every replay and write, and
+    /// must not share a cache line with what every read loads (the shard
+    /// pointers, the hasher, the config).
+    state: CachePadded<Mutex<State>>,
     reclaimed: Arc<Reclaimed>,
     pub(crate) clock: Clock,
     pub(crate) config: Config,
@@ -155,7 +160,7 @@ impl<K, V> Store<K, V> {
             shards: (0..shards).map(|_| AtomicPtr::new(ptr::null_mut())).collect(),
             slab: Slab::new(),
             reads: ReadBuffer::new(config.policy == crate::Policy::TinyLfu),
-            state: Mutex::new(State {
+            state: CachePadded::new(Mutex::new(State {
                 locked: Locked::new(),
                 order: Order::new(config.policy, config.max_size),
                 len: 0,
@@ -168,7 +173,7 @@ impl<K, V> Store<K, V> {
                 replaying: Vec::new(),
                 evictions: 0,
                 expirations: 0,
-            }),
+            })),
             reclaimed: Arc::default(),
             clock: Clock::new(),
             config,
