@@ -106,8 +106,11 @@ impl<K, V> CacheBuilder<K, V> {
         Self::default()
     }
 
-    /// The most entries the cache holds; past it the least recently used
-    /// entry is evicted. `0` stores nothing (loads are still single-flight).
+    /// The most entries the cache holds; past it an entry is evicted: the
+    /// least recently used under the default [`Policy::Lru`], the less
+    /// frequently used of a newcomer and an old entry under
+    /// [`Policy::TinyLfu`]. `0` stores nothing (loads are still
+    /// single-flight).
     ///
     /// # Examples
     ///

@@ -166,8 +166,8 @@ where
     }
 
     /// Stores `value` with the default TTL, replacing any value (and any load
-    /// in flight: its result is then not stored). Past `max_size` the least
-    /// recently used entry is evicted.
+    /// in flight: its result is then not stored). Past `max_size` an entry
+    /// is evicted, as the cache's [`Policy`](crate::Policy) decides.
     ///
     /// # Examples
     ///
