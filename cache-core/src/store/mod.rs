@@ -1,16 +1,17 @@
 //! The engine behind [`Cache`](crate::Cache).
 //!
-//! Reads take no lock: a reader pins the epoch, probes its shard's table
+//! Reads take no lock: a reader pins (`epoch`), probes its shard's table
 //! (`table`), reads the slot (`slab`), clones the value and pushes an
 //! `(index, meta)` record into its read-buffer stripe (`buffer`). Every write
-//! takes one lock, which owns the exact recency order (`lru`), the expiry
-//! wheel (`wheel`) and the table layouts; before deciding anything it
-//! replays the read records, so eviction is exact LRU for any one task.
+//! takes one lock, which owns the eviction order (`order`: the exact recency
+//! list of `lru`, or the W-TinyLFU of `lfu`), the expiry wheel (`wheel`) and
+//! the table layouts; before deciding anything it replays the read records,
+//! so under `Policy::Lru` eviction is exact LRU for any one task.
 //!
-//! Memory is reclaimed through `crossbeam-epoch`: removed slots are retired in
-//! batches and only reused, and their contents dropped, after every reader
-//! that could have seen them has unpinned. Dropping user values happens
-//! outside the lock.
+//! Memory is reclaimed by the engine's own grace periods (`epoch`,
+//! `reclaim`): removed slots are retired in batches and only reused, and
+//! their contents dropped, after every reader that could have seen them has
+//! unpinned. Dropping user values happens outside the lock.
 //!
 //! An in-flight load is a `PENDING` slot in the same table, holding its
 //! [`Flight`]; `remove`, `insert` and `clear` see and replace it, and the
