@@ -1,5 +1,5 @@
 //! Memory reclamation: what waits on the engine's grace periods
-//! ([`epoch`](super::epoch)).
+//! ([`epoch`]).
 //!
 //! Readers pin while they hold a table or a slot they found without the
 //! lock. A removed slot is *retired* (by the lock holder), deferred in
@@ -49,7 +49,7 @@ impl Locked {
 
 impl Protects for Locked {}
 
-/// Pins the calling thread: see [`epoch`](super::epoch). The engine's own
+/// Pins the calling thread: see [`epoch`]. The engine's own
 /// grace periods, not crossbeam's process-wide collector: a pin or flush
 /// there may run anybody's queued destructors (moka's, for one), so a cache
 /// write could end up dropping another library's entries.
