@@ -16,17 +16,17 @@ pub use crate::__async_cache_sharer as sharer;
 pub use crate::__async_cache_site as site;
 pub use crate::{Cache, Policy};
 
-/// `site!(id, Key, Value, name, max_size, ttl_secs, policy)`: the cache of
-/// the function whose expansion is `id` (unique to one expansion of
-/// `#[cached]`). `max_size` `usize::MAX` is unbounded; `ttl_secs` 0.0 is
-/// no TTL.
+/// `site!(id, Key, Value, name, max_size, ttl, policy)`: the cache of the
+/// function whose expansion is `id` (unique to one expansion of
+/// `#[cached]`). `max_size` (`usize::MAX` is unbounded) and `ttl` (an
+/// `Option<Duration>`) are evaluated once, when the cache is made.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __async_cache_site {
-    ($id:expr, $key:ty, $value:ty, $name:expr, $max_size:expr, $ttl_secs:expr, $policy:expr) => {{
+    ($id:expr, $key:ty, $value:ty, $name:expr, $max_size:expr, $ttl:expr, $policy:expr) => {{
         static SITE: $crate::__private::Site<&'static $crate::__private::Cache<$key, $value>> =
             $crate::__private::Site::new();
-        $crate::__private::cache(&SITE, $id, $name, $max_size, $ttl_secs, $policy)
+        $crate::__private::cache(&SITE, $id, $name, || ($max_size, $ttl, $policy))
     }};
 }
 
@@ -53,23 +53,96 @@ pub fn cache<K: CachedKey, V: CachedValue>(
     site: &'static OnceLock<&'static Cache<K, V>>,
     id: &'static str,
     name: &'static str,
-    max_size: usize,
-    ttl_secs: f64,
-    policy: Policy,
+    settings: impl FnOnce() -> (usize, Option<Duration>, Policy),
 ) -> &'static Cache<K, V> {
     site.get_or_init(|| {
         type Registry = Mutex<HashMap<&'static str, &'static (dyn Any + Send + Sync)>>;
         static REGISTRY: OnceLock<Registry> = OnceLock::new();
         let mut registry = REGISTRY.get_or_init(Registry::default).lock().unwrap_or_else(|e| e.into_inner());
         let cache = *registry.entry(id).or_insert_with(|| {
+            let (max_size, ttl, policy) = settings();
             let mut builder = Cache::<K, V>::builder().name(name).max_size(max_size).policy(policy);
-            if ttl_secs > 0.0 {
-                builder = builder.default_ttl(Duration::from_secs_f64(ttl_secs));
+            if let Some(ttl) = ttl {
+                builder = builder.default_ttl(ttl);
             }
             Box::leak(Box::new(builder.build()))
         });
         cache.downcast_ref().expect("one #[cached] site, one key and value type")
     })
+}
+
+/// What `#[cached(maxsize = <expr>)]` accepts: a whole number of entries.
+#[diagnostic::on_unimplemented(
+    message = "`#[cached(maxsize = ..)]` takes a whole number of entries, not `{Self}`",
+    label = "an integer (usize, u64, u32, ...) expected here"
+)]
+pub trait MaxSize {
+    /// The bound.
+    fn max_size(self) -> usize;
+}
+
+macro_rules! max_size_from {
+    ($($t:ty),*) => {$(
+        impl MaxSize for $t {
+            fn max_size(self) -> usize {
+                usize::try_from(self).unwrap_or_else(|_| panic!("#[cached] maxsize must be a whole number of entries, got {self}"))
+            }
+        }
+    )*};
+}
+max_size_from!(usize, u64, u32, u16, u8, i64, i32);
+
+/// `maxsize = <expr>`.
+pub fn max_size(n: impl MaxSize) -> usize {
+    n.max_size()
+}
+
+/// What `#[cached(ttl = <expr>)]` accepts: a `Duration`, whole or fractional
+/// seconds, or an `Option` of a `Duration` (`None`: no TTL).
+#[diagnostic::on_unimplemented(
+    message = "`#[cached(ttl = ..)]` takes a `Duration`, seconds (an integer or an f64) or an `Option<Duration>`, not `{Self}`",
+    label = "a TTL expected here"
+)]
+pub trait Ttl {
+    /// The TTL; `None` for none.
+    fn ttl(self) -> Option<Duration>;
+}
+
+impl Ttl for Duration {
+    fn ttl(self) -> Option<Duration> {
+        Some(self)
+    }
+}
+
+impl Ttl for Option<Duration> {
+    fn ttl(self) -> Option<Duration> {
+        self
+    }
+}
+
+macro_rules! ttl_from_secs {
+    ($($t:ty),*) => {$(
+        impl Ttl for $t {
+            fn ttl(self) -> Option<Duration> {
+                let secs = u64::try_from(self).unwrap_or_else(|_| panic!("#[cached] ttl must be a number of seconds, got {self}"));
+                Some(Duration::from_secs(secs))
+            }
+        }
+    )*};
+}
+ttl_from_secs!(u64, u32, usize, i64, i32);
+
+impl Ttl for f64 {
+    fn ttl(self) -> Option<Duration> {
+        assert!(self >= 0.0, "#[cached] ttl must be a number of seconds, got {self}");
+        // Too large for a Duration: never, as the builder takes it.
+        Some(Duration::try_from_secs_f64(self).unwrap_or(Duration::MAX))
+    }
+}
+
+/// `ttl = <expr>` (and `ttl = <literal>`).
+pub fn ttl(ttl: impl Ttl) -> Option<Duration> {
+    ttl.ttl()
 }
 
 /// The parts of a `Result`, including aliases such as `io::Result<T>`.

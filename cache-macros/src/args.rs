@@ -7,11 +7,20 @@ use syn::{Error, Expr, Ident, Lit, LitStr, Path, Result, Token, Type};
 
 const KNOWN: &str = "maxsize, unbounded, ttl, policy, name, skip(...), key, key_type, crate";
 
-/// A TTL in whole or fractional seconds, checked positive and finite.
+/// A TTL in whole or fractional seconds (a literal, checked positive and
+/// finite here), or any expression, evaluated once at first use.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Ttl {
     Secs(u64),
     SecsF64(f64),
+    Expr(Box<Expr>),
+}
+
+/// `maxsize`: a literal, or any expression, evaluated once at first use.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum MaxSize {
+    Lit(usize),
+    Expr(Box<Expr>),
 }
 
 /// `policy = "lru"` (the default) or `policy = "tinylfu"`.
@@ -25,7 +34,7 @@ pub(crate) enum Policy {
 #[derive(Default)]
 pub(crate) struct Args {
     /// `None`: the default, 128.
-    pub(crate) max_size: Option<usize>,
+    pub(crate) max_size: Option<MaxSize>,
     pub(crate) unbounded: bool,
     pub(crate) ttl: Option<Ttl>,
     pub(crate) policy: Policy,
@@ -105,10 +114,16 @@ impl Args {
         match label.as_str() {
             "maxsize" => {
                 input.parse::<Token![=]>()?;
-                let lit: syn::LitInt = input.parse()?;
-                self.max_size = Some(lit.base10_parse().map_err(|_| {
-                    Error::new_spanned(&lit, "`maxsize` is a whole number of entries, such as `maxsize = 1000`")
-                })?);
+                self.max_size = Some(if input.peek(Lit) {
+                    let lit: syn::LitInt = input.parse().map_err(|e| {
+                        Error::new(e.span(), "`maxsize` is a whole number of entries, such as `maxsize = 1000`")
+                    })?;
+                    MaxSize::Lit(lit.base10_parse().map_err(|_| {
+                        Error::new_spanned(&lit, "`maxsize` is a whole number of entries, such as `maxsize = 1000`")
+                    })?)
+                } else {
+                    MaxSize::Expr(Box::new(input.parse()?))
+                });
                 given.maxsize = Some(name);
             }
             "unbounded" => {
@@ -172,6 +187,9 @@ impl Args {
 }
 
 fn parse_ttl(input: ParseStream<'_>) -> Result<Ttl> {
+    if !input.peek(Lit) {
+        return Ok(Ttl::Expr(Box::new(input.parse()?)));
+    }
     let lit: Lit = input.parse()?;
     let ttl = match &lit {
         Lit::Int(int) => Ttl::Secs(int.base10_parse()?),
@@ -183,6 +201,7 @@ fn parse_ttl(input: ParseStream<'_>) -> Result<Ttl> {
     let ok = match ttl {
         Ttl::Secs(secs) => secs > 0,
         Ttl::SecsF64(secs) => secs.is_finite() && secs > 0.0 && secs < u64::MAX as f64,
+        Ttl::Expr(_) => true,
     };
     if !ok {
         return Err(Error::new_spanned(
@@ -233,7 +252,7 @@ mod tests {
             crate = ::my::cache
         ))
         .unwrap();
-        assert_eq!(args.max_size, Some(1000));
+        assert_eq!(args.max_size, Some(MaxSize::Lit(1000)));
         assert_eq!(args.ttl, Some(Ttl::Secs(60)));
         assert_eq!(args.name.as_ref().unwrap().value(), "users");
         assert_eq!(args.skip.iter().map(ToString::to_string).collect::<Vec<_>>(), ["self", "pool"]);
@@ -261,6 +280,8 @@ mod tests {
         assert_eq!(parse(quote!(policy = "tinylfu")).unwrap().policy, Policy::TinyLfu);
         assert_eq!(parse(quote!(maxsize = 5)).unwrap().policy, Policy::Lru);
         assert!(error(quote!(ttl = "60")).contains("in seconds"));
+        assert!(matches!(parse(quote!(maxsize = MAX, ttl = config::ttl())).unwrap().max_size, Some(MaxSize::Expr(_))));
+        assert!(matches!(parse(quote!(ttl = TTL)).unwrap().ttl, Some(Ttl::Expr(_))));
         assert!(error(quote!(skip())).contains("names no argument"));
     }
 }

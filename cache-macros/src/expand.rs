@@ -6,7 +6,7 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Error, FnArg, Ident, ItemFn, Pat, ReturnType, Type};
 
-use crate::args::{Args, Policy, Ttl};
+use crate::args::{Args, MaxSize, Policy, Ttl};
 
 /// Expands the attribute; on error, the function is emitted unchanged next
 /// to the `compile_error!`, so IDEs and the rest of the crate keep working.
@@ -206,12 +206,19 @@ fn site(
             quote!(::std::concat!(::std::module_path!(), "::", #fn_name))
         }
     };
-    let max_size = if args.unbounded { usize::MAX } else { args.max_size.unwrap_or(128) };
-    let max_size = if max_size == usize::MAX { quote!(usize::MAX) } else { quote!(#max_size) };
-    let ttl_secs = match &args.ttl {
-        None => 0.0,
-        Some(Ttl::Secs(secs)) => *secs as f64,
-        Some(Ttl::SecsF64(secs)) => *secs,
+    // Expressions go in a closure the cache's first use calls: evaluated
+    // once, spanned where they are written so type errors point there.
+    let max_size = match &args.max_size {
+        _ if args.unbounded => quote!(usize::MAX),
+        None => quote!(128usize),
+        Some(MaxSize::Lit(n)) => quote!(#n),
+        Some(MaxSize::Expr(expr)) => quote_spanned!(expr.span()=> #private::max_size(#expr)),
+    };
+    let ttl = match &args.ttl {
+        None => quote!(::core::option::Option::None),
+        Some(Ttl::Secs(secs)) => quote!(#private::ttl(#secs)),
+        Some(Ttl::SecsF64(secs)) => quote!(#private::ttl(#secs)),
+        Some(Ttl::Expr(expr)) => quote_spanned!(expr.span()=> #private::ttl(#expr)),
     };
     // One id per expansion, shared by the function and its companions only:
     // two functions that one `macro_rules!` macro writes have the same span,
@@ -227,7 +234,7 @@ fn site(
         Policy::Lru => quote!(#private::Policy::Lru),
         Policy::TinyLfu => quote!(#private::Policy::TinyLfu),
     };
-    quote!(#private::site!(#id, #key_type, #value_type, #name, #max_size, #ttl_secs, #policy))
+    quote!(#private::site!(#id, #key_type, #value_type, #name, #max_size, #ttl, #policy))
 }
 
 /// Trait checks of the key and value types, spanned where the types are
@@ -406,7 +413,7 @@ mod tests {
             "load_result",
             "\"::get_user#",
             ") , (u64 , :: std :: string :: String ,) , User ,",
-            "1000usize , 60f64 , :: async_cache :: __private :: Policy :: Lru)",
+            "1000usize , :: async_cache :: __private :: ttl (60u64) , :: async_cache :: __private :: Policy :: Lru)",
             "sharer ! (DbError)",
         ] {
             assert!(out.contains(expected), "missing `{expected}` in\n{out}");
@@ -432,7 +439,10 @@ mod tests {
                 }
             ),
         );
-        assert!(value.contains("load_value") && value.contains("usize :: MAX , 0f64"), "{value}");
+        assert!(
+            value.contains("load_value") && value.contains("usize :: MAX , :: core :: option :: Option :: None ,"),
+            "{value}"
+        );
         assert!(value.contains("let __key : () = ()"), "no argument: the key is ()\n{value}");
     }
 

@@ -349,3 +349,32 @@ async fn policy_tinylfu_keeps_popular_arguments_through_a_scan() {
     assert_eq!(kept(scanned_cache()), 50, "TinyLfu kept every popular key");
     assert_eq!(kept(scanned_lru_cache()), 0, "LRU, the default, kept none");
 }
+
+/// Settings from configuration: a `const` bound and a TTL a function
+/// computes, evaluated once, when the cache is first used.
+const CONFIGURED_MAX: usize = 3;
+static CONFIG_READS: AtomicUsize = AtomicUsize::new(0);
+
+fn configured_ttl() -> Duration {
+    CONFIG_READS.fetch_add(1, Ordering::SeqCst);
+    Duration::from_millis(500)
+}
+
+#[cached(maxsize = CONFIGURED_MAX, ttl = configured_ttl())]
+async fn configured(n: u64) -> u64 {
+    n
+}
+
+#[tokio::test(start_paused = true)]
+async fn maxsize_and_ttl_take_expressions_evaluated_once() {
+    for n in 0..10 {
+        assert_eq!(configured(n).await, n);
+    }
+    assert_eq!(configured_cache().len(), CONFIGURED_MAX);
+    assert_eq!(configured_cache().metrics().max_size, Some(3));
+    assert!(configured_invalidate(9));
+    assert_eq!(CONFIG_READS.load(Ordering::SeqCst), 1, "evaluated once, at first use");
+    configured(1).await;
+    tokio::time::advance(Duration::from_millis(600)).await;
+    assert!(!configured_cache().contains_key(&(1,)), "the computed TTL applies");
+}
