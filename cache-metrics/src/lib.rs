@@ -3,10 +3,10 @@
 //!
 //! The hot path pays nothing for it: hits and misses stay plain counters in
 //! the cache, and a reporter task publishes them (at once, then every
-//! second, and whenever [`MetricsReporter::publish`] is called), not one
-//! facade call per lookup. Load durations are recorded per load.
+//! second or the interval given to [`register_every`], and whenever
+//! [`MetricsReporter::publish`] is called), not one facade call per lookup. Load durations are recorded per load.
 
 pub mod names;
 mod reporter;
 
-pub use crate::reporter::{MetricsReporter, register};
+pub use crate::reporter::{MetricsReporter, register, register_every};

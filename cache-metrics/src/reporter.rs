@@ -11,12 +11,14 @@ use metrics::{Counter, Gauge, Unit, counter, describe_counter, describe_gauge, d
 
 use crate::names;
 
-/// How often the reporter publishes on its own.
+/// How often [`register`]'s reporter publishes on its own.
 const EVERY: Duration = Duration::from_secs(1);
 
 /// Describes the cache's metrics to the installed `metrics` recorder and
 /// publishes them, labelled `cache="<name>"`: at once, then every second
-/// until the returned reporter (or the cache) is dropped.
+/// until the returned reporter (or the cache) is dropped. A scrape can thus
+/// lag the cache by up to a second: call [`MetricsReporter::publish`] before
+/// one that must be exact, or set another interval with [`register_every`].
 ///
 /// Counters are the cache's lifetime totals, so they never go down, even
 /// after [`Cache::reset_metrics`]. `cache_hit_ratio` covers the lookups since
@@ -48,6 +50,37 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
+    register_every(cache, EVERY)
+}
+
+/// [`register`], publishing every `every` instead of every second (match
+/// the scrape interval, or publish more often for a dashboard that must
+/// follow closely).
+///
+/// # Panics
+///
+/// Outside a tokio runtime, or if `every` is zero.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use async_cache::Cache;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let users = Cache::<u64, String>::builder().name("users").build();
+/// // Prometheus scrapes every 15 s here: publishing more often is wasted.
+/// let _reporter = async_cache::metrics::register_every(&users, Duration::from_secs(15));
+/// # }
+/// ```
+#[must_use = "publishing stops when the MetricsReporter is dropped: keep it for as long as the cache should report"]
+pub fn register_every<K, V>(cache: &Cache<K, V>, every: Duration) -> MetricsReporter
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    assert!(!every.is_zero(), "register_every needs a non-zero interval");
     describe();
     let name = cache.name().to_string();
     let handles = Handles::new(&name);
@@ -76,7 +109,7 @@ where
     let task = {
         let publish = Arc::clone(&publish);
         tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(EVERY);
+            let mut ticks = tokio::time::interval(every);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             ticks.tick().await;
             loop {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_cache::Cache;
-use async_cache::metrics::{names, register};
+use async_cache::metrics::{names, register, register_every};
 use metrics::Unit;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 
@@ -126,6 +126,19 @@ async fn published_counters_never_go_down_and_the_reporter_keeps_publishing() {
         3,
         "reset changes the snapshot, not what was published"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_publishing_interval_can_be_set() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let cache = Cache::<u64, u64>::builder().name("every-5s").build();
+    let _reporter = metrics::with_local_recorder(&recorder, || register_every(&cache, Duration::from_secs(5)));
+    cache.get(&1);
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(published(&snapshotter).counter(names::MISSES, "every-5s"), 0, "not yet: every 5 s");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(published(&snapshotter).counter(names::MISSES, "every-5s"), 1, "published at 5 s");
 }
 
 #[tokio::test(start_paused = true)]
