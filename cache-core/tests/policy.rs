@@ -20,6 +20,16 @@ async fn within<T>(f: impl Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(10), f).await.expect("timed out: something hangs")
 }
 
+/// DESIGN.md: `Policy` derives `Debug, Clone, Copy, PartialEq, Eq, Hash`
+/// (fails to compile without one), and `Lru` is the default.
+#[test]
+fn policy_has_the_traits_design_names_and_lru_is_the_default() {
+    fn traits<T: std::fmt::Debug + Clone + Copy + PartialEq + Eq + std::hash::Hash + Default>() {}
+    traits::<Policy>();
+    assert_eq!(Policy::default(), Policy::Lru);
+    assert_ne!(Policy::Lru, Policy::TinyLfu);
+}
+
 #[test]
 fn a_full_cache_holds_exactly_max_size_entries_under_both_policies() {
     for policy in BOTH {

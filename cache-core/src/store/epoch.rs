@@ -392,6 +392,19 @@ mod tests {
 
     use super::*;
 
+    /// Defers counting one, then flushes ten times; the count.
+    fn defer_a_count_and_flush() -> Arc<AtomicUsize> {
+        let ran = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&ran);
+        defer(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+        for _ in 0..10 {
+            flush();
+        }
+        ran
+    }
+
     /// Flushes until `done`, at most `tries` times.
     fn flush_until(done: impl Fn() -> bool, tries: usize) -> bool {
         (0..tries).any(|_| {
@@ -402,7 +415,6 @@ mod tests {
 
     #[test]
     fn deferred_work_waits_for_every_pin_held_at_the_flush() {
-        let ran = Arc::new(AtomicUsize::new(0));
         let (pinned_tx, pinned_rx) = std::sync::mpsc::channel();
         let (unpin_tx, unpin_rx) = std::sync::mpsc::channel::<()>();
         let reader = std::thread::spawn(move || {
@@ -412,13 +424,7 @@ mod tests {
             drop(guard);
         });
         pinned_rx.recv().unwrap();
-        let counter = Arc::clone(&ran);
-        defer(move || {
-            counter.fetch_add(1, Ordering::SeqCst);
-        });
-        for _ in 0..10 {
-            flush();
-        }
+        let ran = defer_a_count_and_flush();
         assert_eq!(ran.load(Ordering::SeqCst), 0, "ran while a reader pinned before it was pinned");
         unpin_tx.send(()).unwrap();
         reader.join().unwrap();
@@ -430,14 +436,7 @@ mod tests {
         let outer = pin();
         let inner = pin();
         drop(inner);
-        let ran = Arc::new(AtomicUsize::new(0));
-        let counter = Arc::clone(&ran);
-        defer(move || {
-            counter.fetch_add(1, Ordering::SeqCst);
-        });
-        for _ in 0..10 {
-            flush();
-        }
+        let ran = defer_a_count_and_flush();
         assert_eq!(ran.load(Ordering::SeqCst), 0, "the outer pin still holds");
         drop(outer);
         assert!(flush_until(|| ran.load(Ordering::SeqCst) == 1, 100));

@@ -440,7 +440,13 @@ impl<K, V> Store<K, V> {
             p.len -= 1;
             self.unarm(p, idx);
         }
-        slot.retire();
+        self.discard(p, idx);
+    }
+
+    /// Retires slot `idx`, already out of the order and the table, into
+    /// limbo: it waits there for its grace period.
+    fn discard(&self, p: &mut State, idx: u32) {
+        self.slot(idx).retire();
         p.limbo.push(idx);
     }
 
@@ -738,8 +744,7 @@ where
                     // win admission again each time).
                     p.order.replace(old, idx, meta);
                     self.unarm(p, old);
-                    self.slot(old).retire();
-                    p.limbo.push(old);
+                    self.discard(p, old);
                     self.arm(p, idx, meta, expires);
                     return None;
                 }
