@@ -369,6 +369,23 @@ async fn saves_of_one_cache_never_overlap_autosave_or_not() {
     assert_eq!(backend.most.load(SeqCst), 1, "two saves ran at once");
 }
 
+/// Dropping the handle stops autosave (as dropping a `MetricsReporter`
+/// stops publishing): a save under way finishes, no other starts.
+#[tokio::test(start_paused = true)]
+async fn dropping_the_autosave_handle_stops_it() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let backend = std::sync::Arc::new(Slow::default());
+    let cache = Cache::<u64, String>::new(100);
+    cache.insert(1, value(1));
+    let autosave = cache.autosave(std::sync::Arc::clone(&backend), Duration::from_millis(100));
+    // In the middle of the second save (each takes 20 ms).
+    tokio::time::sleep(Duration::from_millis(210)).await;
+    assert_eq!((backend.saves.load(SeqCst), backend.running.load(SeqCst)), (1, 1));
+    drop(autosave);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(backend.saves.load(SeqCst), 2, "the save under way finished, and no other started");
+}
+
 /// A sled database that stays open elsewhere is an error after a short
 /// wait, never a hang.
 #[test]

@@ -23,6 +23,7 @@ use tokio::runtime::Handle;
 
 use crate::Cache;
 use crate::flight::{Outcome, SharedError};
+use crate::observe::LoadOutcome;
 use crate::store::{Claim, Placeholder, Store};
 use crate::sync::{Mutex, lock};
 
@@ -391,12 +392,15 @@ where
             let counters = &store.counters;
             counters.batches.inc();
             counters.batched_keys.add(keys.len() as u64);
-            counters.loads.add(keys.len() as u64);
-            let observer = store.observer();
-            let started = observer.as_ref().map(|_| tokio::time::Instant::now());
+            counters.loads.inc();
+            let timing = store.observers.start(keys.len(), true);
             let loaded = AssertUnwindSafe(shared.loader.load_batch(keys)).catch_unwind().await;
-            if let (Some(observer), Some(started)) = (observer, started) {
-                observer(started.elapsed());
+            if let Some(timing) = timing {
+                timing.end(match &loaded {
+                    Ok(Ok(_)) => LoadOutcome::Loaded,
+                    Ok(Err(_)) => LoadOutcome::Failed,
+                    Err(_) => LoadOutcome::Panicked,
+                });
             }
             let outcome = match loaded {
                 Ok(Ok(mut values)) => {
@@ -438,7 +442,7 @@ where
                     store.fail(absent, || Outcome::Absent);
                 }
                 Err(failure) => {
-                    counters.load_errors.add(leads.len() as u64);
+                    counters.load_errors.inc();
                     store.fail(leads.iter().map(|(_, lead)| lead), || failure.clone());
                 }
             }

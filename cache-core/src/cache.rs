@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::builder::CacheBuilder;
+use crate::observe::{LoadEvent, ObserverId};
 use crate::stats::Metrics;
 use crate::store::{Config, Store};
 
@@ -342,9 +343,16 @@ where
         &self.store.config.name
     }
 
-    /// Calls `observer` with the duration of every load run through this
-    /// cache (single-flight and batched), for a latency histogram. Replaces
-    /// any previous observer.
+    /// Calls `observer` once for every loader run through this cache
+    /// (single-flight, `warmup` and each batch), when the run ends however
+    /// it ends, with its duration, its key count and its outcome: for
+    /// latency and batch-size histograms. Observers add up: this one runs
+    /// beside any others (such as the `metrics` bridge's) until removed with
+    /// [`Cache::unobserve_loads`]. A panic in an observer is caught and
+    /// fails nothing.
+    ///
+    /// Observers run on the task that ran the load, right after it: keep
+    /// them short.
     ///
     /// # Examples
     ///
@@ -357,13 +365,30 @@ where
     /// let cache = Cache::<u32, u32>::new(10);
     /// let seen = Arc::new(AtomicUsize::new(0));
     /// let counter = Arc::clone(&seen);
-    /// cache.observe_loads(move |_took| { counter.fetch_add(1, Ordering::Relaxed); });
+    /// cache.observe_loads(move |_event| { counter.fetch_add(1, Ordering::Relaxed); });
     /// cache.get_or_load(1, || async { 1 }).await;
     /// assert_eq!(seen.load(Ordering::Relaxed), 1);
     /// # }
     /// ```
-    pub fn observe_loads(&self, observer: impl Fn(Duration) + Send + Sync + 'static) {
-        self.store.set_observer(Some(Arc::new(observer)));
+    pub fn observe_loads(&self, observer: impl Fn(&LoadEvent) + Send + Sync + 'static) -> ObserverId {
+        self.store.observers.add(Arc::new(observer))
+    }
+
+    /// Removes an observer added by [`Cache::observe_loads`]; false if it
+    /// was already gone. Loads under way may still report to it once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_cache::Cache;
+    ///
+    /// let cache = Cache::<u32, u32>::new(10);
+    /// let id = cache.observe_loads(|event| println!("a load took {:?}", event.took));
+    /// assert!(cache.unobserve_loads(id));
+    /// assert!(!cache.unobserve_loads(id));
+    /// ```
+    pub fn unobserve_loads(&self, id: ObserverId) -> bool {
+        self.store.observers.remove(id)
     }
 
     /// A handle that does not keep the cache alive: for background tasks

@@ -14,6 +14,7 @@ mod builder;
 mod cache;
 mod flight;
 mod load;
+mod observe;
 #[cfg(feature = "persist")]
 mod persist;
 mod stats;
@@ -25,6 +26,7 @@ mod warmup;
 pub use crate::batch::{BatchLoader, Batched};
 pub use crate::builder::{CacheBuilder, Policy};
 pub use crate::cache::{Cache, WeakCache};
+pub use crate::observe::{LoadEvent, LoadOutcome, ObserverId};
 #[cfg(feature = "persist")]
 pub use crate::persist::{AutosaveHandle, Backend, BackendError, LoadReport, Record, SaveReport};
 pub use crate::stats::Metrics;

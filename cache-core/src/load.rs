@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use crate::Cache;
 use crate::flight::{Outcome, SharedError};
+use crate::observe::LoadOutcome;
 use crate::store::{Claim, Placeholder, Store};
 
 /// How a failed load's error reaches the callers that waited on it.
@@ -351,14 +352,14 @@ where
         }
     }
 
-    /// Runs a load, reporting its duration to the load observer, if any.
-    pub(crate) async fn timed<T>(&self, load: impl Future<Output = T>) -> T {
-        let Some(observer) = self.store.observer() else {
-            return load.await;
-        };
-        let started = tokio::time::Instant::now();
+    /// Runs a load, reporting it to the load observers, if any: ended, or
+    /// cancelled or panicked if this future is dropped or unwinds first.
+    async fn timed<T, E>(&self, load: impl Future<Output = Result<T, E>>) -> Result<T, E> {
+        let timing = self.store.observers.start(1, false);
         let out = load.await;
-        observer(started.elapsed());
+        if let Some(timing) = timing {
+            timing.end(if out.is_ok() { LoadOutcome::Loaded } else { LoadOutcome::Failed });
+        }
         out
     }
 }

@@ -290,8 +290,13 @@ where
 
     /// Saves the cache to `backend` every `every`, in the background, never
     /// two saves at once. [`AutosaveHandle::shutdown`] saves once more and
-    /// stops; the task also stops when the cache is dropped. Dropping the
-    /// handle leaves the task running.
+    /// stops; the task also stops when the cache is dropped.
+    ///
+    /// Dropping the handle stops the task too (a save under way finishes;
+    /// no other starts), as dropping a `MetricsReporter` stops publishing:
+    /// a background task of the cache lives as long as the handle you hold,
+    /// and `#[must_use]` makes dropping it at once a warning, not a
+    /// surprise. Keep the handle for as long as the cache should be saved.
     ///
     /// # Panics
     ///
@@ -323,20 +328,15 @@ where
         let task = tokio::spawn(async move {
             let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            // `None` once the handle is dropped: then only the ticks remain.
-            let mut stopped = Some(stopped);
+            let mut stopped = stopped;
             loop {
-                let last = tokio::select! {
+                let reply = tokio::select! {
                     _ = ticks.tick() => None,
-                    reply = stop_requested(&mut stopped) => Some(reply),
-                };
-                let reply = match last {
-                    None => None,
-                    Some(Ok(reply)) => Some(reply),
-                    Some(Err(_)) => {
-                        stopped = None;
-                        continue;
-                    }
+                    reply = &mut stopped => match reply {
+                        Ok(reply) => Some(reply),
+                        // The handle was dropped: stop.
+                        Err(_) => return,
+                    },
                 };
                 let Some(cache) = weak.upgrade() else {
                     if let Some(reply) = reply {
@@ -407,16 +407,6 @@ fn exactly<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
 
 type StopRequest = oneshot::Sender<Result<SaveReport, BackendError>>;
 
-/// Waits for `shutdown`; never resolves once the handle is gone.
-async fn stop_requested(
-    stopped: &mut Option<oneshot::Receiver<StopRequest>>,
-) -> Result<StopRequest, oneshot::error::RecvError> {
-    match stopped {
-        Some(stopped) => stopped.await,
-        None => std::future::pending().await,
-    }
-}
-
 #[derive(Debug, Default)]
 struct AutosaveStatus {
     saves: u64,
@@ -436,7 +426,8 @@ impl AutosaveStatus {
     }
 }
 
-/// The background task of [`Cache::autosave`].
+/// The background task of [`Cache::autosave`]; dropping it stops the task.
+#[must_use = "autosave stops when the AutosaveHandle is dropped: keep it for as long as the cache should be saved"]
 pub struct AutosaveHandle {
     stop: Option<oneshot::Sender<StopRequest>>,
     status: Arc<Mutex<AutosaveStatus>>,

@@ -46,10 +46,12 @@ pub struct Metrics {
     pub evictions: u64,
     /// Entries removed because their TTL passed, found on a read or reclaimed.
     pub expirations: u64,
-    /// Loader runs (flights), failed ones included; batched loads count one
-    /// per key sent to the loader.
+    /// Loader runs, failed and cancelled ones included: one per flight,
+    /// and one per `load_batch` call however many keys it held (those are
+    /// `batched_keys`).
     pub loads: u64,
-    /// Failed flights: one per failed loader run, however many waited on it.
+    /// Failed loader runs: one per failed flight or batch, however many
+    /// callers waited on it.
     pub load_errors: u64,
     /// Callers served by another caller's load (value or shared error).
     pub coalesced: u64,

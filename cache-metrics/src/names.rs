@@ -8,10 +8,15 @@ pub const MISSES: &str = "cache_misses_total";
 pub const EVICTIONS: &str = "cache_evictions_total";
 /// Entries removed because their TTL passed (counter).
 pub const EXPIRATIONS: &str = "cache_expirations_total";
-/// Loader runs, failed ones included (counter).
+/// Loader runs, failed and cancelled ones included: one per single-flight
+/// load and one per `load_batch` call (counter).
 pub const LOADS: &str = "cache_loads_total";
 /// Failed loader runs (counter).
 pub const LOAD_ERRORS: &str = "cache_load_errors_total";
+/// `load_batch` calls (counter).
+pub const BATCHES: &str = "cache_batches_total";
+/// Keys sent in `load_batch` calls (counter).
+pub const BATCHED_KEYS: &str = "cache_batched_keys_total";
 /// Callers served by another caller's load (counter).
 pub const COALESCED: &str = "cache_coalesced_total";
 /// Live entries (gauge).
@@ -20,7 +25,10 @@ pub const SIZE: &str = "cache_size";
 pub const MAX_SIZE: &str = "cache_max_size";
 /// Hits over lookups since the previous publication (gauge).
 pub const HIT_RATIO: &str = "cache_hit_ratio";
-/// How long each load took (histogram, seconds).
+/// How long each loader run took, one observation per `cache_loads_total`
+/// (histogram, seconds).
 pub const LOAD_DURATION: &str = "cache_load_duration_seconds";
+/// Keys per `load_batch` call (histogram).
+pub const BATCH_SIZE: &str = "cache_batch_size";
 /// The label every metric carries: the cache's name.
 pub const LABEL: &str = "cache";

@@ -1,8 +1,8 @@
 //! [`register`] and the [`MetricsReporter`] it returns.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::hash::Hash;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,16 +15,23 @@ use crate::names;
 const EVERY: Duration = Duration::from_secs(1);
 
 /// Describes the cache's metrics to the installed `metrics` recorder and
-/// publishes them, labelled `cache="<name>"`: at once, then every second
+/// publishes them, labelled `cache="<label>"`: at once, then every second
 /// until the returned reporter (or the cache) is dropped. A scrape can thus
 /// lag the cache by up to a second: call [`MetricsReporter::publish`] before
 /// one that must be exact, or set another interval with [`register_every`].
 ///
+/// The label is the cache's [name](cache_core::CacheBuilder::name), unless
+/// a live reporter already uses it: then `<name>-2` (or `-3`, ...), so two
+/// caches never write into one series (two caches left with the default
+/// name would otherwise both be `cache="default"`). [`MetricsReporter::label`]
+/// says which; name each cache to choose its label.
+///
 /// Counters are the cache's lifetime totals, so they never go down, even
 /// after [`Cache::reset_metrics`]. `cache_hit_ratio` covers the lookups since
-/// the previous publication. Load durations go to the
-/// `cache_load_duration_seconds` histogram as loads finish; this replaces any
-/// observer set with [`Cache::observe_loads`].
+/// the previous publication. Each loader run that ends after registration
+/// is observed in the `cache_load_duration_seconds` histogram (and each
+/// batch in `cache_batch_size`) as it ends, through an observer added beside
+/// any of your own ([`Cache::observe_loads`]) and removed with the reporter.
 ///
 /// # Panics
 ///
@@ -40,6 +47,7 @@ const EVERY: Duration = Duration::from_secs(1);
 /// // With metrics-exporter-prometheus (or any recorder) installed:
 /// let users = Cache::<u64, String>::builder().name("users").build();
 /// let reporter = async_cache::metrics::register(&users);
+/// assert_eq!(reporter.label(), "users");
 /// users.get(&1);
 /// reporter.publish(); // now, rather than within the next second
 /// # }
@@ -82,21 +90,22 @@ where
 {
     assert!(!every.is_zero(), "register_every needs a non-zero interval");
     describe();
-    let name = cache.name().to_string();
-    let handles = Handles::new(&name);
-    let live = Arc::new(AtomicBool::new(true));
-    {
-        let durations = histogram!(names::LOAD_DURATION, names::LABEL => name.clone());
-        let live = Arc::clone(&live);
-        cache.observe_loads(move |took| {
-            if live.load(Ordering::Relaxed) {
-                durations.record(took.as_secs_f64());
+    let label = Label::claim(cache.name());
+    let handles = Handles::new(label.as_str());
+    let observer = {
+        let durations = histogram!(names::LOAD_DURATION, names::LABEL => label.as_str().to_string());
+        let batch_sizes = histogram!(names::BATCH_SIZE, names::LABEL => label.as_str().to_string());
+        cache.observe_loads(move |load| {
+            durations.record(load.took.as_secs_f64());
+            if load.batched {
+                batch_sizes.record(load.keys as f64);
             }
-        });
-    }
+        })
+    };
+    let cache = cache.downgrade();
     // Publishes; false once the cache is gone.
     let publish: Arc<dyn Fn() -> bool + Send + Sync> = {
-        let cache = cache.downgrade();
+        let cache = cache.clone();
         Arc::new(move || match cache.upgrade() {
             Some(cache) => {
                 handles.publish(&cache.lifetime_metrics());
@@ -120,7 +129,12 @@ where
             }
         })
     };
-    MetricsReporter { name, publish, live, task }
+    let unobserve = Box::new(move || {
+        if let Some(cache) = cache.upgrade() {
+            cache.unobserve_loads(observer);
+        }
+    });
+    MetricsReporter { label, publish, unobserve, task }
 }
 
 fn describe() {
@@ -128,8 +142,14 @@ fn describe() {
     describe_counter!(names::MISSES, Unit::Count, "Cache lookups that found no live value.");
     describe_counter!(names::EVICTIONS, Unit::Count, "Entries evicted because the cache was full.");
     describe_counter!(names::EXPIRATIONS, Unit::Count, "Entries removed because their TTL passed.");
-    describe_counter!(names::LOADS, Unit::Count, "Loader runs (single-flight or batched), failed ones included.");
+    describe_counter!(
+        names::LOADS,
+        Unit::Count,
+        "Loader runs, failed and cancelled ones included: one per single-flight load or load_batch call."
+    );
     describe_counter!(names::LOAD_ERRORS, Unit::Count, "Loader runs that failed.");
+    describe_counter!(names::BATCHES, Unit::Count, "load_batch calls.");
+    describe_counter!(names::BATCHED_KEYS, Unit::Count, "Keys sent in load_batch calls.");
     describe_counter!(
         names::COALESCED,
         Unit::Count,
@@ -138,7 +158,8 @@ fn describe() {
     describe_gauge!(names::SIZE, Unit::Count, "Live entries in the cache.");
     describe_gauge!(names::MAX_SIZE, Unit::Count, "The cache's size bound.");
     describe_gauge!(names::HIT_RATIO, "Hits over lookups since the previous publication (about the last second).");
-    describe_histogram!(names::LOAD_DURATION, Unit::Seconds, "How long each load took.");
+    describe_histogram!(names::LOAD_DURATION, Unit::Seconds, "How long each loader run took.");
+    describe_histogram!(names::BATCH_SIZE, Unit::Count, "Keys per load_batch call.");
 }
 
 /// One cache's metric handles, and what was last published.
@@ -150,6 +171,8 @@ struct Handles {
     loads: Counter,
     load_errors: Counter,
     coalesced: Counter,
+    batches: Counter,
+    batched_keys: Counter,
     size: Gauge,
     max_size: Gauge,
     hit_ratio: Gauge,
@@ -176,6 +199,8 @@ impl Handles {
             loads: counter(names::LOADS),
             load_errors: counter(names::LOAD_ERRORS),
             coalesced: counter(names::COALESCED),
+            batches: counter(names::BATCHES),
+            batched_keys: counter(names::BATCHED_KEYS),
             size: gauge(names::SIZE),
             max_size: gauge(names::MAX_SIZE),
             hit_ratio: gauge(names::HIT_RATIO),
@@ -191,6 +216,8 @@ impl Handles {
         self.loads.absolute(m.loads);
         self.load_errors.absolute(m.load_errors);
         self.coalesced.absolute(m.coalesced);
+        self.batches.absolute(m.batches);
+        self.batched_keys.absolute(m.batched_keys);
         self.size.set(m.size as f64);
         if let Some(max) = m.max_size {
             self.max_size.set(max as f64);
@@ -204,12 +231,48 @@ impl Handles {
     }
 }
 
+/// The labels of live reporters: a second cache of one name gets its own.
+static LABELS: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+/// A label in use, given back when dropped.
+struct Label(String);
+
+impl Label {
+    /// `name`, or the first of `name-2`, `name-3`, ... that no live
+    /// reporter uses.
+    fn claim(name: &str) -> Self {
+        let mut labels = LABELS.lock().unwrap_or_else(|e| e.into_inner());
+        let label = std::iter::once(name.to_string())
+            .chain((2..).map(|n| format!("{name}-{n}")))
+            .find(|label| !labels.contains(label))
+            .expect("an unbounded sequence has a free label");
+        labels.insert(label.clone());
+        Label(label)
+    }
+
+    fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Drop for Label {
+    fn drop(&mut self) {
+        LABELS.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.0);
+    }
+}
+
 /// Publishes one cache's metrics until dropped; from [`register`].
+///
+/// Dropping it stops publishing and removes its load observer, as dropping
+/// an `AutosaveHandle` stops autosave: a background task of the cache lives
+/// as long as the handle you hold, and `#[must_use]` makes dropping it at
+/// once a warning, not a surprise. The task also ends when the cache is
+/// dropped.
 #[must_use = "publishing stops when the MetricsReporter is dropped: keep it for as long as the cache should report"]
 pub struct MetricsReporter {
-    name: String,
+    label: Label,
     publish: Arc<dyn Fn() -> bool + Send + Sync>,
-    live: Arc<AtomicBool>,
+    unobserve: Box<dyn Fn() + Send + Sync>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -222,17 +285,37 @@ impl MetricsReporter {
     pub fn publish(&self) {
         let _alive = (self.publish)();
     }
+
+    /// The `cache` label this reporter publishes under: the cache's name,
+    /// or `<name>-2`, `-3`, ... when a live reporter already uses it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_cache::Cache;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let a = Cache::<u64, u64>::builder().name("sessions").build();
+    /// let b = Cache::<u64, u64>::builder().name("sessions").build();
+    /// let (ra, rb) = (async_cache::metrics::register(&a), async_cache::metrics::register(&b));
+    /// assert_eq!((ra.label(), rb.label()), ("sessions", "sessions-2"));
+    /// # }
+    /// ```
+    pub fn label(&self) -> &str {
+        self.label.as_str()
+    }
 }
 
 impl fmt::Debug for MetricsReporter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MetricsReporter").field("cache", &self.name).finish_non_exhaustive()
+        f.debug_struct("MetricsReporter").field("label", &self.label.as_str()).finish_non_exhaustive()
     }
 }
 
 impl Drop for MetricsReporter {
     fn drop(&mut self) {
-        self.live.store(false, Ordering::Relaxed);
         self.task.abort();
+        (self.unobserve)();
     }
 }

@@ -3,6 +3,8 @@
 //! recorder; and the same through metrics-exporter-prometheus's text.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_cache::Cache;
@@ -91,12 +93,14 @@ async fn every_metric_has_its_value_label_unit_and_description() {
     assert_eq!(p.gauge(names::SIZE, "users"), 0.0);
     assert_eq!(p.gauge(names::MAX_SIZE, "users"), 2.0);
     assert_eq!(p.gauge(names::HIT_RATIO, "users"), 2.0 / 9.0);
+    assert_eq!(p.counter(names::BATCHES, "users"), 0);
+    assert_eq!(p.counter(names::BATCHED_KEYS, "users"), 0);
     let durations = p.histogram(names::LOAD_DURATION, "users");
     assert_eq!(durations.len(), 2, "one per load");
     assert!(durations.iter().any(|d| (*d - 0.25).abs() < 1e-6), "{durations:?}");
     assert_eq!(p.units[names::HITS], Some(Unit::Count));
     assert_eq!(p.units[names::LOAD_DURATION], Some(Unit::Seconds));
-    for name in [names::HITS, names::MISSES, names::SIZE, names::HIT_RATIO, names::LOAD_DURATION] {
+    for name in [names::HITS, names::MISSES, names::BATCHES, names::SIZE, names::HIT_RATIO, names::LOAD_DURATION] {
         assert!(p.described[name], "{name} has help text");
     }
 }
@@ -177,7 +181,7 @@ async fn several_caches_coexist_and_publishing_stops_with_the_reporter_or_the_ca
 async fn prometheus_text_shows_the_counters() {
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
-    let users = Cache::<u64, String>::builder().name("users").max_size(100).build();
+    let users = Cache::<u64, String>::builder().name("accounts").max_size(100).build();
     let reporter = metrics::with_local_recorder(&recorder, || register(&users));
     users.insert(1, "ada".into());
     for _ in 0..3 {
@@ -193,15 +197,15 @@ async fn prometheus_text_shows_the_counters() {
             text.lines().find(|l| l.starts_with(line_start)).unwrap_or_else(|| panic!("no `{line_start}` in\n{text}"));
         line.rsplit(' ').next().unwrap().parse().unwrap()
     };
-    assert_eq!(value(r#"cache_hits_total{cache="users"}"#), 3.0);
-    assert_eq!(value(r#"cache_misses_total{cache="users"}"#), 2.0);
-    assert_eq!(value(r#"cache_loads_total{cache="users"}"#), 1.0);
-    assert_eq!(value(r#"cache_size{cache="users"}"#), 2.0);
-    assert_eq!(value(r#"cache_max_size{cache="users"}"#), 100.0);
-    assert_eq!(value(r#"cache_hit_ratio{cache="users"}"#), 0.6);
+    assert_eq!(value(r#"cache_hits_total{cache="accounts"}"#), 3.0);
+    assert_eq!(value(r#"cache_misses_total{cache="accounts"}"#), 2.0);
+    assert_eq!(value(r#"cache_loads_total{cache="accounts"}"#), 1.0);
+    assert_eq!(value(r#"cache_size{cache="accounts"}"#), 2.0);
+    assert_eq!(value(r#"cache_max_size{cache="accounts"}"#), 100.0);
+    assert_eq!(value(r#"cache_hit_ratio{cache="accounts"}"#), 0.6);
     assert!(text.contains("# HELP cache_hits_total Cache lookups that found a live value."), "{text}");
     assert!(text.contains("# TYPE cache_hits_total counter"));
-    assert!(text.contains(r#"cache_load_duration_seconds{cache="users",quantile="0.5"}"#), "{text}");
+    assert!(text.contains(r#"cache_load_duration_seconds{cache="accounts",quantile="0.5"}"#), "{text}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -216,4 +220,97 @@ async fn register_publishes_at_once() {
     let p = published(&snapshotter);
     assert_eq!(p.counter(names::HITS, "early"), 1);
     assert_eq!(p.gauge(names::SIZE, "early"), 1.0);
+}
+
+/// Batched loads: one load and one duration per `load_batch` call, the
+/// keys in their own counter, the sizes in a histogram; misses = batched
+/// keys + coalesced.
+#[tokio::test(start_paused = true)]
+async fn a_batched_cache_counts_batches_keys_and_loads_each_once() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let cache = Cache::<u64, u64>::builder().name("batched").max_batch_size(10).build();
+    let reporter = metrics::with_local_recorder(&recorder, || register(&cache));
+    let doubles = cache.batched(|keys: Vec<u64>| async move {
+        Ok::<_, String>(keys.into_iter().map(|k| (k, k * 2)).collect::<HashMap<_, _>>())
+    });
+    // 13 distinct keys, each asked twice in one window: batches of 10 and 3.
+    let asked: Vec<u64> = (0..13).flat_map(|k| [k, k]).collect();
+    futures_util::future::join_all(asked.iter().map(|&k| doubles.get(k))).await;
+    reporter.publish();
+
+    let p = published(&snapshotter);
+    assert_eq!(p.counter(names::BATCHES, "batched"), 2);
+    assert_eq!(p.counter(names::BATCHED_KEYS, "batched"), 13);
+    assert_eq!(p.counter(names::LOADS, "batched"), 2, "one load per load_batch call");
+    assert_eq!(p.histogram(names::LOAD_DURATION, "batched").len(), 2, "one duration per load");
+    let mut sizes = p.histogram(names::BATCH_SIZE, "batched");
+    sizes.sort_by(f64::total_cmp);
+    assert_eq!(sizes, [3.0, 10.0]);
+    let (misses, coalesced) = (p.counter(names::MISSES, "batched"), p.counter(names::COALESCED, "batched"));
+    assert_eq!((misses, coalesced), (26, 13));
+    assert_eq!(misses, p.counter(names::BATCHED_KEYS, "batched") + coalesced);
+}
+
+/// Two live caches of one name never share a series: the second reporter
+/// publishes as `<name>-2`; a dropped reporter gives its label back.
+#[tokio::test(start_paused = true)]
+async fn a_second_cache_of_one_name_gets_its_own_label() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    // Both left with the default name.
+    let a = Cache::<u64, u64>::new(10);
+    let b = Cache::<u64, u64>::new(10);
+    let (ra, rb) = metrics::with_local_recorder(&recorder, || (register(&a), register(&b)));
+    assert_eq!((ra.label(), rb.label()), ("default", "default-2"));
+    a.get(&1);
+    b.insert(1, 1);
+    b.get(&1);
+    b.get(&1);
+    ra.publish();
+    rb.publish();
+    let p = published(&snapshotter);
+    assert_eq!((p.counter(names::MISSES, "default"), p.counter(names::HITS, "default")), (1, 0));
+    assert_eq!((p.counter(names::MISSES, "default-2"), p.counter(names::HITS, "default-2")), (0, 2));
+
+    drop(ra);
+    let c = Cache::<u64, u64>::new(10);
+    let rc = metrics::with_local_recorder(&recorder, || register(&c));
+    assert_eq!(rc.label(), "default", "given back by the dropped reporter");
+    let rd = metrics::with_local_recorder(&recorder, || register(&a));
+    assert_eq!(rd.label(), "default-3");
+}
+
+/// The reporter's load observer runs beside the user's, and leaves with
+/// the reporter; the user's stays.
+#[tokio::test(start_paused = true)]
+async fn registering_keeps_the_users_own_load_observer() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let cache = Cache::<u64, u64>::builder().name("observed").build();
+    let mine = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&mine);
+    cache.observe_loads(move |_| {
+        counted.fetch_add(1, Ordering::Relaxed);
+    });
+    let reporter = metrics::with_local_recorder(&recorder, || register(&cache));
+    cache.get_or_load(1, || async { 1 }).await;
+    reporter.publish();
+    assert_eq!(published(&snapshotter).histogram(names::LOAD_DURATION, "observed").len(), 1);
+    assert_eq!(mine.load(Ordering::Relaxed), 1, "the user's observer still runs");
+
+    drop(reporter);
+    cache.get_or_load(2, || async { 2 }).await;
+    assert_eq!(mine.load(Ordering::Relaxed), 2);
+    // The reporter's observer is gone: its histogram got nothing more (a
+    // debugging snapshot drains what it reads).
+    let after = published(&snapshotter);
+    assert!(
+        after
+            .values
+            .get(&(names::LOAD_DURATION.to_string(), "observed".to_string()))
+            .is_none_or(|value| matches!(value, DebugValue::Histogram(v) if v.is_empty())),
+        "{:?}",
+        after.values.get(&(names::LOAD_DURATION.to_string(), "observed".to_string()))
+    );
 }

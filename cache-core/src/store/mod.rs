@@ -33,7 +33,7 @@ use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash};
 use std::ptr::{self, NonNull};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use self::buffer::ReadBuffer;
@@ -45,6 +45,7 @@ use self::wheel::{Timer, Wheel};
 use crossbeam_utils::CachePadded;
 
 use crate::flight::{Flight, Outcome};
+use crate::observe::Observers;
 use crate::stats::{Counters, Metrics};
 use crate::sync::atomic::AtomicPtr;
 use crate::sync::{Mutex, MutexGuard, lock};
@@ -118,8 +119,6 @@ pub(crate) struct Placeholder<V> {
     pub(crate) flight: Arc<Flight<V>>,
 }
 
-type LoadObserver = Arc<dyn Fn(Duration) + Send + Sync>;
-
 pub(crate) struct Store<K, V> {
     hasher: foldhash::fast::RandomState,
     /// `tag >> shard_shift` picks a shard; 32 with one shard.
@@ -135,8 +134,7 @@ pub(crate) struct Store<K, V> {
     pub(crate) clock: Clock,
     pub(crate) config: Config,
     pub(crate) counters: Counters,
-    observer: std::sync::RwLock<Option<LoadObserver>>,
-    observed: AtomicBool,
+    pub(crate) observers: Observers,
     /// Saves of this cache run one at a time.
     #[cfg(feature = "persist")]
     pub(crate) save_lock: tokio::sync::Mutex<()>,
@@ -179,8 +177,7 @@ impl<K, V> Store<K, V> {
             clock: Clock::new(),
             config,
             counters: Counters::default(),
-            observer: std::sync::RwLock::new(None),
-            observed: AtomicBool::new(false),
+            observers: Observers::new(),
             #[cfg(feature = "persist")]
             save_lock: tokio::sync::Mutex::new(()),
         }
@@ -243,19 +240,6 @@ impl<K, V> Store<K, V> {
         let hits = self.reads.hits();
         let misses = self.reads.misses();
         Metrics { size: size as u64, max_size, evictions, expirations, ..self.counters.totals(hits, misses) }
-    }
-
-    pub(crate) fn set_observer(&self, observer: Option<LoadObserver>) {
-        self.observed.store(observer.is_some(), Ordering::Relaxed);
-        *self.observer.write().unwrap_or_else(|e| e.into_inner()) = observer;
-    }
-
-    /// The load observer, if any; checked once per load.
-    pub(crate) fn observer(&self) -> Option<LoadObserver> {
-        if !self.observed.load(Ordering::Relaxed) {
-            return None;
-        }
-        self.observer.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Runs `f` under the lock on an up-to-date policy, then, after
