@@ -17,7 +17,7 @@ pub use cache_backends::SledBackend;
 #[cfg(feature = "sqlite")]
 pub use cache_backends::SqliteBackend;
 #[cfg(feature = "persist")]
-pub use cache_backends::{AutosaveHandle, Backend, BackendError, LoadReport, Record, SaveReport};
+pub use cache_backends::{AutosaveHandle, Backend, BackendError, LoadReport, Record, SaveReport, Snapshot};
 
 /// Persistence: the [`Backend`] trait, its reports and errors, and the
 /// backends enabled by the `file`, `sled` and `sqlite` features.

@@ -5,11 +5,13 @@
 //! | bytes | field |
 //! |---|---|
 //! | 0..8 | magic `ASYNCACH` |
-//! | 8..12 | format version, 1 |
+//! | 8..12 | format version, 2 |
 //! | 12..20 | record count |
 //! | 20..28 | payload length in bytes |
 //! | 28..32 | CRC-32 of bytes 0..28 and of the payload |
-//! | 32.. | the records, one after another (see `wire`) |
+//! | 32.. | the payload: the schema (postcard `Option<&str>`), then the records, one after another (see `wire`) |
+//!
+//! Version 1 (no schema in the payload) is still read.
 //!
 //! A save writes a temporary file beside the snapshot, `fsync`s it, renames
 //! it over the snapshot and `fsync`s the folder, so a crash at any point
@@ -21,13 +23,15 @@ use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use cache_core::{BackendError, Record};
+use cache_core::{BackendError, Record, Snapshot};
 
 use crate::{corrupt, wire};
 
 const MAGIC: &[u8; 8] = b"ASYNCACH";
 /// The format this build writes and the newest it reads.
-pub(crate) const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 2;
+/// The first version whose payload starts with the schema.
+const SCHEMA_SINCE: u32 = 2;
 const HEADER: usize = 32;
 
 /// Keeps the cache's snapshot in one file.
@@ -89,11 +93,11 @@ impl FileBackend {
 }
 
 impl FileBackend {
-    fn save_blocking(&self, entries: &[Record]) -> Result<(), BackendError> {
-        write_snapshot(&self.path, entries)
+    fn save_blocking(&self, schema: Option<&str>, entries: &[Record]) -> Result<(), BackendError> {
+        write_snapshot(&self.path, schema, entries)
     }
 
-    fn load_blocking(&self) -> Result<Vec<Record>, BackendError> {
+    fn load_blocking(&self) -> Result<Snapshot, BackendError> {
         read_snapshot(&self.path)
     }
 }
@@ -105,11 +109,14 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> BackendError + '_ {
 }
 
 /// The whole file image: header then payload.
-pub(crate) fn encode(entries: &[Record]) -> Vec<u8> {
+pub(crate) fn encode(schema: Option<&str>, entries: &[Record]) -> Vec<u8> {
     // Sized once: each record takes its bytes plus at most 26 of framing.
-    let size = HEADER + entries.iter().map(|r| r.key.len() + r.value.len() + 26).sum::<usize>();
+    let size = HEADER
+        + schema.map_or(1, |s| s.len() + 11)
+        + entries.iter().map(|r| r.key.len() + r.value.len() + 26).sum::<usize>();
     let mut image = Vec::with_capacity(size);
     image.resize(HEADER, 0);
+    image = postcard::to_extend(&schema, image).expect("encoding into a Vec");
     for record in entries {
         wire::encode_into(record, &mut image);
     }
@@ -130,7 +137,7 @@ fn checksum(header: &[u8], payload: &[u8]) -> u32 {
     hasher.finalize()
 }
 
-fn write_snapshot(path: &Path, entries: &[Record]) -> Result<(), BackendError> {
+fn write_snapshot(path: &Path, schema: Option<&str>, entries: &[Record]) -> Result<(), BackendError> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
@@ -146,7 +153,7 @@ fn write_snapshot(path: &Path, entries: &[Record]) -> Result<(), BackendError> {
         .into_owned();
     let prefix = format!(".{name}.");
     remove_leftovers(dir, &prefix);
-    let image = encode(entries);
+    let image = encode(schema, entries);
     let mut temp = tempfile::Builder::new().prefix(&prefix).suffix(".tmp").tempfile_in(dir).map_err(io_error(dir))?;
     temp.write_all(&image).map_err(io_error(temp.path()))?;
     temp.as_file().sync_all().map_err(io_error(path))?;
@@ -180,10 +187,10 @@ fn remove_leftovers(dir: &Path, prefix: &str) {
     }
 }
 
-fn read_snapshot(path: &Path) -> Result<Vec<Record>, BackendError> {
+fn read_snapshot(path: &Path) -> Result<Snapshot, BackendError> {
     let mut file = match File::open(path) {
         Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Snapshot::default()),
         Err(e) => return Err(io_error(path)(e)),
     };
     let len = file.metadata().map_err(io_error(path))?.len();
@@ -244,7 +251,7 @@ fn check_header(path: &Path, header: &[u8; HEADER], file_len: u64) -> Result<usi
 }
 
 /// The format version of a header whose checksum matched.
-fn check_version(path: &Path, header: &[u8]) -> Result<(), BackendError> {
+fn check_version(path: &Path, header: &[u8]) -> Result<u32, BackendError> {
     let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
     if version > VERSION {
         return Err(BackendError::UnsupportedVersion { path: path.to_path_buf(), found: version, supported: VERSION });
@@ -252,26 +259,30 @@ fn check_version(path: &Path, header: &[u8]) -> Result<(), BackendError> {
     if version == 0 {
         return Err(corrupt(path, "format version 0 does not exist"));
     }
-    Ok(())
+    Ok(version)
 }
 
 fn stored_checksum(header: &[u8]) -> u32 {
     u32::from_le_bytes(header[28..32].try_into().expect("4 bytes"))
 }
 
-/// Checks the checksum and count, then decodes the records.
-pub(crate) fn decode(path: &Path, header: &[u8], payload: &[u8]) -> Result<Vec<Record>, BackendError> {
+/// Checks the checksum and count, then decodes the schema and the records.
+pub(crate) fn decode(path: &Path, header: &[u8], payload: &[u8]) -> Result<Snapshot, BackendError> {
     // Again, over the bytes decoded: the file may have changed in place
     // since the first pass.
     if checksum(&header[..28], payload) != stored_checksum(header) {
         return Err(corrupt(path, "checksum mismatch: the file is damaged"));
     }
-    check_version(path, header)?;
+    let version = check_version(path, header)?;
+    let (schema, mut rest) = if version >= SCHEMA_SINCE {
+        postcard::take_from_bytes::<Option<String>>(payload).map_err(|e| corrupt(path, format!("the schema: {e}")))?
+    } else {
+        (None, payload)
+    };
     let count = u64::from_le_bytes(header[12..20].try_into().expect("8 bytes"));
     // Every record takes at least 3 bytes, so this bounds the allocation by
     // the file's size, whatever the count says.
-    let mut records = Vec::with_capacity((count as usize).min(payload.len() / 3));
-    let mut rest = payload;
+    let mut records = Vec::with_capacity((count as usize).min(rest.len() / 3));
     while !rest.is_empty() {
         let (record, tail) =
             wire::decode_from(rest).map_err(|e| corrupt(path, format!("record {}: {e}", records.len())))?;
@@ -281,7 +292,7 @@ pub(crate) fn decode(path: &Path, header: &[u8], payload: &[u8]) -> Result<Vec<R
     if records.len() as u64 != count {
         return Err(corrupt(path, format!("the header announces {count} records, the file holds {}", records.len())));
     }
-    Ok(records)
+    Ok(Snapshot { schema, records })
 }
 
 #[cfg(test)]
@@ -301,24 +312,48 @@ mod tests {
 
     #[test]
     fn an_image_decodes_to_what_was_encoded() {
+        for schema in [None, Some("`u64` -> `String`, snapshot version 3")] {
+            let records = sample();
+            let image = encode(schema, &records);
+            let len = image.len() as u64;
+            let header: [u8; HEADER] = image[..HEADER].try_into().unwrap();
+            assert_eq!(check_header(Path::new("x"), &header, len).unwrap(), image.len() - HEADER);
+            let back = decode(Path::new("x"), &header, &image[HEADER..]).unwrap();
+            assert_eq!((back.schema.as_deref(), back.records), (schema, records));
+        }
+    }
+
+    /// A version 1 file (no schema) from an earlier build still loads.
+    #[test]
+    fn a_version_1_file_loads_without_a_schema() {
         let records = sample();
-        let image = encode(&records);
-        let len = image.len() as u64;
-        let header: [u8; HEADER] = image[..HEADER].try_into().unwrap();
-        assert_eq!(check_header(Path::new("x"), &header, len).unwrap(), image.len() - HEADER);
-        assert_eq!(decode(Path::new("x"), &header, &image[HEADER..]).unwrap(), records);
+        let mut image = vec![0u8; HEADER];
+        for record in &records {
+            wire::encode_into(record, &mut image);
+        }
+        let payload_len = (image.len() - HEADER) as u64;
+        image[0..8].copy_from_slice(MAGIC);
+        image[8..12].copy_from_slice(&1u32.to_le_bytes());
+        image[12..20].copy_from_slice(&(records.len() as u64).to_le_bytes());
+        image[20..28].copy_from_slice(&payload_len.to_le_bytes());
+        let crc = checksum(&image[..28], &image[HEADER..]);
+        image[28..32].copy_from_slice(&crc.to_le_bytes());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.cache");
+        std::fs::write(&path, &image).unwrap();
+        assert_eq!(read_snapshot(&path).unwrap(), Snapshot { schema: None, records });
     }
 
     /// A newer build's file, checksum and all: unsupported, not corrupt.
     #[test]
     fn a_newer_version_is_unsupported_not_corrupt() {
-        let mut image = encode(&sample());
-        image[8..12].copy_from_slice(&2u32.to_le_bytes());
+        let mut image = encode(None, &sample());
+        image[8..12].copy_from_slice(&3u32.to_le_bytes());
         let crc = checksum(&image[..28], &image[HEADER..]);
         image[28..32].copy_from_slice(&crc.to_le_bytes());
         let header: [u8; HEADER] = image[..HEADER].try_into().unwrap();
         let err = decode(Path::new("x"), &header, &image[HEADER..]).unwrap_err();
-        assert!(matches!(err, BackendError::UnsupportedVersion { found: 2, supported: 1, .. }), "{err}");
+        assert!(matches!(err, BackendError::UnsupportedVersion { found: 3, supported: 2, .. }), "{err}");
     }
 
     /// A flipped bit in the version field is damage: the checksum says so.
@@ -326,7 +361,7 @@ mod tests {
     fn a_flipped_version_bit_is_corrupt_not_unsupported() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("flipped.cache");
-        let mut image = encode(&sample());
+        let mut image = encode(None, &sample());
         image[10] ^= 0x01;
         std::fs::write(&path, &image).unwrap();
         let err = read_snapshot(&path).unwrap_err();
@@ -336,7 +371,7 @@ mod tests {
     /// Saving to a folder's path is a path error, not a damaged snapshot.
     #[test]
     fn saving_to_a_folder_path_is_an_io_error() {
-        let err = write_snapshot(Path::new("/"), &sample()).unwrap_err();
+        let err = write_snapshot(Path::new("/"), None, &sample()).unwrap_err();
         assert!(
             matches!(&err, BackendError::Io { source, .. } if source.kind() == io::ErrorKind::InvalidInput),
             "{err}"

@@ -8,8 +8,9 @@ fn corrupt(path: &std::path::Path, reason: impl Into<String>) -> BackendError {
     BackendError::Corrupt { path: path.to_path_buf(), reason: reason.into() }
 }
 
-/// Implements [`Backend`] for a cloneable type with blocking `save_blocking`
-/// and `load_blocking`, which run on tokio's blocking pool.
+/// Implements [`Backend`] for a cloneable type with blocking
+/// `save_blocking(schema, entries)` and `load_blocking() -> Snapshot`, which
+/// run on tokio's blocking pool.
 #[cfg_attr(not(any(feature = "file", feature = "sled", feature = "sqlite")), allow(unused_macros))]
 macro_rules! blocking_backend {
     ($backend:ty) => {
@@ -17,10 +18,23 @@ macro_rules! blocking_backend {
         impl cache_core::Backend for $backend {
             async fn save(&self, entries: Vec<cache_core::Record>) -> Result<(), cache_core::BackendError> {
                 let backend = self.clone();
-                crate::blocking(move || backend.save_blocking(&entries)).await
+                crate::blocking(move || backend.save_blocking(None, &entries)).await
             }
 
             async fn load(&self) -> Result<Vec<cache_core::Record>, cache_core::BackendError> {
+                Ok(self.load_with_schema().await?.records)
+            }
+
+            async fn save_with_schema(
+                &self,
+                schema: &str,
+                entries: Vec<cache_core::Record>,
+            ) -> Result<(), cache_core::BackendError> {
+                let (backend, schema) = (self.clone(), schema.to_string());
+                crate::blocking(move || backend.save_blocking(Some(&schema), &entries)).await
+            }
+
+            async fn load_with_schema(&self) -> Result<cache_core::Snapshot, cache_core::BackendError> {
                 let backend = self.clone();
                 crate::blocking(move || backend.load_blocking()).await
             }
@@ -51,7 +65,7 @@ mod sqlite;
 #[cfg_attr(not(any(feature = "file", feature = "sled", feature = "sqlite")), allow(dead_code))]
 mod wire;
 
-pub use cache_core::{AutosaveHandle, Backend, BackendError, LoadReport, Record, SaveReport};
+pub use cache_core::{AutosaveHandle, Backend, BackendError, LoadReport, Record, SaveReport, Snapshot};
 
 #[cfg(feature = "file")]
 pub use crate::file::FileBackend;

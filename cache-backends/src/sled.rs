@@ -5,12 +5,13 @@
 //! points `current` in the `async-cache/meta` tree at it with one atomic
 //! insert, flushes again, and drops the previous tree. A crash before the
 //! switch leaves the previous snapshot current; its half-written successor
-//! is dropped by the next save.
+//! is dropped by the next save. A snapshot's schema sits in the meta tree
+//! under `schema:<tree name>`, written before the switch.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use cache_core::{BackendError, Record};
+use cache_core::{BackendError, Record, Snapshot};
 
 use crate::{corrupt, wire};
 
@@ -18,6 +19,8 @@ const META: &str = "async-cache/meta";
 const SNAPSHOT: &str = "async-cache/snapshot-";
 const FORMAT_KEY: &[u8] = b"format";
 const CURRENT_KEY: &[u8] = b"current";
+/// Followed by a snapshot tree's name: that snapshot's schema.
+const SCHEMA_KEY: &str = "schema:";
 const VERSION: u32 = 1;
 
 /// Keeps the cache's snapshot in a sled database.
@@ -122,7 +125,7 @@ impl SledBackend {
         Ok(())
     }
 
-    fn save_blocking(&self, entries: &[Record]) -> Result<(), BackendError> {
+    fn save_blocking(&self, schema: Option<&str>, entries: &[Record]) -> Result<(), BackendError> {
         let path = &self.path;
         let meta = self.db.open_tree(META).map_err(storage(path))?;
         let current = meta.get(CURRENT_KEY).map_err(storage(path))?;
@@ -143,23 +146,37 @@ impl SledBackend {
             batch.insert(&(position as u64).to_be_bytes(), bytes.as_slice());
         }
         tree.apply_batch(batch).map_err(storage(path))?;
+        let schema_key = format!("{SCHEMA_KEY}{name}");
+        match schema {
+            Some(schema) => meta.insert(schema_key, schema.as_bytes()).map(drop),
+            None => meta.remove(schema_key).map(drop),
+        }
+        .map_err(storage(path))?;
         self.db.flush().map_err(storage(path))?;
         meta.insert(CURRENT_KEY, name.as_bytes()).map_err(storage(path))?;
         self.db.flush().map_err(storage(path))?;
         Ok(())
     }
 
-    fn load_blocking(&self) -> Result<Vec<Record>, BackendError> {
+    fn load_blocking(&self) -> Result<Snapshot, BackendError> {
         let path = &self.path;
         let meta = self.db.open_tree(META).map_err(storage(path))?;
         let Some(current) = meta.get(CURRENT_KEY).map_err(storage(path))? else {
-            return Ok(Vec::new());
+            return Ok(Snapshot::default());
         };
         if !current.starts_with(SNAPSHOT.as_bytes()) {
             return Err(corrupt(path, "the current snapshot's name is damaged"));
         }
+        let schema_key = [SCHEMA_KEY.as_bytes(), &current].concat();
+        let schema = match meta.get(schema_key).map_err(storage(path))? {
+            Some(schema) => Some(
+                String::from_utf8(schema.to_vec()).map_err(|_| corrupt(path, "the snapshot's schema is damaged"))?,
+            ),
+            None => None,
+        };
         let tree = self.db.open_tree(&current).map_err(storage(path))?;
-        tree.iter()
+        let records = tree
+            .iter()
             .values()
             .enumerate()
             .map(|(position, value)| {
@@ -170,7 +187,8 @@ impl SledBackend {
                     Err(e) => Err(corrupt(path, format!("record {position}: {e}"))),
                 }
             })
-            .collect()
+            .collect::<Result<_, _>>()?;
+        Ok(Snapshot { schema, records })
     }
 }
 

@@ -1,15 +1,16 @@
 //! [`SqliteBackend`]: the snapshot in a SQLite database (bundled SQLite).
 //!
-//! Two tables, `async_cache_meta` (the format version) and
-//! `async_cache_entries` (one row per record, `seq` giving the saved order).
-//! A save replaces every row in one transaction; WAL and
+//! Two tables, `async_cache_meta` (the format version, and the snapshot's
+//! schema under `schema` when it has one) and `async_cache_entries` (one row
+//! per record, `seq` giving the saved order). A save replaces every row and
+//! the schema in one transaction; WAL and
 //! `synchronous = FULL` make the commit durable before `save` returns.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cache_core::{BackendError, Record};
+use cache_core::{BackendError, Record, Snapshot};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::{corrupt, wire};
@@ -78,11 +79,18 @@ impl SqliteBackend {
         Ok(SqliteBackend { connection: Arc::new(Mutex::new(connection)), path })
     }
 
-    fn save_blocking(&self, entries: &[Record]) -> Result<(), BackendError> {
+    fn save_blocking(&self, schema: Option<&str>, entries: &[Record]) -> Result<(), BackendError> {
         let path = &self.path;
         let mut connection = self.connection.lock().unwrap_or_else(|e| e.into_inner());
         let tx = connection.transaction().map_err(storage(path))?;
         tx.execute(&format!("DELETE FROM {ENTRIES}"), []).map_err(storage(path))?;
+        match schema {
+            Some(schema) => {
+                tx.execute(&format!("INSERT OR REPLACE INTO {META} (key, value) VALUES ('schema', ?1)"), [schema])
+            }
+            None => tx.execute(&format!("DELETE FROM {META} WHERE key = 'schema'"), []),
+        }
+        .map_err(storage(path))?;
         {
             let mut insert = tx
                 .prepare(&format!(
@@ -100,9 +108,15 @@ impl SqliteBackend {
         tx.commit().map_err(storage(path))
     }
 
-    fn load_blocking(&self) -> Result<Vec<Record>, BackendError> {
+    fn load_blocking(&self) -> Result<Snapshot, BackendError> {
         let path = &self.path;
-        let connection = self.connection.lock().unwrap_or_else(|e| e.into_inner());
+        let mut connection = self.connection.lock().unwrap_or_else(|e| e.into_inner());
+        // One read transaction: the schema and the rows of one save.
+        let connection = connection.transaction().map_err(storage(path))?;
+        let schema: Option<String> = connection
+            .query_row(&format!("SELECT value FROM {META} WHERE key = 'schema'"), [], |row| row.get(0))
+            .optional()
+            .map_err(|e| corrupt(path, format!("an unreadable schema: {e}")))?;
         let mut select = connection
             .prepare(&format!("SELECT key, value, expires_secs, expires_nanos FROM {ENTRIES} ORDER BY seq"))
             .map_err(storage(path))?;
@@ -116,21 +130,23 @@ impl SqliteBackend {
                 ))
             })
             .map_err(storage(path))?;
-        rows.map(|row| {
-            let (key, value, secs, nanos) = row.map_err(|e| corrupt(path, format!("an unreadable row: {e}")))?;
-            let expires_at = match (secs, nanos) {
-                (None, None) => None,
-                (Some(secs), Some(nanos)) => Some(
-                    u64::try_from(secs)
-                        .ok()
-                        .and_then(|secs| wire::from_parts((secs, nanos)))
-                        .ok_or_else(|| corrupt(path, "an expiry out of range"))?,
-                ),
-                _ => return Err(corrupt(path, "an expiry with half its columns")),
-            };
-            Ok(Record { key, value, expires_at })
-        })
-        .collect()
+        let records = rows
+            .map(|row| {
+                let (key, value, secs, nanos) = row.map_err(|e| corrupt(path, format!("an unreadable row: {e}")))?;
+                let expires_at = match (secs, nanos) {
+                    (None, None) => None,
+                    (Some(secs), Some(nanos)) => Some(
+                        u64::try_from(secs)
+                            .ok()
+                            .and_then(|secs| wire::from_parts((secs, nanos)))
+                            .ok_or_else(|| corrupt(path, "an expiry out of range"))?,
+                    ),
+                    _ => return Err(corrupt(path, "an expiry with half its columns")),
+                };
+                Ok(Record { key, value, expires_at })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Snapshot { schema, records })
     }
 }
 

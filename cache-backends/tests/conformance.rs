@@ -209,10 +209,44 @@ async fn a_record_with_bytes_left_over_is_skipped_and_counted(backend: &dyn Back
         before.insert(k, Before { id: k as u32, name: format!("name {k}") });
     }
     before.save_to_backend(backend).await.unwrap();
+    // Saved again untagged (as an earlier build or a backend that keeps no
+    // schema would): the schema check cannot help, the exact decode must.
+    let records = backend.load().await.unwrap();
+    backend.save(records).await.unwrap();
     let after = Cache::<u64, After>::new(10);
     let report = after.load_from_backend(backend).await.unwrap();
     assert_eq!((report.loaded, report.skipped_undecodable), (0, 3));
     assert!(after.is_empty());
+}
+
+/// A snapshot saved for other types, or under another `snapshot_version`,
+/// is refused with a typed error that says what to do; nothing is loaded
+/// and the snapshot stays, loadable by the cache it was saved for.
+async fn a_snapshot_of_another_schema_is_refused_and_left_as_it_is(backend: &dyn Backend) {
+    let v1 = Cache::<u64, String>::builder().snapshot_version(1).build();
+    v1.insert(1, value(1));
+    v1.insert(2, value(2));
+    v1.save_to_backend(backend).await.unwrap();
+
+    let other_type = Cache::<u64, Vec<u8>>::builder().snapshot_version(1).build();
+    let error = other_type.load_from_backend(backend).await.unwrap_err();
+    let BackendError::SchemaMismatch { found, expected } = &error else { panic!("{error}") };
+    assert!(found.contains("String") && found.contains("version 1"), "{found}");
+    assert!(expected.contains("Vec<u8>"), "{expected}");
+    assert!(error.to_string().contains("Start with an empty cache"), "says what to do: {error}");
+    assert!(other_type.is_empty());
+
+    let v2 = Cache::<u64, String>::builder().snapshot_version(2).build();
+    let error = v2.load_from_backend(backend).await.unwrap_err();
+    assert!(
+        matches!(&error, BackendError::SchemaMismatch { expected, .. } if expected.ends_with("version 2")),
+        "{error}"
+    );
+    assert!(v2.is_empty());
+
+    let again = Cache::<u64, String>::builder().snapshot_version(1).build();
+    assert_eq!(again.load_from_backend(backend).await.unwrap().loaded, 2, "the snapshot was left as it was");
+    assert_eq!(again.get(&2), Some(value(2)));
 }
 
 /// A snapshot holds every key present from the start of the save to its
@@ -297,6 +331,7 @@ macro_rules! conformance {
                 autosave_saves_periodically_and_on_shutdown,
                 a_save_during_overwrites_keeps_every_present_key,
                 a_record_with_bytes_left_over_is_skipped_and_counted,
+                a_snapshot_of_another_schema_is_refused_and_left_as_it_is,
             }
 
             /// Many times in a row: a backend's engine may release its

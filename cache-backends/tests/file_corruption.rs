@@ -80,7 +80,7 @@ fn a_newer_format_version_is_unsupported() {
     crc.update(&newer[32..]);
     newer[28..32].copy_from_slice(&crc.finalize().to_le_bytes());
     let error = load_bad(&rt, dir.path(), &newer);
-    assert!(matches!(error, BackendError::UnsupportedVersion { found: 7, supported: 1, .. }), "{error}");
+    assert!(matches!(error, BackendError::UnsupportedVersion { found: 7, supported: 2, .. }), "{error}");
     assert!(error.to_string().contains("upgrade"), "says what to do: {error}");
 }
 

@@ -94,6 +94,7 @@ impl<K, V> Default for CacheBuilder<K, V> {
                 max_batch_size: 100,
                 name: Arc::from("default"),
                 policy: Policy::Lru,
+                snapshot_version: 0,
             },
             _types: PhantomData,
         }
@@ -242,6 +243,40 @@ impl<K, V> CacheBuilder<K, V> {
     /// ```
     pub fn name(mut self, name: impl AsRef<str>) -> Self {
         self.config.name = Arc::from(name.as_ref());
+        self
+    }
+
+    /// Tags this cache's snapshots with `version` (default 0) beside its key
+    /// and value types' names; a snapshot saved under another version or
+    /// other type names is refused on load with
+    /// [`BackendError::SchemaMismatch`](crate::BackendError::SchemaMismatch).
+    /// Raise it when a cached type changes its encoding but keeps its name
+    /// (a field added, removed, reordered or retyped), so the old snapshot
+    /// is refused rather than decoded as something it is not.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_cache::{BackendError, Cache, FileBackend};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let backend = FileBackend::new(dir.path().join("users.cache"));
+    /// let v1 = Cache::<u64, String>::builder().snapshot_version(1).build();
+    /// v1.insert(1, "ada".into());
+    /// v1.save_to_backend(&backend).await?;
+    ///
+    /// // The value type's encoding changed: version 2 refuses version 1's snapshot.
+    /// let v2 = Cache::<u64, String>::builder().snapshot_version(2).build();
+    /// let refused = v2.load_from_backend(&backend).await;
+    /// assert!(matches!(refused, Err(BackendError::SchemaMismatch { .. })));
+    /// assert!(v2.is_empty());
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "persist")]
+    pub fn snapshot_version(mut self, version: u32) -> Self {
+        self.config.snapshot_version = version;
         self
     }
 

@@ -28,7 +28,7 @@ pub use crate::builder::{CacheBuilder, Policy};
 pub use crate::cache::{Cache, WeakCache};
 pub use crate::observe::{LoadEvent, LoadOutcome, ObserverId};
 #[cfg(feature = "persist")]
-pub use crate::persist::{AutosaveHandle, Backend, BackendError, LoadReport, Record, SaveReport};
+pub use crate::persist::{AutosaveHandle, Backend, BackendError, LoadReport, Record, SaveReport, Snapshot};
 pub use crate::stats::Metrics;
 pub use crate::warmup::WARMUP_CONCURRENCY;
 

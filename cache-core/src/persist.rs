@@ -56,6 +56,35 @@ pub trait Backend: Send + Sync {
 
     /// The stored snapshot, in the order it was saved; empty if there is none.
     async fn load(&self) -> Result<Vec<Record>, BackendError>;
+
+    /// [`save`](Backend::save), tagging the snapshot with `schema` (what its
+    /// records decode as) for [`load_with_schema`](Backend::load_with_schema)
+    /// to return; the cache saves through this. The default drops the tag
+    /// and calls `save`: a backend that keeps no tag loads snapshots that
+    /// are never checked against the cache's types.
+    async fn save_with_schema(&self, schema: &str, entries: Vec<Record>) -> Result<(), BackendError> {
+        let _untagged = schema;
+        self.save(entries).await
+    }
+
+    /// [`load`](Backend::load), with the schema the snapshot was saved
+    /// with (`None` if it was saved untagged); the cache loads through this
+    /// and refuses a snapshot of another schema. The default calls `load`
+    /// and reports no schema.
+    async fn load_with_schema(&self) -> Result<Snapshot, BackendError> {
+        Ok(Snapshot { schema: None, records: self.load().await? })
+    }
+}
+
+/// A stored snapshot with its schema, from [`Backend::load_with_schema`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// What the records were saved as (key and value types and
+    /// `snapshot_version`, see [`CacheBuilder::snapshot_version`](crate::CacheBuilder::snapshot_version)),
+    /// or `None` for a snapshot saved untagged.
+    pub schema: Option<String>,
+    /// The records, in saved order.
+    pub records: Vec<Record>,
 }
 
 #[async_trait]
@@ -67,6 +96,14 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
     async fn load(&self) -> Result<Vec<Record>, BackendError> {
         (**self).load().await
     }
+
+    async fn save_with_schema(&self, schema: &str, entries: Vec<Record>) -> Result<(), BackendError> {
+        (**self).save_with_schema(schema, entries).await
+    }
+
+    async fn load_with_schema(&self) -> Result<Snapshot, BackendError> {
+        (**self).load_with_schema().await
+    }
 }
 
 #[async_trait]
@@ -77,6 +114,14 @@ impl<B: Backend + ?Sized> Backend for Box<B> {
 
     async fn load(&self) -> Result<Vec<Record>, BackendError> {
         (**self).load().await
+    }
+
+    async fn save_with_schema(&self, schema: &str, entries: Vec<Record>) -> Result<(), BackendError> {
+        (**self).save_with_schema(schema, entries).await
+    }
+
+    async fn load_with_schema(&self) -> Result<Snapshot, BackendError> {
+        (**self).load_with_schema().await
     }
 }
 
@@ -146,6 +191,21 @@ pub enum BackendError {
         #[source]
         source: Box<dyn Error + Send + Sync>,
     },
+    /// The snapshot was saved for other key or value types, or another
+    /// [`snapshot_version`](crate::CacheBuilder::snapshot_version): loading
+    /// it could give entries wrong values. Nothing was loaded and the
+    /// snapshot was left as it is.
+    #[error(
+        "the snapshot holds {found}, but this cache is {expected}: nothing was loaded and the snapshot was left untouched. \
+         Start with an empty cache: the next save replaces the snapshot \
+         (see \"Changing a cached type\" in async-cache's README)"
+    )]
+    SchemaMismatch {
+        /// The snapshot's schema.
+        found: String,
+        /// This cache's.
+        expected: String,
+    },
     /// The cache was dropped before a final autosave could run.
     #[error("the cache was dropped: there is nothing left to save")]
     CacheDropped,
@@ -197,7 +257,6 @@ where
     /// # Examples
     ///
     /// ```
-    /// # #[cfg(feature = "file")] {
     /// use async_cache::{Cache, FileBackend};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
@@ -213,7 +272,6 @@ where
     /// assert_eq!(restarted.load_from_backend(&backend).await?.loaded, 1);
     /// assert_eq!(restarted.get(&1).as_deref(), Some("ada"));
     /// # Ok(()) }
-    /// # }
     /// ```
     pub async fn save_to_backend<B: Backend + ?Sized>(&self, backend: &B) -> Result<SaveReport, BackendError> {
         let _one_at_a_time = self.store.save_lock.lock().await;
@@ -227,7 +285,7 @@ where
         .await
         .map_err(|panic| panicked("Serialize", panic))??;
         let written = records.len();
-        backend.save(records).await?;
+        backend.save_with_schema(&self.schema(), records).await?;
         Ok(SaveReport { written })
     }
 
@@ -248,7 +306,6 @@ where
     /// # Examples
     ///
     /// ```
-    /// # #[cfg(feature = "file")] {
     /// use async_cache::{Cache, FileBackend};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
@@ -259,10 +316,15 @@ where
     /// let report = cache.load_from_backend(&backend).await?; // no file yet: fine
     /// assert_eq!(report.loaded, 0);
     /// # Ok(()) }
-    /// # }
     /// ```
     pub async fn load_from_backend<B: Backend + ?Sized>(&self, backend: &B) -> Result<LoadReport, BackendError> {
-        let records = backend.load().await?;
+        let Snapshot { schema, records } = backend.load_with_schema().await?;
+        let expected = self.schema();
+        if let Some(found) = schema
+            && found != expected
+        {
+            return Err(BackendError::SchemaMismatch { found, expected });
+        }
         let (entries, skipped_undecodable) = tokio::task::spawn_blocking(move || decode::<K, V>(records))
             .await
             .map_err(|panic| panicked("Deserialize", panic))?;
@@ -305,7 +367,6 @@ where
     /// # Examples
     ///
     /// ```
-    /// # #[cfg(feature = "file")] {
     /// use std::time::Duration;
     /// use async_cache::{Cache, FileBackend};
     ///
@@ -318,7 +379,6 @@ where
     /// // On shutdown: one last save.
     /// assert_eq!(autosave.shutdown().await?.written, 1);
     /// # Ok(()) }
-    /// # }
     /// ```
     pub fn autosave<B: Backend + 'static>(&self, backend: B, every: Duration) -> AutosaveHandle {
         let (stop, stopped) = oneshot::channel::<StopRequest>();
@@ -353,6 +413,19 @@ where
             }
         });
         AutosaveHandle { stop: Some(stop), status, task }
+    }
+}
+
+impl<K, V> Cache<K, V> {
+    /// What this cache's snapshots hold: its key and value types by name,
+    /// and its snapshot version.
+    fn schema(&self) -> String {
+        format!(
+            "`{}` -> `{}`, snapshot version {}",
+            std::any::type_name::<K>(),
+            std::any::type_name::<V>(),
+            self.store.config.snapshot_version
+        )
     }
 }
 

@@ -66,6 +66,9 @@ pub(crate) struct Config {
     pub(crate) max_batch_size: usize,
     pub(crate) name: Arc<str>,
     pub(crate) policy: crate::Policy,
+    /// Tags snapshots (with the key and value types' names).
+    #[cfg_attr(not(feature = "persist"), allow(dead_code))]
+    pub(crate) snapshot_version: u32,
 }
 
 /// State owned by the lock holder.
