@@ -7,21 +7,27 @@ pub use cache_core::{
 };
 
 #[cfg(feature = "macros")]
+#[cfg_attr(docsrs, doc(cfg(feature = "macros")))]
 #[doc = include_str!("cached.md")]
 pub use cache_macros::cached;
 
 #[cfg(feature = "file")]
+#[cfg_attr(docsrs, doc(cfg(feature = "file")))]
 pub use cache_backends::FileBackend;
 #[cfg(feature = "sled")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sled")))]
 pub use cache_backends::SledBackend;
 #[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use cache_backends::SqliteBackend;
 #[cfg(feature = "persist")]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "file", feature = "sled", feature = "sqlite"))))]
 pub use cache_backends::{AutosaveHandle, Backend, BackendError, LoadReport, Record, SaveReport, Snapshot};
 
 /// Persistence: the [`Backend`] trait, its reports and errors, and the
 /// backends enabled by the `file`, `sled` and `sqlite` features.
 #[cfg(feature = "persist")]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "file", feature = "sled", feature = "sqlite"))))]
 pub mod backends {
     pub use cache_backends::*;
 }
@@ -29,6 +35,7 @@ pub mod backends {
 /// Metrics for Prometheus and friends: [`register`](metrics::register)
 /// publishes a cache's counters to the `metrics` facade.
 #[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics {
     pub use cache_metrics::*;
 }

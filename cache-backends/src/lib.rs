@@ -2,6 +2,8 @@
 //! behind its feature. Not intended to be used directly: use
 //! `async_cache::backends` (the `Backend` trait itself lives in the core).
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 /// `BackendError::Corrupt` for `path`.
 #[cfg_attr(not(any(feature = "file", feature = "sled", feature = "sqlite")), allow(dead_code))]
 fn corrupt(path: &std::path::Path, reason: impl Into<String>) -> BackendError {

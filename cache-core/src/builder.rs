@@ -254,6 +254,8 @@ impl<K, V> CacheBuilder<K, V> {
     /// (a field added, removed, reordered or retyped), so the old snapshot
     /// is refused rather than decoded as something it is not.
     ///
+    /// Needs the `file`, `sled` or `sqlite` feature of async-cache.
+    ///
     /// # Examples
     ///
     /// ```

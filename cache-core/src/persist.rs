@@ -250,6 +250,8 @@ where
     /// at most for one shard's copy); encoding and I/O run on the blocking
     /// pool. Saves of one cache run one at a time.
     ///
+    /// Needs the `file`, `sled` or `sqlite` feature of async-cache.
+    ///
     /// # Errors
     ///
     /// [`BackendError`]: nothing was saved, the previous snapshot is intact.
@@ -296,7 +298,11 @@ where
     /// snapshot larger than `max_size`, only the hottest `max_size` live
     /// records are inserted (all are counted as loaded).
     ///
-    /// A missing snapshot loads nothing and is not an error.
+    /// A missing snapshot loads nothing and is not an error. A snapshot saved
+    /// for other key or value types, or another
+    /// [`snapshot_version`](crate::CacheBuilder::snapshot_version), is refused.
+    ///
+    /// Needs the `file`, `sled` or `sqlite` feature of async-cache.
     ///
     /// # Errors
     ///
@@ -359,6 +365,8 @@ where
     /// a background task of the cache lives as long as the handle you hold,
     /// and `#[must_use]` makes dropping it at once a warning, not a
     /// surprise. Keep the handle for as long as the cache should be saved.
+    ///
+    /// Needs the `file`, `sled` or `sqlite` feature of async-cache.
     ///
     /// # Panics
     ///

@@ -6,6 +6,8 @@
 //! second or the interval given to [`register_every`], and whenever
 //! [`MetricsReporter::publish`] is called), not one facade call per lookup. Load durations are recorded per load.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod names;
 mod reporter;
 
