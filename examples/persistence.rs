@@ -1,8 +1,9 @@
 //! A warm restart: fill a cache, save it, "restart", load it, and compare
 //! the first requests against a cold start.
 //!
-//! Run with `cargo run --example persistence --features file` (or `sled`,
-//! `sqlite`; pass `-- --backend sled` to choose when several are on).
+//! Run with `cargo run --example persistence` (the file backend). For sled
+//! or SQLite: `cargo run --example persistence --features sqlite -- --backend sqlite`
+//! (or `sled`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
