@@ -26,6 +26,10 @@ pub(crate) enum Errors {
     /// The leader keeps its error; each waiter runs its own loader once,
     /// outside single-flight. For error types that cannot be shared.
     PerCaller,
+    /// As `Shared`, but the "error" is the loader finding nothing
+    /// (`#[cached]` on a function returning `Option`): not counted as a
+    /// failure.
+    Nothing,
 }
 
 /// A failed load, as `load` returns it.
@@ -60,7 +64,7 @@ impl<V, E: Send + Sync + 'static> Joined<V, E> {
     fn from(outcome: Outcome<V>, errors: Errors) -> Self {
         match (outcome, errors) {
             (Outcome::Value(value), _) => Joined::Served(Ok(value)),
-            (Outcome::Error(error), Errors::Shared) => match error.downcast::<E>() {
+            (Outcome::Error(error), Errors::Shared | Errors::Nothing) => match error.downcast::<E>() {
                 Ok(error) => Joined::Served(Err(Failure::Shared(error))),
                 // Another error type than this caller's loader: its own go.
                 Err(_) => Joined::Again,
@@ -275,7 +279,7 @@ where
                     let leader = Leader { store, lead: Some(placeholder) };
                     store.counters.loads.inc();
                     let load = load.take().expect("a caller leads at most once");
-                    let loaded = self.timed(load()).await;
+                    let loaded = self.timed(load(), errors).await;
                     return self.end_lead(leader, loaded, ttl, errors);
                 }
                 Claim::Join(flight) => match Joined::from(flight.wait().await, errors) {
@@ -316,9 +320,11 @@ where
                 Ok(value)
             }
             Err(error) => {
-                self.store.counters.load_errors.inc();
+                if errors != Errors::Nothing {
+                    self.store.counters.load_errors.inc();
+                }
                 match errors {
-                    Errors::Shared => {
+                    Errors::Shared | Errors::Nothing => {
                         let error = Arc::new(error);
                         leader.fail(|| Outcome::Error(Arc::clone(&error) as SharedError));
                         Err(Failure::Shared(error))
@@ -340,7 +346,7 @@ where
         Fut: Future<Output = Result<V, E>>,
     {
         self.store.counters.loads.inc();
-        match self.timed(load()).await {
+        match self.timed(load(), Errors::PerCaller).await {
             Ok(value) => {
                 self.insert_with_ttl(key, value.clone(), ttl);
                 Ok(value)
@@ -354,11 +360,12 @@ where
 
     /// Runs a load, reporting it to the load observers, if any: ended, or
     /// cancelled or panicked if this future is dropped or unwinds first.
-    async fn timed<T, E>(&self, load: impl Future<Output = Result<T, E>>) -> Result<T, E> {
+    async fn timed<T, E>(&self, load: impl Future<Output = Result<T, E>>, errors: Errors) -> Result<T, E> {
         let timing = self.store.observers.start(1, false);
         let out = load.await;
         if let Some(timing) = timing {
-            timing.end(if out.is_ok() { LoadOutcome::Loaded } else { LoadOutcome::Failed });
+            let found = out.is_ok() || errors == Errors::Nothing;
+            timing.end(if found { LoadOutcome::Loaded } else { LoadOutcome::Failed });
         }
         out
     }

@@ -256,7 +256,9 @@ where
 #[derive(Debug)]
 pub struct Nothing;
 
-/// A function returning `Option<T>`: caches `Some` only.
+/// A function returning `Option<T>`: caches `Some` only. A `None` is a
+/// load that found nothing, not a failed one (`load_errors` does not count
+/// it), and every waiter of that load gets `None` too.
 pub async fn load_option<K, V, F, Fut>(cache: &Cache<K, V>, key: K, load: F) -> Option<V>
 where
     K: CachedKey,
@@ -264,7 +266,8 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Option<V>>,
 {
-    cache.try_get_or_load(key, || async { load().await.ok_or(Nothing) }).await.ok()
+    let ttl = cache.store.config.default_ttl;
+    cache.load(key, ttl, true, Errors::Nothing, || async { load().await.ok_or(Nothing) }).await.ok()
 }
 
 /// A function returning `Result<T, E>`: caches `Ok` only. With a `sharer`

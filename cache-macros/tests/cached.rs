@@ -91,6 +91,29 @@ async fn some_is_cached_none_is_not() {
     assert_eq!(optional(3).await, None);
     assert_eq!(optional(3).await, None);
     assert_eq!(OPTIONAL.load(Ordering::SeqCst), 3);
+    // A `None` is a load that found nothing, not a failed one.
+    let m = optional_cache().metrics();
+    assert_eq!((m.loads, m.load_errors, m.size), (3, 0, 1));
+}
+
+static SLOW_NONE: AtomicUsize = AtomicUsize::new(0);
+
+#[cached]
+async fn slow_none(id: u32) -> Option<u32> {
+    SLOW_NONE.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    (id > 100).then_some(id)
+}
+
+/// Concurrent callers of a load that finds nothing all get `None` from that
+/// one load: nobody loads again, nothing is counted as an error.
+#[tokio::test(start_paused = true)]
+async fn waiters_of_a_none_get_none_from_the_one_load() {
+    let got = join_all((0..10).map(|_| slow_none(1))).await;
+    assert!(got.iter().all(Option::is_none));
+    assert_eq!(SLOW_NONE.load(Ordering::SeqCst), 1, "one load for ten callers");
+    let m = slow_none_cache().metrics();
+    assert_eq!((m.misses, m.loads, m.coalesced, m.load_errors), (10, 1, 9, 0));
 }
 
 static EXPIRING: AtomicUsize = AtomicUsize::new(0);
