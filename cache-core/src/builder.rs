@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::Cache;
+use crate::listen::{Listener, RemovalCause};
 use crate::store::Config;
 
 /// Which entry a full cache evicts: see [`CacheBuilder::policy`].
@@ -75,6 +76,7 @@ pub enum Policy {
 /// ```
 pub struct CacheBuilder<K, V> {
     config: Config,
+    listener: Option<Listener<K, V>>,
     _types: PhantomData<fn() -> (K, V)>,
 }
 
@@ -96,6 +98,7 @@ impl<K, V> Default for CacheBuilder<K, V> {
                 policy: Policy::Lru,
                 snapshot_version: 0,
             },
+            listener: None,
             _types: PhantomData,
         }
     }
@@ -282,6 +285,48 @@ impl<K, V> CacheBuilder<K, V> {
         self
     }
 
+    /// Calls `listener` once for every entry that leaves the cache, with
+    /// its key, its value and why ([`RemovalCause`]): `remove`, `clear` and
+    /// `#[cached]`'s `_invalidate` say `Explicit`; an `insert` over a present
+    /// key says `Replaced` (for the old value); the size bound says `Size`
+    /// (so does a value never stored: `max_size(0)`, or a newcomer refused
+    /// by `Policy::TinyLfu`); a TTL says `Expired`. Loads in flight are not
+    /// entries; dropping the cache tells nothing.
+    ///
+    /// The listener runs after the cache's lock is released, on the thread
+    /// of the operation that removed the entry (so it may call back into
+    /// the cache), and a panic in it is caught and counted in
+    /// [`Metrics::listener_panics`](crate::Metrics::listener_panics).
+    /// Expirations are told within a second of their deadline even when
+    /// nobody touches the cache, if it was built inside a tokio runtime (a
+    /// task there expires due entries; it ends with the cache).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use async_cache::{Cache, RemovalCause};
+    ///
+    /// let told = Arc::new(Mutex::new(Vec::new()));
+    /// let log = Arc::clone(&told);
+    /// let cache = Cache::<u32, String>::builder()
+    ///     .max_size(1)
+    ///     .eviction_listener(move |key: &u32, _value: &String, cause| log.lock().unwrap().push((*key, cause)))
+    ///     .build();
+    /// cache.insert(1, "a".into());
+    /// cache.insert(1, "b".into()); // replaces "a"
+    /// cache.insert(2, "c".into()); // pushes 1 out
+    /// cache.remove(&2);
+    /// assert_eq!(
+    ///     *told.lock().unwrap(),
+    ///     [(1, RemovalCause::Replaced), (1, RemovalCause::Size), (2, RemovalCause::Explicit)]
+    /// );
+    /// ```
+    pub fn eviction_listener(mut self, listener: impl Fn(&K, &V, RemovalCause) + Send + Sync + 'static) -> Self {
+        self.listener = Some(Arc::new(listener));
+        self
+    }
+
     /// Builds the cache.
     ///
     /// # Examples
@@ -297,6 +342,6 @@ impl<K, V> CacheBuilder<K, V> {
         K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
         V: Clone + Send + Sync + 'static,
     {
-        Cache::from_config(self.config)
+        Cache::from_parts(self.config, self.listener)
     }
 }

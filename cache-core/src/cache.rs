@@ -7,9 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::builder::CacheBuilder;
+use crate::listen::Listener;
 use crate::observe::{LoadEvent, ObserverId};
 use crate::stats::Metrics;
 use crate::store::{Config, Store};
+
+/// How often the maintenance task of a cache with a listener runs.
+const MAINTENANCE_EVERY: Duration = Duration::from_millis(500);
 
 /// A concurrent LRU/TTL cache with single-flight loading.
 ///
@@ -95,8 +99,35 @@ where
         CacheBuilder::new()
     }
 
-    pub(crate) fn from_config(config: Config) -> Self {
-        Cache { store: Arc::new(Store::new(config)) }
+    pub(crate) fn from_parts(config: Config, listener: Option<Listener<K, V>>) -> Self {
+        let listening = listener.is_some();
+        let cache = Cache { store: Arc::new(Store::new(config, listener)) };
+        if listening {
+            cache.maintain_in_background();
+        }
+        cache
+    }
+
+    /// With a listener, expirations are told within a second of their
+    /// deadline even when nobody touches the cache: a task on the runtime
+    /// the cache was built in expires due entries twice a second. It holds
+    /// only a weak reference: dropping the last handle ends it. Built
+    /// outside a runtime, there is no task, and expirations are told on the
+    /// next write, `len()` or `metrics()`.
+    fn maintain_in_background(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let store = Arc::downgrade(&self.store);
+        runtime.spawn(async move {
+            let mut ticks = tokio::time::interval(MAINTENANCE_EVERY);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                match store.upgrade() {
+                    Some(store) => store.expire_due(),
+                    None => return,
+                }
+            }
+        });
     }
 
     /// The value for `key`, if present and not expired. A hit promotes the
@@ -248,6 +279,56 @@ where
     /// ```
     pub fn clear(&self) {
         self.store.clear();
+    }
+
+    /// Copies of the live entries, in no particular order. Weakly
+    /// consistent: it yields every entry present for the whole iteration
+    /// (with a value it held meanwhile) and none removed before it
+    /// started; entries written during it may or may not appear. It counts
+    /// no hits or misses and promotes nothing. It copies one table shard at
+    /// a time under the lock (writers wait for no more than that), and
+    /// clones keys and values after releasing it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_cache::Cache;
+    ///
+    /// let cache = Cache::<u32, String>::new(10);
+    /// cache.insert(1, "a".into());
+    /// cache.insert(2, "b".into());
+    /// let mut entries: Vec<_> = cache.iter().collect();
+    /// entries.sort();
+    /// assert_eq!(entries, [(1, "a".to_string()), (2, "b".to_string())]);
+    /// assert_eq!(cache.metrics().hits, 0);
+    /// ```
+    pub fn iter(&self) -> impl Iterator<Item = (K, V)> + '_ {
+        (0..self.store.shard_count()).flat_map(|shard| self.store.entries_of(shard))
+    }
+
+    /// Removes the entries for which `keep` returns false (the listener
+    /// says `Explicit`). `keep` runs outside the cache's lock, so it may
+    /// call back into the cache; an entry overwritten while `keep` judged
+    /// its old value stays. Like [`iter`](Self::iter), it goes one table
+    /// shard at a time.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_cache::Cache;
+    ///
+    /// let cache = Cache::<u32, u32>::new(10);
+    /// for k in 0..6 {
+    ///     cache.insert(k, k * 10);
+    /// }
+    /// cache.retain(|_, value| *value >= 30);
+    /// assert_eq!(cache.len(), 3);
+    /// assert!(cache.get(&2).is_none() && cache.get(&3).is_some());
+    /// ```
+    pub fn retain(&self, mut keep: impl FnMut(&K, &V) -> bool) {
+        for shard in 0..self.store.shard_count() {
+            self.store.retain_in(shard, &mut keep);
+        }
     }
 
     /// Live entries. Expired entries are reclaimed first, so they never count.

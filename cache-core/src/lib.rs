@@ -13,6 +13,7 @@ mod batch;
 mod builder;
 mod cache;
 mod flight;
+mod listen;
 mod load;
 mod observe;
 #[cfg(feature = "persist")]
@@ -26,6 +27,7 @@ mod warmup;
 pub use crate::batch::{BatchLoader, Batched};
 pub use crate::builder::{CacheBuilder, Policy};
 pub use crate::cache::{Cache, WeakCache};
+pub use crate::listen::RemovalCause;
 pub use crate::observe::{LoadEvent, LoadOutcome, ObserverId};
 #[cfg(feature = "persist")]
 pub use crate::persist::{AutosaveHandle, Backend, BackendError, LoadReport, Record, SaveReport, Snapshot};

@@ -32,6 +32,7 @@ use crate::sync::{Mutex, lock};
 /// assert_eq!(m.hit_rate(), 0.5);
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Metrics {
     /// Lookups that found a live value.
     pub hits: u64,
@@ -59,6 +60,8 @@ pub struct Metrics {
     pub batches: u64,
     /// Keys sent in those calls.
     pub batched_keys: u64,
+    /// Panics caught in the removal listener.
+    pub listener_panics: u64,
 }
 
 impl Metrics {
@@ -69,8 +72,9 @@ impl Metrics {
     /// ```
     /// use async_cache::Metrics;
     ///
-    /// assert_eq!(Metrics::default().hit_rate(), 0.0);
-    /// let m = Metrics { hits: 3, misses: 1, ..Metrics::default() };
+    /// let mut m = Metrics::default();
+    /// assert_eq!(m.hit_rate(), 0.0);
+    /// (m.hits, m.misses) = (3, 1);
     /// assert_eq!(m.hit_rate(), 0.75);
     /// ```
     pub fn hit_rate(&self) -> f64 {
@@ -107,6 +111,7 @@ pub(crate) struct Counters {
     pub(crate) coalesced: Counter,
     pub(crate) batches: Counter,
     pub(crate) batched_keys: Counter,
+    pub(crate) listener_panics: Counter,
     baseline: Mutex<Metrics>,
 }
 
@@ -126,6 +131,7 @@ impl Counters {
             coalesced: self.coalesced.get(),
             batches: self.batches.get(),
             batched_keys: self.batched_keys.get(),
+            listener_panics: self.listener_panics.get(),
         }
     }
 
@@ -142,6 +148,7 @@ impl Counters {
             coalesced: totals.coalesced.saturating_sub(base.coalesced),
             batches: totals.batches.saturating_sub(base.batches),
             batched_keys: totals.batched_keys.saturating_sub(base.batched_keys),
+            listener_panics: totals.listener_panics.saturating_sub(base.listener_panics),
             ..totals
         }
     }

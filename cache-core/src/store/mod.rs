@@ -45,6 +45,7 @@ use self::wheel::{Timer, Wheel};
 use crossbeam_utils::CachePadded;
 
 use crate::flight::{Flight, Outcome};
+use crate::listen::{Listener, RemovalCause, notify};
 use crate::observe::Observers;
 use crate::stats::{Counters, Metrics};
 use crate::sync::atomic::AtomicPtr;
@@ -88,6 +89,9 @@ struct State {
     usage: Vec<Usage>,
     /// Retired slots not yet handed to the epoch.
     limbo: Vec<u32>,
+    /// Entries removed under this lock, for the listener (only with one):
+    /// told after unlocking, by the write that removed them.
+    departed: Vec<(u32, RemovalCause)>,
     /// Spare buffer for replaying read records.
     replaying: Vec<(u32, u32)>,
     /// Counted here, under the lock that evicts and expires, not with atomics.
@@ -138,6 +142,7 @@ pub(crate) struct Store<K, V> {
     pub(crate) config: Config,
     pub(crate) counters: Counters,
     pub(crate) observers: Observers,
+    listener: Option<Listener<K, V>>,
     /// Saves of this cache run one at a time.
     #[cfg(feature = "persist")]
     pub(crate) save_lock: tokio::sync::Mutex<()>,
@@ -149,7 +154,7 @@ fn tag_of(hash: u64) -> u32 {
 }
 
 impl<K, V> Store<K, V> {
-    pub(crate) fn new(config: Config) -> Self {
+    pub(crate) fn new(config: Config, listener: Option<Listener<K, V>>) -> Self {
         let shard_bits = if config.max_size == usize::MAX {
             MAX_SHARD_BITS
         } else {
@@ -172,6 +177,7 @@ impl<K, V> Store<K, V> {
                 timed: 0,
                 usage: vec![Usage::default(); shards],
                 limbo: Vec::new(),
+                departed: Vec::new(),
                 replaying: Vec::new(),
                 evictions: 0,
                 expirations: 0,
@@ -181,6 +187,7 @@ impl<K, V> Store<K, V> {
             config,
             counters: Counters::default(),
             observers: Observers::new(),
+            listener,
             #[cfg(feature = "persist")]
             save_lock: tokio::sync::Mutex::new(()),
         }
@@ -246,10 +253,11 @@ impl<K, V> Store<K, V> {
     }
 
     /// Runs `f` under the lock on an up-to-date policy, then, after
-    /// unlocking, hands retired slots to the epoch as `handoff` says.
+    /// unlocking, tells the listener (if any) of the entries that left, and
+    /// hands retired slots to the epoch as `handoff` says.
     fn write<R>(&self, handoff: Handoff, f: impl FnOnce(&mut State) -> R) -> R {
         let free = self.take_back();
-        let (out, retired) = {
+        let (out, retired, departed) = {
             let mut p = self.lock();
             if let Some(free) = &free {
                 p.free.extend_from_slice(free);
@@ -259,7 +267,11 @@ impl<K, V> Store<K, V> {
             let flush = handoff == Handoff::Now && !p.limbo.is_empty();
             let retired = (p.limbo.len() >= LIMBO_BATCH || flush)
                 .then(|| std::mem::replace(&mut p.limbo, Vec::with_capacity(LIMBO_BATCH)));
-            (out, retired)
+            // Pinned before unlocking, so no grace period that could free
+            // these slots (any hand-off happens after the unlock) ends
+            // before the listener is done with them.
+            let departed = (!p.departed.is_empty()).then(|| (std::mem::take(&mut p.departed), pin()));
+            (out, retired, departed)
         };
         if let Some(slots) = retired {
             // Their grace period starts now, later than their retirement:
@@ -267,7 +279,44 @@ impl<K, V> Store<K, V> {
             let reclaimed = Arc::clone(&self.reclaimed);
             defer_and_flush(move || reclaimed.add(slots));
         }
+        if let Some((departed, _pinned)) = departed {
+            self.tell(departed);
+        }
         out
+    }
+
+    /// Tells the listener of entries that left under the lock just
+    /// released: user code, so never under it.
+    #[cold]
+    #[inline(never)]
+    fn tell(&self, departed: Vec<(u32, RemovalCause)>) {
+        let Some(listener) = &self.listener else { return };
+        for (idx, cause) in departed {
+            let slot = self.slot(idx);
+            // SAFETY: retired READY by the write that passed it here, which
+            // pinned before unlocking: not reclaimed until the pin ends.
+            let (key, value) = unsafe { (slot.key(), slot.value()) };
+            notify(listener, &self.counters.listener_panics, key, value, cause);
+        }
+    }
+
+    /// Tells the listener of an entry that was never stored (see
+    /// [`keeps`](Self::keeps)): for the bound if it is zero, else for its
+    /// zero TTL.
+    fn tell_unstored(&self, key: &K, value: &V) {
+        if let Some(listener) = &self.listener {
+            notify(listener, &self.counters.listener_panics, key, value, self.unstored_cause());
+        }
+    }
+
+    fn unstored_cause(&self) -> RemovalCause {
+        if self.config.max_size == 0 { RemovalCause::Size } else { RemovalCause::Expired }
+    }
+
+    /// Expires due entries now: the maintenance task's tick, so expirations
+    /// reach the listener without anyone touching the cache.
+    pub(crate) fn expire_due(&self) {
+        self.write(Handoff::Now, |_| ());
     }
 
     /// Takes back the slots whose grace period has ended, if any: see
@@ -336,7 +385,7 @@ impl<K, V> Store<K, V> {
         wheel.advance(now, |timer| {
             let slot = self.slot(timer.idx);
             if slot.meta.load(Ordering::Relaxed) == timer.meta {
-                self.detach(p, timer.idx);
+                self.detach(p, timer.idx, RemovalCause::Expired);
                 p.expirations += 1;
             }
         });
@@ -420,14 +469,24 @@ impl<K, V> Store<K, V> {
 
     /// Takes `idx` out of the recency order and retires it; its table word
     /// must be gone or about to be (the caller's job unless `unindex` first).
-    fn retire(&self, p: &mut State, idx: u32) {
+    /// An entry (not a placeholder) leaves for `cause`.
+    fn retire(&self, p: &mut State, idx: u32, cause: RemovalCause) {
         let slot = self.slot(idx);
         if state(slot.meta.load(Ordering::Relaxed)) == READY {
             p.order.unlink(idx);
             p.len -= 1;
             self.unarm(p, idx);
+            self.depart(p, idx, cause);
         }
         self.discard(p, idx);
+    }
+
+    /// Notes that entry `idx` leaves for `cause`, for the listener.
+    #[inline]
+    fn depart(&self, p: &mut State, idx: u32, cause: RemovalCause) {
+        if self.listener.is_some() {
+            p.departed.push((idx, cause));
+        }
     }
 
     /// Retires slot `idx`, already out of the order and the table, into
@@ -459,9 +518,9 @@ impl<K, V> Store<K, V> {
     }
 
     /// `unindex` then `retire`.
-    fn detach(&self, p: &mut State, idx: u32) {
+    fn detach(&self, p: &mut State, idx: u32, cause: RemovalCause) {
         self.unindex(p, idx);
-        self.retire(p, idx);
+        self.retire(p, idx, cause);
     }
 
     /// Hands a fresh `READY` slot to the order and enforces the bound.
@@ -471,7 +530,7 @@ impl<K, V> Store<K, V> {
         self.arm(p, idx, meta, expires);
         while p.len > self.config.max_size {
             let victim = p.order.victim().expect("len > 0");
-            self.detach(p, victim);
+            self.detach(p, victim, RemovalCause::Size);
             p.evictions += 1;
         }
     }
@@ -532,9 +591,19 @@ impl<K, V> Store<K, V> {
             let tag = unsafe { slot.tag() };
             self.link(p, lead.idx, meta, tag, expires);
             Ok(flight)
+        } else if ours && self.listener.is_some() {
+            // Never stored, yet an entry to the listener: resolved, then
+            // straight out, so that it is told with the key and value.
+            // SAFETY: our PENDING slot, lock held.
+            let (_, flight) = unsafe { slot.resolve(expires, value) };
+            self.unindex(p, lead.idx);
+            self.depart(p, lead.idx, self.unstored_cause());
+            self.discard(p, lead.idx);
+            Ok(flight)
         } else {
             if ours {
-                self.detach(p, lead.idx);
+                // A placeholder: no entry leaves, the cause is not told.
+                self.detach(p, lead.idx, RemovalCause::Size);
             }
             Err(value)
         }
@@ -551,7 +620,8 @@ impl<K, V> Store<K, V> {
         self.write(Handoff::Now, |p| {
             for lead in leads.clone() {
                 if self.slot(lead.idx).meta.load(Ordering::Relaxed) == lead.meta {
-                    self.detach(p, lead.idx);
+                    // A placeholder: no entry leaves, the cause is not told.
+                    self.detach(p, lead.idx, RemovalCause::Explicit);
                 }
             }
         });
@@ -701,7 +771,9 @@ where
             self.insert_locked(p, hash, key, value, ttl)
         });
         // The caller's own key and value, dropped in its call, after unlocking.
-        drop(unstored);
+        if let Some((key, value)) = unstored {
+            self.tell_unstored(&key, &value);
+        }
     }
 
     /// `insert` with the lock held. A zero TTL or a zero bound stores
@@ -711,7 +783,7 @@ where
     fn insert_locked(&self, p: &mut State, hash: u64, key: K, value: V, ttl: Option<Duration>) -> Option<(K, V)> {
         if !self.keeps(ttl) {
             if let Some((_, idx)) = self.find(hash, &key, &p.locked) {
-                self.detach(p, idx);
+                self.detach(p, idx, RemovalCause::Replaced);
             }
             return Some((key, value));
         }
@@ -731,12 +803,13 @@ where
                     // win admission again each time).
                     p.order.replace(old, idx, meta);
                     self.unarm(p, old);
+                    self.depart(p, old, RemovalCause::Replaced);
                     self.discard(p, old);
                     self.arm(p, idx, meta, expires);
                     return None;
                 }
-                // A load's placeholder: not an entry yet.
-                self.retire(p, old);
+                // A load's placeholder: not an entry yet, nothing is told.
+                self.retire(p, old, RemovalCause::Replaced);
             }
             Probe::Vacant(pos) => self.occupy(p, shard, pos, tag, idx),
         }
@@ -753,7 +826,7 @@ where
         let removed = self.write(Handoff::Now, |p| {
             let (_, idx) = self.find(hash, key, &p.locked)?;
             let was_ready = state(self.slot(idx).meta.load(Ordering::Relaxed)) == READY;
-            self.detach(p, idx);
+            self.detach(p, idx, RemovalCause::Explicit);
             was_ready.then_some(idx)
         })?;
         // SAFETY: retired READY; we were pinned before it was retired, so it
@@ -771,8 +844,10 @@ where
                 };
                 // SAFETY: swapped out under the lock, retired only below.
                 for (_, idx) in unsafe { TableRef::new(old) }.entries() {
-                    self.slot(idx).retire();
-                    p.limbo.push(idx);
+                    if state(self.slot(idx).meta.load(Ordering::Relaxed)) == READY {
+                        self.depart(p, idx, RemovalCause::Explicit);
+                    }
+                    self.discard(p, idx);
                 }
                 retire_table(old);
                 p.usage[shard] = Usage::default();
@@ -846,15 +921,7 @@ where
         // Which entries, and their recency, a shard per lock.
         let mut picked: Vec<((u8, u32), u32, u32)> = Vec::new();
         for shard in 0..self.shards.len() {
-            self.write(Handoff::Batched, |p| {
-                let Some(table) = self.table(shard, &p.locked) else {
-                    return;
-                };
-                picked.extend(table.entries().filter_map(|(_, idx)| {
-                    let meta = self.slot(idx).meta.load(Ordering::Relaxed);
-                    (state(meta) == READY).then(|| (p.order.rank(idx), idx, meta))
-                }));
-            });
+            self.pick(shard, &mut picked, |p, idx, meta| (p.order.rank(idx), idx, meta));
         }
         // Coldest first: by the order's rank, then by age from a clock no
         // older than any stamp; stamps are distinct, so no need for a
@@ -864,42 +931,115 @@ where
         let now = self.clock.now();
         let mut visited = Vec::with_capacity(picked.len());
         for (_, idx, meta) in picked {
-            let Some(idx) = self.current(idx, meta) else {
+            let Some((idx, _)) = self.current(idx, meta, now) else {
                 continue;
             };
             let slot = self.slot(idx);
-            // SAFETY: READY when picked or found (so its fields are
-            // initialized), and held: not taken back, so still intact.
-            let expires = unsafe { slot.expires() };
-            if expires > now {
-                // SAFETY: as above.
-                visited.push(unsafe { visit(slot.key(), slot.value(), expires) }?);
-            }
+            // SAFETY: READY when found by `current`, and held: not taken
+            // back, so intact.
+            visited.push(unsafe { visit(slot.key(), slot.value(), slot.expires()) }?);
         }
         Ok(visited)
     }
 
-    /// The slot that holds the key of picked slot `idx` now: `idx` itself
-    /// if unchanged since it was picked with `meta`, else the key's current
-    /// live slot, if any (it was overwritten, maybe more than once); `None`
-    /// if it was removed or has expired. The caller holds retired slots
-    /// (see [`Reclaimed::hold`]).
-    #[cfg(feature = "persist")]
-    fn current(&self, idx: u32, meta: u32) -> Option<u32> {
+    /// Adds `shard`'s `READY` slots to `picked`, as `each(state, idx,
+    /// meta)` makes them, under the lock: one shard's copy is all a writer
+    /// waits for.
+    fn pick<T>(&self, shard: usize, picked: &mut Vec<T>, each: impl Fn(&State, u32, u32) -> T) {
+        self.write(Handoff::Batched, |p| {
+            let Some(table) = self.table(shard, &p.locked) else {
+                return;
+            };
+            picked.extend(table.entries().filter_map(|(_, idx)| {
+                let meta = self.slot(idx).meta.load(Ordering::Relaxed);
+                (state(meta) == READY).then(|| each(p, idx, meta))
+            }));
+        });
+    }
+
+    /// The slot (and its meta) that holds the key of picked slot `idx`
+    /// now: `idx` itself if unchanged since it was picked with `meta`, else
+    /// the key's current live slot (it was overwritten, maybe more than
+    /// once); `None` if it was removed or its deadline is not after `now`.
+    /// The caller holds retired slots (see [`Reclaimed::hold`]).
+    fn current(&self, idx: u32, meta: u32, now: u64) -> Option<(u32, u32)> {
         let slot = self.slot(idx);
-        if slot.meta.load(Ordering::Acquire) == meta {
-            return Some(idx);
+        let (idx, meta) = if slot.meta.load(Ordering::Acquire) == meta {
+            (idx, meta)
+        } else {
+            let guard = pin();
+            // SAFETY: picked READY, and held since: retired at most, its key
+            // and tag intact.
+            let (tag, key) = unsafe { (slot.tag(), slot.key()) };
+            // A lookup needs only the tag of the hash.
+            match self.live(u64::from(tag) << 32, key, &guard) {
+                // Held: a slot found READY stays readable after the unpin.
+                Lookup::Live { idx, meta, .. } => (idx, meta),
+                Lookup::Absent => return None,
+            }
+        };
+        // SAFETY: READY when picked or found, and held: intact.
+        (unsafe { self.slot(idx).expires() } > now).then_some((idx, meta))
+    }
+
+    /// Copies of `shard`'s live entries, for [`Cache::iter`](crate::Cache::iter):
+    /// picked under the lock, cloned after it (user `Clone` never runs
+    /// under it). Weakly consistent, like a snapshot: an entry present
+    /// throughout is there (with its value then), one removed before is
+    /// not. No promotion, no counting.
+    pub(crate) fn entries_of(&self, shard: usize) -> Vec<(K, V)>
+    where
+        K: Clone,
+    {
+        let _held = self.reclaimed.hold();
+        let mut picked = Vec::new();
+        self.pick(shard, &mut picked, |_, idx, meta| (idx, meta));
+        let now = self.clock.now();
+        picked
+            .into_iter()
+            .filter_map(|(idx, meta)| {
+                let (idx, _) = self.current(idx, meta, now)?;
+                let slot = self.slot(idx);
+                // SAFETY: READY when found, and held: intact.
+                Some(unsafe { (slot.key().clone(), slot.value().clone()) })
+            })
+            .collect()
+    }
+
+    /// [`Cache::retain`](crate::Cache::retain) over one shard: `keep` sees
+    /// each live entry outside the lock; the entries it refuses are then
+    /// removed under one lock, each only if it is still the entry `keep`
+    /// saw (one overwritten meanwhile stays: its new value was not judged).
+    pub(crate) fn retain_in(&self, shard: usize, keep: &mut impl FnMut(&K, &V) -> bool) {
+        let doomed: Vec<(u32, u32)> = {
+            let _held = self.reclaimed.hold();
+            let mut picked = Vec::new();
+            self.pick(shard, &mut picked, |_, idx, meta| (idx, meta));
+            let now = self.clock.now();
+            picked
+                .into_iter()
+                .filter_map(|(idx, meta)| self.current(idx, meta, now))
+                .filter(|&(idx, _)| {
+                    let slot = self.slot(idx);
+                    // SAFETY: READY when found, and held: intact.
+                    !unsafe { keep(slot.key(), slot.value()) }
+                })
+                .collect()
+        };
+        if doomed.is_empty() {
+            return;
         }
-        let guard = pin();
-        // SAFETY: picked READY, and held since: retired at most, its key and
-        // tag intact.
-        let (tag, key) = unsafe { (slot.tag(), slot.key()) };
-        // A lookup needs only the tag of the hash.
-        match self.live(u64::from(tag) << 32, key, &guard) {
-            // Held: a slot found READY stays readable after the unpin.
-            Lookup::Live { idx, .. } => Some(idx),
-            Lookup::Absent => None,
-        }
+        self.write(Handoff::Now, |p| {
+            for (idx, meta) in doomed {
+                if self.slot(idx).meta.load(Ordering::Relaxed) == meta {
+                    self.detach(p, idx, RemovalCause::Explicit);
+                }
+            }
+        });
+    }
+
+    pub(crate) fn shard_count(&self) -> usize {
+        self.shards.len()
     }
 
     /// Inserts many entries, in order, taking the lock once per `chunk`.
@@ -918,7 +1058,9 @@ where
                     .filter_map(|(hash, key, value, ttl)| self.insert_locked(p, hash, key, value, ttl))
                     .collect()
             });
-            drop(unstored);
+            for (key, value) in unstored {
+                self.tell_unstored(&key, &value);
+            }
         }
     }
 }

@@ -139,7 +139,6 @@ impl Reclaimed {
 
     /// Keeps retired slots (and so their contents) from being taken back
     /// until the returned guard is dropped.
-    #[cfg(feature = "persist")]
     pub(super) fn hold(&self) -> Held<'_> {
         self.held.fetch_add(1, Ordering::AcqRel);
         Held(self)
@@ -147,10 +146,8 @@ impl Reclaimed {
 }
 
 /// See [`Reclaimed::hold`].
-#[cfg(feature = "persist")]
 pub(super) struct Held<'a>(&'a Reclaimed);
 
-#[cfg(feature = "persist")]
 impl Drop for Held<'_> {
     fn drop(&mut self) {
         self.0.held.fetch_sub(1, Ordering::AcqRel);
