@@ -7,6 +7,7 @@
 //! happens: with the value, the error, or `Abandoned` if the loader panics or
 //! the caller is dropped, and then one waiter leads in its stead.
 
+use std::borrow::Borrow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::hash::Hash;
@@ -245,6 +246,86 @@ where
     {
         let loaded = self.load(key, ttl, true, Errors::Shared, load).await;
         loaded.map_err(Failure::shared)
+    }
+
+    /// [`get_or_load`](Self::get_or_load) with a borrowed key: a hit makes
+    /// no owned key (a `&str` looking up a `String` key allocates nothing);
+    /// only a miss turns it into a `K`, with `ToOwned`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_cache::Cache;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let cache = Cache::<String, usize>::new(100);
+    /// let len = cache.get_or_load_by_ref("ada", || async { 3 }).await; // a miss: "ada".to_owned()
+    /// assert_eq!(len, 3);
+    /// assert_eq!(cache.get_or_load_by_ref("ada", || async { 0 }).await, 3); // a hit: no String made
+    /// # }
+    /// ```
+    pub async fn get_or_load_by_ref<Q, F, Fut>(&self, key: &Q, load: F) -> V
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = V>,
+    {
+        let loaded = self.load_by_ref(key, Errors::Shared, || async { Ok::<V, Infallible>(load().await) });
+        match loaded.await {
+            Ok(value) => value,
+            Err(Failure::Own(never)) => match never {},
+            Err(Failure::Shared(never)) => match *never {},
+        }
+    }
+
+    /// [`try_get_or_load`](Self::try_get_or_load) with a borrowed key, as
+    /// [`get_or_load_by_ref`](Self::get_or_load_by_ref).
+    ///
+    /// # Errors
+    ///
+    /// The loader's error, shared with every caller of that load.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_cache::Cache;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let cache = Cache::<String, usize>::new(100);
+    /// let len = cache.try_get_or_load_by_ref("ada", || async { Ok::<_, std::io::Error>(3) }).await;
+    /// assert_eq!(len.unwrap(), 3);
+    /// # }
+    /// ```
+    pub async fn try_get_or_load_by_ref<Q, F, Fut, E>(&self, key: &Q, load: F) -> Result<V, Arc<E>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+        E: Send + Sync + 'static,
+    {
+        self.load_by_ref(key, Errors::Shared, load).await.map_err(Failure::shared)
+    }
+
+    /// The hit path on the borrowed key (counting the lookup), then the
+    /// single-flight protocol on an owned one.
+    async fn load_by_ref<Q, F, Fut, E>(&self, key: &Q, errors: Errors, load: F) -> Result<V, Failure<E>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+        E: Send + Sync + 'static,
+    {
+        let store = &*self.store;
+        if let Some(value) = store.get(store.hash(key), key) {
+            return Ok(value);
+        }
+        // Counted as a miss above: the protocol looks again without counting.
+        self.load(key.to_owned(), store.config.default_ttl, false, errors, load).await
     }
 
     /// The single-flight protocol. `lookup` counts the first lookup as a hit
