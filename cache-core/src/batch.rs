@@ -404,12 +404,17 @@ where
             }
             let outcome = match loaded {
                 Ok(Ok(mut values)) => {
-                    // One value for the store and one for the waiters, made
-                    // here: never under the store's lock.
-                    let answers: Vec<Option<(V, V)>> = batch
+                    // One value for the store and one for the waiters, and
+                    // its weight, made here: never under the store's lock.
+                    let answers: Vec<Option<(V, V, u32)>> = batch
                         .held
                         .iter()
-                        .map(|(key, _)| values.remove(key).map(|value| (value.clone(), value)))
+                        .map(|(key, _)| {
+                            values.remove(key).map(|value| {
+                                let weight = store.weigh(key, &value);
+                                (value.clone(), value, weight)
+                            })
+                        })
                         .collect();
                     drop(values);
                     Ok(answers)
@@ -427,8 +432,8 @@ where
                     let mut absent = Vec::new();
                     for ((_, lead), answer) in leads.iter().zip(answers) {
                         match answer {
-                            Some((stored, handed)) => {
-                                found.push((lead, stored));
+                            Some((stored, handed, weight)) => {
+                                found.push((lead, stored, weight));
                                 wake.push((lead, handed));
                             }
                             None => absent.push(lead),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::Cache;
-use crate::listen::{Listener, RemovalCause};
+use crate::listen::{Listener, RemovalCause, Weigher};
 use crate::store::Config;
 
 /// Which entry a full cache evicts: see [`CacheBuilder::policy`].
@@ -77,6 +77,10 @@ pub enum Policy {
 pub struct CacheBuilder<K, V> {
     config: Config,
     listener: Option<Listener<K, V>>,
+    weigher: Option<Weigher<K, V>>,
+    /// Whether `max_size` or `unbounded` was called: with `max_weight`,
+    /// the default size bound does not apply.
+    sized: bool,
     _types: PhantomData<fn() -> (K, V)>,
 }
 
@@ -96,9 +100,12 @@ impl<K, V> Default for CacheBuilder<K, V> {
                 max_batch_size: 100,
                 name: Arc::from("default"),
                 policy: Policy::Lru,
+                max_weight: u64::MAX,
                 snapshot_version: 0,
             },
             listener: None,
+            weigher: None,
+            sized: false,
             _types: PhantomData,
         }
     }
@@ -130,6 +137,7 @@ impl<K, V> CacheBuilder<K, V> {
     /// ```
     pub fn max_size(mut self, max_size: usize) -> Self {
         self.config.max_size = max_size;
+        self.sized = true;
         self
     }
 
@@ -175,6 +183,7 @@ impl<K, V> CacheBuilder<K, V> {
     /// ```
     pub fn unbounded(mut self) -> Self {
         self.config.max_size = usize::MAX;
+        self.sized = true;
         self
     }
 
@@ -327,6 +336,48 @@ impl<K, V> CacheBuilder<K, V> {
         self
     }
 
+    /// What an entry weighs against [`max_weight`](Self::max_weight) (the
+    /// size of its value in bytes, say); without a weigher every entry
+    /// weighs 1. It runs outside the cache's lock, once per stored value.
+    ///
+    /// # Examples
+    ///
+    /// See [`max_weight`](Self::max_weight).
+    pub fn weigher(mut self, weigher: impl Fn(&K, &V) -> u32 + Send + Sync + 'static) -> Self {
+        self.weigher = Some(Arc::new(weigher));
+        self
+    }
+
+    /// Bounds the sum of the entries' weights (see [`weigher`](Self::weigher)):
+    /// past it, entries are evicted as the policy chooses, and an entry
+    /// heavier than the bound is not stored at all (the listener says
+    /// `Size`). It replaces the default size bound; call
+    /// [`max_size`](Self::max_size) too to bound both (under
+    /// `Policy::TinyLfu`, do: `max_size` sizes the policy's regions and
+    /// frequency sketch).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_cache::Cache;
+    ///
+    /// // At most 1 KiB of values.
+    /// let pages = Cache::<u32, String>::builder()
+    ///     .weigher(|_key, page: &String| page.len() as u32)
+    ///     .max_weight(1024)
+    ///     .build();
+    /// pages.insert(1, "a".repeat(600));
+    /// pages.insert(2, "b".repeat(600)); // 1,200 bytes: page 1 goes
+    /// assert_eq!((pages.len(), pages.weight()), (1, 600));
+    /// pages.insert(3, "c".repeat(2_000)); // heavier than the bound: not stored
+    /// assert!(pages.get(&3).is_none());
+    /// assert_eq!(pages.metrics().max_weight, Some(1024));
+    /// ```
+    pub fn max_weight(mut self, max_weight: u64) -> Self {
+        self.config.max_weight = max_weight;
+        self
+    }
+
     /// Builds the cache.
     ///
     /// # Examples
@@ -342,6 +393,17 @@ impl<K, V> CacheBuilder<K, V> {
         K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
         V: Clone + Send + Sync + 'static,
     {
-        Cache::from_parts(self.config, self.listener)
+        let mut config = self.config;
+        if config.max_weight != u64::MAX {
+            // The weight bound replaces the default size bound.
+            if !self.sized {
+                config.max_size = usize::MAX;
+            }
+            // Without a weigher every entry weighs 1: a size bound.
+            if self.weigher.is_none() {
+                config.max_size = config.max_size.min(usize::try_from(config.max_weight).unwrap_or(usize::MAX));
+            }
+        }
+        Cache::from_parts(config, self.listener, self.weigher)
     }
 }

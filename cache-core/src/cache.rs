@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::builder::CacheBuilder;
-use crate::listen::Listener;
+use crate::listen::{Listener, Weigher};
 use crate::observe::{LoadEvent, ObserverId};
 use crate::stats::Metrics;
 use crate::store::{Config, Store};
@@ -99,9 +99,9 @@ where
         CacheBuilder::new()
     }
 
-    pub(crate) fn from_parts(config: Config, listener: Option<Listener<K, V>>) -> Self {
+    pub(crate) fn from_parts(config: Config, listener: Option<Listener<K, V>>, weigher: Option<Weigher<K, V>>) -> Self {
         let listening = listener.is_some();
-        let cache = Cache { store: Arc::new(Store::new(config, listener)) };
+        let cache = Cache { store: Arc::new(Store::new(config, listener, weigher)) };
         if listening {
             cache.maintain_in_background();
         }
@@ -346,6 +346,17 @@ where
     /// ```
     pub fn len(&self) -> usize {
         self.store.len()
+    }
+
+    /// The sum of the live entries' weights (see
+    /// [`CacheBuilder::weigher`]); [`len`](Self::len) without a weigher.
+    /// Like `len`, it never exceeds the bound, even for a moment.
+    ///
+    /// # Examples
+    ///
+    /// See [`CacheBuilder::max_weight`].
+    pub fn weight(&self) -> u64 {
+        self.store.weight()
     }
 
     /// Whether [`len`](Self::len) is zero.

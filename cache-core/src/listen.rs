@@ -1,5 +1,5 @@
-//! The removal listener: told once of every entry that leaves the cache,
-//! and why.
+//! The user's hooks into the store: the removal listener, told once of
+//! every entry that leaves the cache and why, and the weigher.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -27,6 +27,9 @@ pub enum RemovalCause {
 }
 
 pub(crate) type Listener<K, V> = Arc<dyn Fn(&K, &V, RemovalCause) + Send + Sync>;
+
+/// What an entry weighs, from [`CacheBuilder::weigher`](crate::CacheBuilder::weigher).
+pub(crate) type Weigher<K, V> = Arc<dyn Fn(&K, &V) -> u32 + Send + Sync>;
 
 /// Calls `listener`; a panic in it is caught and counted in `panics`: it
 /// belongs to no caller of the operation that happened to remove the entry.

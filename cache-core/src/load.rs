@@ -11,6 +11,7 @@ use std::borrow::Borrow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::hash::Hash;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,12 +89,25 @@ struct Leader<'a, K, V> {
 
 impl<K: Hash + Eq, V: Clone> Leader<'_, K, V> {
     fn succeed(mut self, value: &V, ttl: Option<Duration>) {
+        // User code first (the weigher, `Clone`), while this guard still
+        // holds the placeholder: if it panics, the flight is abandoned and a
+        // waiter takes the load over.
+        let weight = self.store.weigh_lead(self.lead.as_ref().expect("a leader finishes once"), value);
+        let stored = value.clone();
         let lead = self.lead.take().expect("a leader finishes once");
-        self.store.resolve(&lead, value.clone(), ttl);
+        self.store.resolve(&lead, stored, ttl, weight);
         // The placeholder is gone, so nobody can join any more: with no
         // other handle on the flight there is nobody to hand a copy to.
         if Arc::strong_count(&lead.flight) > 1 {
-            lead.flight.finish(Outcome::Value(value.clone()));
+            match catch_unwind(AssertUnwindSafe(|| value.clone())) {
+                Ok(copy) => lead.flight.finish(Outcome::Value(copy)),
+                // No copy for the waiters: they look again, and find the
+                // value stored. The panic is the leader's caller's.
+                Err(panic) => {
+                    lead.flight.finish(Outcome::Abandoned);
+                    resume_unwind(panic);
+                }
+            }
         }
     }
 

@@ -43,6 +43,10 @@ pub struct Metrics {
     pub size: u64,
     /// The size bound, `None` when unbounded.
     pub max_size: Option<u64>,
+    /// The sum of live entries' weights (`size` without a weigher).
+    pub weight: u64,
+    /// The weight bound, `None` without one.
+    pub max_weight: Option<u64>,
     /// Entries pushed out by the size bound.
     pub evictions: u64,
     /// Entries removed because their TTL passed, found on a read or reclaimed.
@@ -124,6 +128,8 @@ impl Counters {
             misses,
             size: 0,
             max_size: None,
+            weight: 0,
+            max_weight: None,
             evictions: 0,
             expirations: 0,
             loads: self.loads.get(),

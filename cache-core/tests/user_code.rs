@@ -219,3 +219,52 @@ async fn a_panicking_clone_in_a_batch_strands_no_caller() {
     .await;
     assert!(!FRAGILE_ARMED.load(Ordering::SeqCst));
 }
+
+/// A value whose `Clone` panics on the n-th call after arming.
+#[derive(Debug, PartialEq)]
+struct Countdown(u64);
+
+static COUNTDOWN: AtomicUsize = AtomicUsize::new(0);
+
+impl Clone for Countdown {
+    fn clone(&self) -> Self {
+        let left = COUNTDOWN.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if left == Ok(1) {
+            panic!("on purpose: Countdown::clone");
+        }
+        Countdown(self.0)
+    }
+}
+
+/// The leader copies its loaded value twice (one for the store, one for
+/// its waiters): a panic in either copy reaches the leader's caller and
+/// strands no waiter. The first copy fails before the value is stored (a
+/// waiter takes the load over); the second after (the waiters find it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_clone_of_a_leaders_value_strands_no_waiter() {
+    for nth in [1, 2] {
+        let cache = Cache::<u64, Countdown>::new(10);
+        let (started, leading) = tokio::sync::oneshot::channel();
+        let leader = {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                cache
+                    .get_or_load(1, || async {
+                        started.send(()).unwrap();
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        COUNTDOWN.store(nth, Ordering::SeqCst);
+                        Countdown(1)
+                    })
+                    .await
+            })
+        };
+        // The waiters join once the leader's load is under way.
+        within(leading).await.unwrap();
+        let waiters = (0..4).map(|_| cache.get_or_load(1, || async { Countdown(2) }));
+        let got = within(futures_util::future::join_all(waiters)).await;
+        assert!(leader.await.is_err(), "copy {nth}: the panic reaches the leader's caller");
+        let expected = if nth == 1 { 2 } else { 1 };
+        assert!(got.iter().all(|v| v.0 == expected), "copy {nth}: {got:?}");
+        assert_eq!(COUNTDOWN.load(Ordering::SeqCst), 0);
+    }
+}

@@ -23,6 +23,12 @@ pub const COALESCED: &str = "cache_coalesced_total";
 pub const SIZE: &str = "cache_size";
 /// The size bound; absent when unbounded (gauge).
 pub const MAX_SIZE: &str = "cache_max_size";
+/// The sum of live entries' weights, `cache_size` without a weigher (gauge).
+pub const WEIGHT: &str = "cache_weight";
+/// The weight bound; absent without one (gauge).
+pub const MAX_WEIGHT: &str = "cache_max_weight";
+/// Panics caught in the removal listener (counter).
+pub const LISTENER_PANICS: &str = "cache_listener_panics_total";
 /// Hits over lookups since the previous publication (gauge).
 pub const HIT_RATIO: &str = "cache_hit_ratio";
 /// How long each loader run took, one observation per `cache_loads_total`

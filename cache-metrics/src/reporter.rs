@@ -157,6 +157,13 @@ fn describe() {
     );
     describe_gauge!(names::SIZE, Unit::Count, "Live entries in the cache.");
     describe_gauge!(names::MAX_SIZE, Unit::Count, "The cache's size bound.");
+    describe_gauge!(
+        names::WEIGHT,
+        Unit::Count,
+        "The sum of live entries' weights (the entry count without a weigher)."
+    );
+    describe_gauge!(names::MAX_WEIGHT, Unit::Count, "The cache's weight bound.");
+    describe_counter!(names::LISTENER_PANICS, Unit::Count, "Panics caught in the removal listener.");
     describe_gauge!(names::HIT_RATIO, "Hits over lookups since the previous publication (about the last second).");
     describe_histogram!(names::LOAD_DURATION, Unit::Seconds, "How long each loader run took.");
     describe_histogram!(names::BATCH_SIZE, Unit::Count, "Keys per load_batch call.");
@@ -173,8 +180,11 @@ struct Handles {
     coalesced: Counter,
     batches: Counter,
     batched_keys: Counter,
+    listener_panics: Counter,
     size: Gauge,
     max_size: Gauge,
+    weight: Gauge,
+    max_weight: Gauge,
     hit_ratio: Gauge,
     /// Lookups as of the previous publication, for the ratio.
     last: Mutex<(u64, u64)>,
@@ -201,8 +211,11 @@ impl Handles {
             coalesced: counter(names::COALESCED),
             batches: counter(names::BATCHES),
             batched_keys: counter(names::BATCHED_KEYS),
+            listener_panics: counter(names::LISTENER_PANICS),
             size: gauge(names::SIZE),
             max_size: gauge(names::MAX_SIZE),
+            weight: gauge(names::WEIGHT),
+            max_weight: gauge(names::MAX_WEIGHT),
             hit_ratio: gauge(names::HIT_RATIO),
             last: Mutex::new((0, 0)),
         }
@@ -218,9 +231,14 @@ impl Handles {
         self.coalesced.absolute(m.coalesced);
         self.batches.absolute(m.batches);
         self.batched_keys.absolute(m.batched_keys);
+        self.listener_panics.absolute(m.listener_panics);
         self.size.set(m.size as f64);
         if let Some(max) = m.max_size {
             self.max_size.set(max as f64);
+        }
+        self.weight.set(m.weight as f64);
+        if let Some(max) = m.max_weight {
+            self.max_weight.set(max as f64);
         }
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         let (hits, lookups) = (m.hits - last.0, m.hits + m.misses - last.1);

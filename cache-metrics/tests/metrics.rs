@@ -93,6 +93,8 @@ async fn every_metric_has_its_value_label_unit_and_description() {
     assert_eq!(p.gauge(names::SIZE, "users"), 0.0);
     assert_eq!(p.gauge(names::MAX_SIZE, "users"), 2.0);
     assert_eq!(p.gauge(names::HIT_RATIO, "users"), 2.0 / 9.0);
+    assert_eq!(p.gauge(names::WEIGHT, "users"), 0.0, "the entry count without a weigher");
+    assert_eq!(p.counter(names::LISTENER_PANICS, "users"), 0);
     assert_eq!(p.counter(names::BATCHES, "users"), 0);
     assert_eq!(p.counter(names::BATCHED_KEYS, "users"), 0);
     let durations = p.histogram(names::LOAD_DURATION, "users");

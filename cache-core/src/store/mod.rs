@@ -45,7 +45,7 @@ use self::wheel::{Timer, Wheel};
 use crossbeam_utils::CachePadded;
 
 use crate::flight::{Flight, Outcome};
-use crate::listen::{Listener, RemovalCause, notify};
+use crate::listen::{Listener, RemovalCause, Weigher, notify};
 use crate::observe::Observers;
 use crate::stats::{Counters, Metrics};
 use crate::sync::atomic::AtomicPtr;
@@ -67,6 +67,8 @@ pub(crate) struct Config {
     pub(crate) max_batch_size: usize,
     pub(crate) name: Arc<str>,
     pub(crate) policy: crate::Policy,
+    /// The bound on the sum of weights; `u64::MAX` when there is none.
+    pub(crate) max_weight: u64,
     /// Tags snapshots (with the key and value types' names).
     #[cfg_attr(not(feature = "persist"), allow(dead_code))]
     pub(crate) snapshot_version: u32,
@@ -89,6 +91,10 @@ struct State {
     usage: Vec<Usage>,
     /// Retired slots not yet handed to the epoch.
     limbo: Vec<u32>,
+    /// The sum of live entries' weights (with a weigher; else unused).
+    weight: u64,
+    /// Each slot's weight, by index (with a weigher; else empty).
+    weights: Vec<u32>,
     /// Entries removed under this lock, for the listener (only with one):
     /// told after unlocking, by the write that removed them.
     departed: Vec<(u32, RemovalCause)>,
@@ -143,6 +149,7 @@ pub(crate) struct Store<K, V> {
     pub(crate) counters: Counters,
     pub(crate) observers: Observers,
     listener: Option<Listener<K, V>>,
+    weigher: Option<Weigher<K, V>>,
     /// Saves of this cache run one at a time.
     #[cfg(feature = "persist")]
     pub(crate) save_lock: tokio::sync::Mutex<()>,
@@ -154,7 +161,7 @@ fn tag_of(hash: u64) -> u32 {
 }
 
 impl<K, V> Store<K, V> {
-    pub(crate) fn new(config: Config, listener: Option<Listener<K, V>>) -> Self {
+    pub(crate) fn new(config: Config, listener: Option<Listener<K, V>>, weigher: Option<Weigher<K, V>>) -> Self {
         let shard_bits = if config.max_size == usize::MAX {
             MAX_SHARD_BITS
         } else {
@@ -177,6 +184,8 @@ impl<K, V> Store<K, V> {
                 timed: 0,
                 usage: vec![Usage::default(); shards],
                 limbo: Vec::new(),
+                weight: 0,
+                weights: Vec::new(),
                 departed: Vec::new(),
                 replaying: Vec::new(),
                 evictions: 0,
@@ -188,6 +197,7 @@ impl<K, V> Store<K, V> {
             counters: Counters::default(),
             observers: Observers::new(),
             listener,
+            weigher,
             #[cfg(feature = "persist")]
             save_lock: tokio::sync::Mutex::new(()),
         }
@@ -245,11 +255,23 @@ impl<K, V> Store<K, V> {
     /// Counters since the cache was built, never reset (for exporters),
     /// with the current size.
     pub(crate) fn totals(&self) -> Metrics {
-        let (size, evictions, expirations) = self.settled(|p| (p.len, p.evictions, p.expirations));
+        let (size, weight, evictions, expirations) = self.settled(|p| {
+            let weight = if self.weigher.is_some() { p.weight } else { p.len as u64 };
+            (p.len, weight, p.evictions, p.expirations)
+        });
         let max_size = (self.config.max_size != usize::MAX).then_some(self.config.max_size as u64);
+        let max_weight = (self.config.max_weight != u64::MAX).then_some(self.config.max_weight);
         let hits = self.reads.hits();
         let misses = self.reads.misses();
-        Metrics { size: size as u64, max_size, evictions, expirations, ..self.counters.totals(hits, misses) }
+        Metrics {
+            size: size as u64,
+            max_size,
+            weight,
+            max_weight,
+            evictions,
+            expirations,
+            ..self.counters.totals(hits, misses)
+        }
     }
 
     /// Runs `f` under the lock on an up-to-date policy, then, after
@@ -303,14 +325,53 @@ impl<K, V> Store<K, V> {
     /// Tells the listener of an entry that was never stored (see
     /// [`keeps`](Self::keeps)): for the bound if it is zero, else for its
     /// zero TTL.
-    fn tell_unstored(&self, key: &K, value: &V) {
+    fn tell_unstored(&self, key: &K, value: &V, cause: RemovalCause) {
         if let Some(listener) = &self.listener {
-            notify(listener, &self.counters.listener_panics, key, value, self.unstored_cause());
+            notify(listener, &self.counters.listener_panics, key, value, cause);
         }
     }
 
-    fn unstored_cause(&self) -> RemovalCause {
-        if self.config.max_size == 0 { RemovalCause::Size } else { RemovalCause::Expired }
+    /// Why an entry with this TTL and weight would not be stored at all, if
+    /// it would not: for the bound (`max_size(0)`, or heavier than
+    /// `max_weight`), or for its zero TTL.
+    fn refusal(&self, ttl: Option<Duration>, weight: u32) -> Option<RemovalCause> {
+        if self.config.max_size == 0 || u64::from(weight) > self.config.max_weight {
+            Some(RemovalCause::Size)
+        } else if ttl == Some(Duration::ZERO) {
+            Some(RemovalCause::Expired)
+        } else {
+            None
+        }
+    }
+
+    /// What `key` and `value` weigh (1 without a weigher). User code: the
+    /// caller is not under the lock.
+    pub(crate) fn weigh(&self, key: &K, value: &V) -> u32 {
+        self.weigher.as_ref().map_or(1, |weigher| weigher(key, value))
+    }
+
+    /// What the entry a leader's load will store weighs, its key read from
+    /// the placeholder (1 without a weigher; 0 if the placeholder is gone,
+    /// when nothing is stored). Called before the leader gives up its
+    /// placeholder, so a panicking weigher abandons the load as a panicking
+    /// loader would.
+    pub(crate) fn weigh_lead(&self, lead: &Placeholder<V>, value: &V) -> u32 {
+        let Some(weigher) = &self.weigher else { return 1 };
+        // Counted in before the meta is read: if the slot is ours then, it
+        // is not taken back (so its key stays) until `_held` goes.
+        let _held = self.reclaimed.hold();
+        let slot = self.slot(lead.idx);
+        if slot.meta.load(Ordering::Acquire) != lead.meta {
+            return 0;
+        }
+        // SAFETY: our placeholder when the meta was read, and held since:
+        // retired at most, its key intact.
+        weigher(unsafe { slot.key() }, value)
+    }
+
+    /// The sum of live entries' weights (`len` without a weigher).
+    pub(crate) fn weight(&self) -> u64 {
+        self.settled(|p| if self.weigher.is_some() { p.weight } else { p.len as u64 })
     }
 
     /// Expires due entries now: the maintenance task's tick, so expirations
@@ -418,6 +479,9 @@ impl<K, V> Store<K, V> {
         let idx = p.high;
         self.slab.ensure(idx);
         p.order.reserve(idx);
+        if self.weigher.is_some() {
+            p.weights.resize(idx as usize + 1, 0);
+        }
         p.high += 1;
         idx
     }
@@ -475,6 +539,9 @@ impl<K, V> Store<K, V> {
         if state(slot.meta.load(Ordering::Relaxed)) == READY {
             p.order.unlink(idx);
             p.len -= 1;
+            if self.weigher.is_some() {
+                p.weight -= u64::from(p.weights[idx as usize]);
+            }
             self.unarm(p, idx);
             self.depart(p, idx, cause);
         }
@@ -523,13 +590,28 @@ impl<K, V> Store<K, V> {
         self.retire(p, idx, cause);
     }
 
-    /// Hands a fresh `READY` slot to the order and enforces the bound.
-    fn link(&self, p: &mut State, idx: u32, meta: u32, tag: u32, expires: u64) {
+    /// Hands a fresh `READY` slot to the order and enforces the bounds.
+    fn link(&self, p: &mut State, idx: u32, meta: u32, tag: u32, expires: u64, weight: u32) {
         p.order.push(idx, meta, tag);
         p.len += 1;
+        self.weighs(p, idx, weight);
         self.arm(p, idx, meta, expires);
-        while p.len > self.config.max_size {
-            let victim = p.order.victim().expect("len > 0");
+        self.enforce(p);
+    }
+
+    /// Notes that `READY` slot `idx`, now in the count, weighs `weight`.
+    #[inline]
+    fn weighs(&self, p: &mut State, idx: u32, weight: u32) {
+        if self.weigher.is_some() {
+            p.weights[idx as usize] = weight;
+            p.weight += u64::from(weight);
+        }
+    }
+
+    /// Evicts until the size and weight bounds hold.
+    fn enforce(&self, p: &mut State) {
+        while p.len > self.config.max_size || p.weight > self.config.max_weight {
+            let victim = p.order.victim().expect("over a bound, so not empty");
             self.detach(p, victim, RemovalCause::Size);
             p.evictions += 1;
         }
@@ -537,19 +619,26 @@ impl<K, V> Store<K, V> {
 
     /// Turns the leader's placeholder into `value`, if it is still there:
     /// a `remove`, `insert` or `clear` during the load wins.
-    pub(crate) fn resolve(&self, lead: &Placeholder<V>, value: V, ttl: Option<Duration>) {
+    /// `weight` is [`weigh_lead`](Self::weigh_lead)'s.
+    pub(crate) fn resolve(&self, lead: &Placeholder<V>, value: V, ttl: Option<Duration>, weight: u32) {
         let expires = self.deadline(ttl);
-        let keep = self.keeps(ttl);
-        Self::drop_leftover(self.write(Handoff::Batched, |p| self.resolve_locked(p, lead, value, expires, keep)));
+        let refused = self.refusal(ttl, weight);
+        Self::drop_leftover(
+            self.write(Handoff::Batched, |p| self.resolve_locked(p, lead, value, expires, refused, weight)),
+        );
     }
 
     /// [`resolve`](Self::resolve) for many placeholders under one lock.
     /// The values are made before locking: no user `Clone` under the lock.
-    pub(crate) fn resolve_all(&self, resolved: Vec<(&Placeholder<V>, V)>, ttl: Option<Duration>) {
+    pub(crate) fn resolve_all(&self, resolved: Vec<(&Placeholder<V>, V, u32)>, ttl: Option<Duration>) {
         let expires = self.deadline(ttl);
-        let keep = self.keeps(ttl);
         let leftovers: Vec<_> = self.write(Handoff::Batched, |p| {
-            resolved.into_iter().map(|(lead, value)| self.resolve_locked(p, lead, value, expires, keep)).collect()
+            resolved
+                .into_iter()
+                .map(|(lead, value, weight)| {
+                    self.resolve_locked(p, lead, value, expires, self.refusal(ttl, weight), weight)
+                })
+                .collect()
         });
         leftovers.into_iter().for_each(Self::drop_leftover);
     }
@@ -566,11 +655,6 @@ impl<K, V> Store<K, V> {
         }
     }
 
-    /// Whether a value with this TTL is stored at all.
-    fn keeps(&self, ttl: Option<Duration>) -> bool {
-        self.config.max_size > 0 && ttl != Some(Duration::ZERO)
-    }
-
     /// One placeholder of `resolve`, lock held. Returns what to drop after
     /// unlocking (never under the lock): the flight taken out if the value
     /// was stored, else the value.
@@ -580,24 +664,25 @@ impl<K, V> Store<K, V> {
         lead: &Placeholder<V>,
         value: V,
         expires: u64,
-        keep: bool,
+        refused: Option<RemovalCause>,
+        weight: u32,
     ) -> Result<Arc<Flight<V>>, V> {
         let slot = self.slot(lead.idx);
         let ours = slot.meta.load(Ordering::Relaxed) == lead.meta;
-        if ours && keep {
+        if let (true, None) = (ours, refused) {
             // SAFETY: our PENDING slot, lock held.
             let (meta, flight) = unsafe { slot.resolve(expires, value) };
             // SAFETY: READY now.
             let tag = unsafe { slot.tag() };
-            self.link(p, lead.idx, meta, tag, expires);
+            self.link(p, lead.idx, meta, tag, expires, weight);
             Ok(flight)
-        } else if ours && self.listener.is_some() {
+        } else if let (true, Some(cause), true) = (ours, refused, self.listener.is_some()) {
             // Never stored, yet an entry to the listener: resolved, then
             // straight out, so that it is told with the key and value.
             // SAFETY: our PENDING slot, lock held.
             let (_, flight) = unsafe { slot.resolve(expires, value) };
             self.unindex(p, lead.idx);
-            self.depart(p, lead.idx, self.unstored_cause());
+            self.depart(p, lead.idx, cause);
             self.discard(p, lead.idx);
             Ok(flight)
         } else {
@@ -767,25 +852,37 @@ where
     pub(crate) fn insert(&self, hash: u64, key: K, value: V, ttl: Option<Duration>) {
         // Storing nothing still replaces what was there: hand it to the
         // epoch at once, as a remove does.
-        let unstored = self.write(if self.keeps(ttl) { Handoff::Batched } else { Handoff::Now }, |p| {
-            self.insert_locked(p, hash, key, value, ttl)
+        let weight = self.weigh(&key, &value);
+        let refused = self.refusal(ttl, weight);
+        let unstored = self.write(if refused.is_none() { Handoff::Batched } else { Handoff::Now }, |p| {
+            self.insert_locked(p, hash, key, value, ttl, weight)
         });
         // The caller's own key and value, dropped in its call, after unlocking.
-        if let Some((key, value)) = unstored {
-            self.tell_unstored(&key, &value);
+        if let Some((key, value, cause)) = unstored {
+            self.tell_unstored(&key, &value, cause);
         }
     }
 
-    /// `insert` with the lock held. A zero TTL or a zero bound stores
-    /// nothing visible but still replaces (and so removes) what was there;
-    /// then the key and value come back, to be dropped after unlocking.
+    /// `insert` with the lock held, of an entry weighing `weight`. What is
+    /// not stored (a zero TTL, a zero bound, heavier than the weight bound)
+    /// still replaces (and so removes) what was there; then the key and
+    /// value come back with the reason, to be told and dropped after
+    /// unlocking.
     #[must_use]
-    fn insert_locked(&self, p: &mut State, hash: u64, key: K, value: V, ttl: Option<Duration>) -> Option<(K, V)> {
-        if !self.keeps(ttl) {
+    fn insert_locked(
+        &self,
+        p: &mut State,
+        hash: u64,
+        key: K,
+        value: V,
+        ttl: Option<Duration>,
+        weight: u32,
+    ) -> Option<(K, V, RemovalCause)> {
+        if let Some(cause) = self.refusal(ttl, weight) {
             if let Some((_, idx)) = self.find(hash, &key, &p.locked) {
                 self.detach(p, idx, RemovalCause::Replaced);
             }
-            return Some((key, value));
+            return Some((key, value, cause));
         }
         let expires = self.deadline(ttl);
         let tag = tag_of(hash);
@@ -802,10 +899,16 @@ where
                     // region: a popular key written often must not have to
                     // win admission again each time).
                     p.order.replace(old, idx, meta);
+                    if self.weigher.is_some() {
+                        p.weight -= u64::from(p.weights[old as usize]);
+                    }
+                    self.weighs(p, idx, weight);
                     self.unarm(p, old);
                     self.depart(p, old, RemovalCause::Replaced);
                     self.discard(p, old);
                     self.arm(p, idx, meta, expires);
+                    // Heavier than the value it replaced, it may push others out.
+                    self.enforce(p);
                     return None;
                 }
                 // A load's placeholder: not an entry yet, nothing is told.
@@ -813,7 +916,7 @@ where
             }
             Probe::Vacant(pos) => self.occupy(p, shard, pos, tag, idx),
         }
-        self.link(p, idx, meta, tag, expires);
+        self.link(p, idx, meta, tag, expires, weight);
         None
     }
 
@@ -854,6 +957,7 @@ where
             }
             p.order.clear();
             p.len = 0;
+            p.weight = 0;
             p.timed = 0;
             p.wheel.clear();
         });
@@ -1050,16 +1154,16 @@ where
             let batch: Vec<_> = entries
                 .by_ref()
                 .take(chunk.max(1))
-                .map(|(key, value, ttl)| (self.hash(&key), key, value, ttl))
+                .map(|(key, value, ttl)| (self.hash(&key), self.weigh(&key, &value), key, value, ttl))
                 .collect();
             let unstored: Vec<_> = self.write(Handoff::Batched, |p| {
                 batch
                     .into_iter()
-                    .filter_map(|(hash, key, value, ttl)| self.insert_locked(p, hash, key, value, ttl))
+                    .filter_map(|(hash, weight, key, value, ttl)| self.insert_locked(p, hash, key, value, ttl, weight))
                     .collect()
             });
-            for (key, value) in unstored {
-                self.tell_unstored(&key, &value);
+            for (key, value, cause) in unstored {
+                self.tell_unstored(&key, &value, cause);
             }
         }
     }
