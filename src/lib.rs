@@ -2,8 +2,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use cache_core::{
-    BatchLoader, Batched, Cache, CacheBuilder, LoadEvent, LoadOutcome, Metrics, ObserverId, Policy, RemovalCause,
-    WARMUP_CONCURRENCY, WeakCache, async_trait,
+    BatchLoader, Batched, Cache, CacheBuilder, DefaultHasher, LoadEvent, LoadOutcome, Metrics, ObserverId, Policy,
+    RemovalCause, WARMUP_CONCURRENCY, WeakCache, async_trait,
 };
 
 #[cfg(feature = "macros")]

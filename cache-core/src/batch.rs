@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -21,11 +21,11 @@ use async_trait::async_trait;
 use futures_util::FutureExt;
 use tokio::runtime::Handle;
 
-use crate::Cache;
 use crate::flight::{Outcome, SharedError};
 use crate::observe::LoadOutcome;
 use crate::store::{Claim, Placeholder, Store};
 use crate::sync::{Mutex, lock};
+use crate::{Cache, DefaultHasher};
 
 /// Loads many keys in one call: the backend side of [`Cache::batched`].
 ///
@@ -84,17 +84,17 @@ where
 /// `max_batch_size` (default 100) keys are waiting, then loaded in one call;
 /// loaded values are stored with the cache's default TTL. The batch runs in
 /// its own task, so a caller that is dropped never cancels it for the others.
-pub struct Batched<K, V, L> {
-    shared: Arc<Shared<K, V, L>>,
+pub struct Batched<K, V, L, S = DefaultHasher> {
+    shared: Arc<Shared<K, V, L, S>>,
 }
 
-impl<K, V, L> Clone for Batched<K, V, L> {
+impl<K, V, L, S> Clone for Batched<K, V, L, S> {
     fn clone(&self) -> Self {
         Batched { shared: Arc::clone(&self.shared) }
     }
 }
 
-impl<K, V, L> fmt::Debug for Batched<K, V, L> {
+impl<K, V, L, S> fmt::Debug for Batched<K, V, L, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Batched")
             .field("cache", &self.shared.cache)
@@ -104,20 +104,20 @@ impl<K, V, L> fmt::Debug for Batched<K, V, L> {
     }
 }
 
-struct Shared<K, V, L> {
-    cache: Cache<K, V>,
+struct Shared<K, V, L, S> {
+    cache: Cache<K, V, S>,
     loader: L,
     window: Duration,
     max: usize,
     runtime: Handle,
-    pending: Mutex<Pending<K, V>>,
+    pending: Mutex<Pending<K, V, S>>,
 }
 
 /// The batch being collected. Its keys are held by the same guard as a batch
 /// being sent, so a batcher dropped with a window open leaves no placeholder
 /// behind.
-struct Pending<K, V> {
-    batch: Placeholders<K, V>,
+struct Pending<K, V, S> {
+    batch: Placeholders<K, V, S>,
     /// Which batch a timer belongs to: a batch cut at `max` gets a new one.
     generation: u64,
 }
@@ -126,28 +126,29 @@ struct Pending<K, V> {
 /// here when it is dropped (the batcher dropped with a window open, a panic
 /// in the batch task, a runtime shutting down) is abandoned, so no
 /// placeholder outlives its batch.
-struct Placeholders<K, V> {
-    store: Arc<Store<K, V>>,
+struct Placeholders<K, V, S> {
+    store: Arc<Store<K, V, S>>,
     held: Vec<(K, Placeholder<V>)>,
 }
 
-impl<K, V> Placeholders<K, V> {
+impl<K, V, S> Placeholders<K, V, S> {
     /// Moves the keys out into a batch of their own, to send.
     fn take(&mut self) -> Self {
         Placeholders { store: Arc::clone(&self.store), held: std::mem::take(&mut self.held) }
     }
 }
 
-impl<K, V> Drop for Placeholders<K, V> {
+impl<K, V, S> Drop for Placeholders<K, V, S> {
     fn drop(&mut self) {
         self.store.fail(self.held.iter().map(|(_, lead)| lead), || Outcome::Abandoned);
     }
 }
 
-impl<K, V> Cache<K, V>
+impl<K, V, S> Cache<K, V, S>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
 {
     /// A batching handle over this cache for `loader`; see [`Batched`].
     ///
@@ -174,7 +175,7 @@ where
     /// assert_eq!(cache.metrics().batches, 1);
     /// # }
     /// ```
-    pub fn batched<L: BatchLoader<K, V>>(&self, loader: L) -> Batched<K, V, L> {
+    pub fn batched<L: BatchLoader<K, V>>(&self, loader: L) -> Batched<K, V, L, S> {
         let config = &self.store.config;
         Batched {
             shared: Arc::new(Shared {
@@ -192,11 +193,12 @@ where
     }
 }
 
-impl<K, V, L> Batched<K, V, L>
+impl<K, V, L, S> Batched<K, V, L, S>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
     L: BatchLoader<K, V>,
+    S: BuildHasher + Send + Sync + 'static,
 {
     /// The value for `key`: from the cache, or loaded in the next batch.
     /// `Ok(None)` if the loader has no value for it.
@@ -345,7 +347,7 @@ where
     /// sent already (cut at `max`). Holds the batcher weakly: dropping every
     /// handle ends it.
     fn start_window(&self, generation: u64) {
-        let shared: Weak<Shared<K, V, L>> = Arc::downgrade(&self.shared);
+        let shared: Weak<Shared<K, V, L, S>> = Arc::downgrade(&self.shared);
         let window = self.shared.window;
         self.shared.runtime.spawn(async move {
             if window.is_zero() {
@@ -369,7 +371,7 @@ where
 
     /// Runs one `load_batch` in its own task and hands each key's outcome to
     /// its waiters.
-    fn send(&self, mut batch: Placeholders<K, V>) {
+    fn send(&self, mut batch: Placeholders<K, V, S>) {
         let shared = Arc::clone(&self.shared);
         self.shared.runtime.spawn(async move {
             let store = Arc::clone(&shared.cache.store);

@@ -5,9 +5,9 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::Cache;
 use crate::listen::{Listener, RemovalCause, Weigher};
 use crate::store::Config;
+use crate::{Cache, DefaultHasher};
 
 /// Which entry a full cache evicts: see [`CacheBuilder::policy`].
 ///
@@ -74,8 +74,9 @@ pub enum Policy {
 /// assert_eq!(users.name(), "users");
 /// assert_eq!(users.metrics().max_size, Some(10_000));
 /// ```
-pub struct CacheBuilder<K, V> {
+pub struct CacheBuilder<K, V, S = DefaultHasher> {
     config: Config,
+    hasher: S,
     listener: Option<Listener<K, V>>,
     weigher: Option<Weigher<K, V>>,
     /// Whether `max_size` or `unbounded` was called: with `max_weight`,
@@ -84,7 +85,7 @@ pub struct CacheBuilder<K, V> {
     _types: PhantomData<fn() -> (K, V)>,
 }
 
-impl<K, V> fmt::Debug for CacheBuilder<K, V> {
+impl<K, V, S> fmt::Debug for CacheBuilder<K, V, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CacheBuilder").field("config", &self.config).finish()
     }
@@ -103,6 +104,7 @@ impl<K, V> Default for CacheBuilder<K, V> {
                 max_weight: u64::MAX,
                 snapshot_version: 0,
             },
+            hasher: DefaultHasher::default(),
             listener: None,
             weigher: None,
             sized: false,
@@ -115,6 +117,37 @@ impl<K, V> CacheBuilder<K, V> {
     /// A builder with the defaults in the table above.
     pub fn new() -> Self {
         Self::default()
+    }
+}
+
+impl<K, V, S> CacheBuilder<K, V, S> {
+    /// Hashes keys with `hasher` instead of the default
+    /// [`DefaultHasher`](crate::DefaultHasher) (foldhash: fast, seeded per
+    /// cache, but not designed to resist keys chosen by an attacker). For
+    /// keys from untrusted input (HTTP headers, user names), a keyed hash
+    /// such as std's `RandomState` (SipHash-1-3) keeps them from crafting
+    /// collisions, at some cost per lookup.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::collections::hash_map::RandomState;
+    /// use async_cache::Cache;
+    ///
+    /// let sessions: Cache<String, u64, RandomState> =
+    ///     Cache::builder().hasher(RandomState::new()).max_size(10_000).build();
+    /// sessions.insert("a user-chosen id".to_string(), 1);
+    /// assert_eq!(sessions.get("a user-chosen id"), Some(1));
+    /// ```
+    pub fn hasher<S2>(self, hasher: S2) -> CacheBuilder<K, V, S2> {
+        CacheBuilder {
+            config: self.config,
+            hasher,
+            listener: self.listener,
+            weigher: self.weigher,
+            sized: self.sized,
+            _types: PhantomData,
+        }
     }
 
     /// The most entries the cache holds; past it an entry is evicted: the
@@ -388,10 +421,11 @@ impl<K, V> CacheBuilder<K, V> {
     /// let cache: Cache<String, u32> = Cache::builder().build();
     /// assert_eq!(cache.metrics().max_size, Some(128));
     /// ```
-    pub fn build(self) -> Cache<K, V>
+    pub fn build(self) -> Cache<K, V, S>
     where
         K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
         V: Clone + Send + Sync + 'static,
+        S: std::hash::BuildHasher + Send + Sync + 'static,
     {
         let mut config = self.config;
         if config.max_weight != u64::MAX {
@@ -404,6 +438,6 @@ impl<K, V> CacheBuilder<K, V> {
                 config.max_size = config.max_size.min(usize::try_from(config.max_weight).unwrap_or(usize::MAX));
             }
         }
-        Cache::from_parts(config, self.listener, self.weigher)
+        Cache::from_parts(config, self.listener, self.weigher, self.hasher)
     }
 }

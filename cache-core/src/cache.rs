@@ -2,10 +2,11 @@
 
 use std::borrow::Borrow;
 use std::fmt;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::DefaultHasher;
 use crate::builder::CacheBuilder;
 use crate::listen::{Listener, Weigher};
 use crate::observe::{LoadEvent, ObserverId};
@@ -41,17 +42,17 @@ const MAINTENANCE_EVERY: Duration = Duration::from_millis(500);
 /// assert_eq!(cache.metrics().loads, 1);
 /// # }
 /// ```
-pub struct Cache<K, V> {
-    pub(crate) store: Arc<Store<K, V>>,
+pub struct Cache<K, V, S = DefaultHasher> {
+    pub(crate) store: Arc<Store<K, V, S>>,
 }
 
-impl<K, V> Clone for Cache<K, V> {
+impl<K, V, S> Clone for Cache<K, V, S> {
     fn clone(&self) -> Self {
         Cache { store: Arc::clone(&self.store) }
     }
 }
 
-impl<K, V> fmt::Debug for Cache<K, V> {
+impl<K, V, S> fmt::Debug for Cache<K, V, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cache")
             .field("name", &self.store.config.name)
@@ -98,10 +99,22 @@ where
     pub fn builder() -> CacheBuilder<K, V> {
         CacheBuilder::new()
     }
+}
 
-    pub(crate) fn from_parts(config: Config, listener: Option<Listener<K, V>>, weigher: Option<Weigher<K, V>>) -> Self {
+impl<K, V, S> Cache<K, V, S>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    pub(crate) fn from_parts(
+        config: Config,
+        listener: Option<Listener<K, V>>,
+        weigher: Option<Weigher<K, V>>,
+        hasher: S,
+    ) -> Self {
         let listening = listener.is_some();
-        let cache = Cache { store: Arc::new(Store::new(config, listener, weigher)) };
+        let cache = Cache { store: Arc::new(Store::new(config, listener, weigher, hasher)) };
         if listening {
             cache.maintain_in_background();
         }
@@ -497,7 +510,7 @@ where
     /// drop(cache);
     /// assert!(weak.upgrade().is_none());
     /// ```
-    pub fn downgrade(&self) -> WeakCache<K, V> {
+    pub fn downgrade(&self) -> WeakCache<K, V, S> {
         WeakCache { store: Arc::downgrade(&self.store) }
     }
 
@@ -519,28 +532,28 @@ where
 
 /// A [`Cache`] handle that does not keep the cache alive; from
 /// [`Cache::downgrade`].
-pub struct WeakCache<K, V> {
-    store: std::sync::Weak<Store<K, V>>,
+pub struct WeakCache<K, V, S = DefaultHasher> {
+    store: std::sync::Weak<Store<K, V, S>>,
 }
 
-impl<K, V> WeakCache<K, V> {
+impl<K, V, S> WeakCache<K, V, S> {
     /// The cache, if it still exists.
     ///
     /// # Examples
     ///
     /// See [`Cache::downgrade`].
-    pub fn upgrade(&self) -> Option<Cache<K, V>> {
+    pub fn upgrade(&self) -> Option<Cache<K, V, S>> {
         self.store.upgrade().map(|store| Cache { store })
     }
 }
 
-impl<K, V> Clone for WeakCache<K, V> {
+impl<K, V, S> Clone for WeakCache<K, V, S> {
     fn clone(&self) -> Self {
         WeakCache { store: self.store.clone() }
     }
 }
 
-impl<K, V> fmt::Debug for WeakCache<K, V> {
+impl<K, V, S> fmt::Debug for WeakCache<K, V, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WeakCache").field("alive", &(self.store.strong_count() > 0)).finish()
     }

@@ -34,5 +34,11 @@ pub use crate::persist::{AutosaveHandle, Backend, BackendError, LoadReport, Reco
 pub use crate::stats::Metrics;
 pub use crate::warmup::WARMUP_CONCURRENCY;
 
+/// The hasher a [`Cache`] uses unless [`CacheBuilder::hasher`] sets
+/// another: foldhash's, seeded per cache. Fast, and fine for keys you
+/// trust; for keys an attacker picks, choose a keyed hash (std's
+/// `RandomState`) with [`CacheBuilder::hasher`].
+pub type DefaultHasher = foldhash::fast::RandomState;
+
 /// Re-exported for implementing [`BatchLoader`] and `Backend`.
 pub use async_trait::async_trait;

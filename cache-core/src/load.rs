@@ -10,7 +10,7 @@
 use std::borrow::Borrow;
 use std::convert::Infallible;
 use std::future::Future;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,12 +82,12 @@ impl<V, E: Send + Sync + 'static> Joined<V, E> {
 /// The leader's side of a flight. Dropped without an outcome (the loader
 /// panicked or the caller was cancelled), it takes the placeholder out and
 /// abandons the flight, so a waiter takes the load over.
-struct Leader<'a, K, V> {
-    store: &'a Store<K, V>,
+struct Leader<'a, K, V, S> {
+    store: &'a Store<K, V, S>,
     lead: Option<Placeholder<V>>,
 }
 
-impl<K: Hash + Eq, V: Clone> Leader<'_, K, V> {
+impl<K: Hash + Eq, V: Clone, S: BuildHasher> Leader<'_, K, V, S> {
     fn succeed(mut self, value: &V, ttl: Option<Duration>) {
         // User code first (the weigher, `Clone`), while this guard still
         // holds the placeholder: if it panics, the flight is abandoned and a
@@ -117,7 +117,7 @@ impl<K: Hash + Eq, V: Clone> Leader<'_, K, V> {
     }
 }
 
-impl<K, V> Drop for Leader<'_, K, V> {
+impl<K, V, S> Drop for Leader<'_, K, V, S> {
     fn drop(&mut self) {
         if let Some(lead) = self.lead.take() {
             self.store.fail([&lead], || Outcome::Abandoned);
@@ -125,10 +125,11 @@ impl<K, V> Drop for Leader<'_, K, V> {
     }
 }
 
-impl<K, V> Cache<K, V>
+impl<K, V, S> Cache<K, V, S>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
 {
     /// The value for `key`, loading it with `load` on a miss and storing it
     /// with the default TTL.
@@ -401,7 +402,7 @@ where
     /// loader is awaited inline by the caller, without a nested future.
     fn end_lead<E>(
         &self,
-        leader: Leader<'_, K, V>,
+        leader: Leader<'_, K, V, S>,
         loaded: Result<V, E>,
         ttl: Option<Duration>,
         errors: Errors,

@@ -8,7 +8,7 @@
 
 use std::error::Error;
 use std::fmt;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -236,10 +236,11 @@ fn panicked(what: &str, panic: tokio::task::JoinError) -> BackendError {
     BackendError::Encode(format!("{what} panicked: {panic}").into())
 }
 
-impl<K, V> Cache<K, V>
+impl<K, V, S> Cache<K, V, S>
 where
     K: Hash + Eq + Clone + Send + Sync + Serialize + DeserializeOwned + 'static,
     V: Clone + Send + Sync + Serialize + DeserializeOwned + 'static,
+    S: BuildHasher + Send + Sync + 'static,
 {
     /// Saves the whole cache to `backend`, replacing its snapshot. Live
     /// entries only, coldest first (under [`Policy::Lru`](crate::Policy),
@@ -424,7 +425,7 @@ where
     }
 }
 
-impl<K, V> Cache<K, V> {
+impl<K, V, S> Cache<K, V, S> {
     /// What this cache's snapshots hold: its key and value types by name,
     /// and its snapshot version.
     fn schema(&self) -> String {

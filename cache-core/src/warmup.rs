@@ -1,7 +1,7 @@
 //! [`Cache::warmup`]: fill the cache before traffic arrives.
 
 use std::future::Future;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 
 use futures_util::StreamExt;
 
@@ -11,10 +11,11 @@ use crate::load::Errors;
 /// Loads run at once by one `warmup` call.
 pub const WARMUP_CONCURRENCY: usize = 64;
 
-impl<K, V> Cache<K, V>
+impl<K, V, S> Cache<K, V, S>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
 {
     /// Loads every `(key, loader)` whose key is not already present, at most
     /// [`WARMUP_CONCURRENCY`] at a time, and returns once each key is loaded

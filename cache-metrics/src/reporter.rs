@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,10 +53,11 @@ const EVERY: Duration = Duration::from_secs(1);
 /// # }
 /// ```
 #[must_use = "publishing stops when the MetricsReporter is dropped: keep it for as long as the cache should report"]
-pub fn register<K, V>(cache: &Cache<K, V>) -> MetricsReporter
+pub fn register<K, V, S>(cache: &Cache<K, V, S>) -> MetricsReporter
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
 {
     register_every(cache, EVERY)
 }
@@ -83,10 +84,11 @@ where
 /// # }
 /// ```
 #[must_use = "publishing stops when the MetricsReporter is dropped: keep it for as long as the cache should report"]
-pub fn register_every<K, V>(cache: &Cache<K, V>, every: Duration) -> MetricsReporter
+pub fn register_every<K, V, S>(cache: &Cache<K, V, S>, every: Duration) -> MetricsReporter
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
 {
     assert!(!every.is_zero(), "register_every needs a non-zero interval");
     describe();

@@ -44,6 +44,7 @@ use self::table::{Probe, Table, TableRef, Usage};
 use self::wheel::{Timer, Wheel};
 use crossbeam_utils::CachePadded;
 
+use crate::DefaultHasher;
 use crate::flight::{Flight, Outcome};
 use crate::listen::{Listener, RemovalCause, Weigher, notify};
 use crate::observe::Observers;
@@ -132,8 +133,8 @@ pub(crate) struct Placeholder<V> {
     pub(crate) flight: Arc<Flight<V>>,
 }
 
-pub(crate) struct Store<K, V> {
-    hasher: foldhash::fast::RandomState,
+pub(crate) struct Store<K, V, S = DefaultHasher> {
+    hasher: S,
     /// `tag >> shard_shift` picks a shard; 32 with one shard.
     shard_shift: u32,
     shards: Box<[AtomicPtr<Table>]>,
@@ -160,8 +161,13 @@ fn tag_of(hash: u64) -> u32 {
     (hash >> 32) as u32
 }
 
-impl<K, V> Store<K, V> {
-    pub(crate) fn new(config: Config, listener: Option<Listener<K, V>>, weigher: Option<Weigher<K, V>>) -> Self {
+impl<K, V, S> Store<K, V, S> {
+    pub(crate) fn new(
+        config: Config,
+        listener: Option<Listener<K, V>>,
+        weigher: Option<Weigher<K, V>>,
+        hasher: S,
+    ) -> Self {
         let shard_bits = if config.max_size == usize::MAX {
             MAX_SHARD_BITS
         } else {
@@ -169,7 +175,7 @@ impl<K, V> Store<K, V> {
         };
         let shards = 1usize << shard_bits;
         Store {
-            hasher: foldhash::fast::RandomState::default(),
+            hasher,
             shard_shift: 32 - shard_bits,
             shards: (0..shards).map(|_| AtomicPtr::new(ptr::null_mut())).collect(),
             slab: Slab::new(),
@@ -723,10 +729,11 @@ impl<K, V> Store<K, V> {
     }
 }
 
-impl<K, V> Store<K, V>
+impl<K, V, S> Store<K, V, S>
 where
     K: Hash + Eq,
     V: Clone,
+    S: BuildHasher,
 {
     #[inline]
     pub(crate) fn hash<Q: Hash + ?Sized>(&self, key: &Q) -> u64 {
@@ -1177,7 +1184,7 @@ enum Lookup<'g, K, V> {
     Absent,
 }
 
-impl<K, V> Drop for Store<K, V> {
+impl<K, V, S> Drop for Store<K, V, S> {
     fn drop(&mut self) {
         let high = match self.state.get_mut() {
             Ok(p) => p.high,
@@ -1194,7 +1201,7 @@ impl<K, V> Drop for Store<K, V> {
     }
 }
 
-impl<K, V> std::fmt::Debug for Store<K, V> {
+impl<K, V, S> std::fmt::Debug for Store<K, V, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").field("config", &self.config).finish_non_exhaustive()
     }
