@@ -328,9 +328,8 @@ impl<K, V, S> Store<K, V, S> {
         }
     }
 
-    /// Tells the listener of an entry that was never stored (see
-    /// [`keeps`](Self::keeps)): for the bound if it is zero, else for its
-    /// zero TTL.
+    /// Tells the listener of an entry that was never stored, for `cause`
+    /// (see [`refusal`](Self::refusal)).
     fn tell_unstored(&self, key: &K, value: &V, cause: RemovalCause) {
         if let Some(listener) = &self.listener {
             notify(listener, &self.counters.listener_panics, key, value, cause);
