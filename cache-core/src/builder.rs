@@ -57,6 +57,10 @@ pub enum Policy {
 /// | [`max_batch_size`](Self::max_batch_size) | 100 keys |
 /// | [`name`](Self::name) | `"default"` |
 /// | [`policy`](Self::policy) | [`Policy::Lru`] |
+/// | [`max_weight`](Self::max_weight), [`weigher`](Self::weigher) | none; every entry weighs 1 |
+/// | [`eviction_listener`](Self::eviction_listener) | none |
+/// | [`hasher`](Self::hasher) | [`DefaultHasher`](crate::DefaultHasher) (foldhash, seeded per cache) |
+/// | `snapshot_version` (with a persistence feature) | 0 |
 ///
 /// # Examples
 ///

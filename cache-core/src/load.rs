@@ -50,6 +50,15 @@ impl<E> Failure<E> {
     }
 }
 
+/// The value of a load whose loader cannot fail.
+fn infallible<V>(loaded: Result<V, Failure<Infallible>>) -> V {
+    match loaded {
+        Ok(value) => value,
+        Err(Failure::Own(never)) => match never {},
+        Err(Failure::Shared(never)) => match *never {},
+    }
+}
+
 /// What a waiter makes of the outcome of the flight it joined.
 enum Joined<V, E> {
     /// The flight's value, or its error (shared).
@@ -194,12 +203,7 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = V>,
     {
-        let loaded = self.load(key, ttl, true, Errors::Shared, || async { Ok::<V, Infallible>(load().await) });
-        match loaded.await {
-            Ok(value) => value,
-            Err(Failure::Own(never)) => match never {},
-            Err(Failure::Shared(never)) => match *never {},
-        }
+        infallible(self.load(key, ttl, true, Errors::Shared, || async { Ok::<V, Infallible>(load().await) }).await)
     }
 
     /// [`get_or_load`](Self::get_or_load) for a fallible loader. An `Err`
@@ -287,12 +291,7 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = V>,
     {
-        let loaded = self.load_by_ref(key, Errors::Shared, || async { Ok::<V, Infallible>(load().await) });
-        match loaded.await {
-            Ok(value) => value,
-            Err(Failure::Own(never)) => match never {},
-            Err(Failure::Shared(never)) => match *never {},
-        }
+        infallible(self.load_by_ref(key, Errors::Shared, || async { Ok::<V, Infallible>(load().await) }).await)
     }
 
     /// [`try_get_or_load`](Self::try_get_or_load) with a borrowed key, as
