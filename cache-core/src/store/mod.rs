@@ -1092,50 +1092,48 @@ where
         (unsafe { self.slot(idx).expires() } > now).then_some((idx, meta))
     }
 
-    /// Copies of `shard`'s live entries, for [`Cache::iter`](crate::Cache::iter):
-    /// picked under the lock, cloned after it (user `Clone` never runs
-    /// under it). Weakly consistent, like a snapshot: an entry present
-    /// throughout is there (with its value then), one removed before is
-    /// not. No promotion, no counting.
-    pub(crate) fn entries_of(&self, shard: usize) -> Vec<(K, V)>
-    where
-        K: Clone,
-    {
+    /// Calls `visit` with each live entry of `shard` (and its slot and
+    /// meta), picked under the lock and visited after it, retired slots
+    /// held meanwhile: weakly consistent, like a snapshot. An entry present
+    /// throughout is visited (with its current value if it was overwritten
+    /// since the pick); one removed before is not. No promotion, no
+    /// counting, and user code (`visit`) never under the lock.
+    fn visit_shard(&self, shard: usize, mut visit: impl FnMut(u32, u32, &K, &V)) {
         let _held = self.reclaimed.hold();
         let mut picked = Vec::new();
         self.pick(shard, &mut picked, |_, idx, meta| (idx, meta));
         let now = self.clock.now();
-        picked
-            .into_iter()
-            .filter_map(|(idx, meta)| {
-                let (idx, _) = self.current(idx, meta, now)?;
+        for (idx, meta) in picked {
+            if let Some((idx, meta)) = self.current(idx, meta, now) {
                 let slot = self.slot(idx);
                 // SAFETY: READY when found, and held: intact.
-                Some(unsafe { (slot.key().clone(), slot.value().clone()) })
-            })
-            .collect()
+                let (key, value) = unsafe { (slot.key(), slot.value()) };
+                visit(idx, meta, key, value);
+            }
+        }
     }
 
-    /// [`Cache::retain`](crate::Cache::retain) over one shard: `keep` sees
-    /// each live entry outside the lock; the entries it refuses are then
-    /// removed under one lock, each only if it is still the entry `keep`
-    /// saw (one overwritten meanwhile stays: its new value was not judged).
+    /// Copies of `shard`'s live entries, for [`Cache::iter`](crate::Cache::iter).
+    pub(crate) fn entries_of(&self, shard: usize) -> Vec<(K, V)>
+    where
+        K: Clone,
+    {
+        let mut entries = Vec::new();
+        self.visit_shard(shard, |_, _, key, value| entries.push((key.clone(), value.clone())));
+        entries
+    }
+
+    /// [`Cache::retain`](crate::Cache::retain) over one shard: the entries
+    /// `keep` refuses are removed under one lock afterwards, each only if
+    /// it is still the entry `keep` saw (one overwritten meanwhile stays:
+    /// its new value was not judged).
     pub(crate) fn retain_in(&self, shard: usize, keep: &mut impl FnMut(&K, &V) -> bool) {
-        let doomed: Vec<(u32, u32)> = {
-            let _held = self.reclaimed.hold();
-            let mut picked = Vec::new();
-            self.pick(shard, &mut picked, |_, idx, meta| (idx, meta));
-            let now = self.clock.now();
-            picked
-                .into_iter()
-                .filter_map(|(idx, meta)| self.current(idx, meta, now))
-                .filter(|&(idx, _)| {
-                    let slot = self.slot(idx);
-                    // SAFETY: READY when found, and held: intact.
-                    !unsafe { keep(slot.key(), slot.value()) }
-                })
-                .collect()
-        };
+        let mut doomed = Vec::new();
+        self.visit_shard(shard, |idx, meta, key, value| {
+            if !keep(key, value) {
+                doomed.push((idx, meta));
+            }
+        });
         if doomed.is_empty() {
             return;
         }
