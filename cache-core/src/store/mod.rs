@@ -261,10 +261,8 @@ impl<K, V, S> Store<K, V, S> {
     /// Counters since the cache was built, never reset (for exporters),
     /// with the current size.
     pub(crate) fn totals(&self) -> Metrics {
-        let (size, weight, evictions, expirations) = self.settled(|p| {
-            let weight = if self.weigher.is_some() { p.weight } else { p.len as u64 };
-            (p.len, weight, p.evictions, p.expirations)
-        });
+        let (size, weight, evictions, expirations) =
+            self.settled(|p| (p.len, self.weight_in(p), p.evictions, p.expirations));
         let max_size = (self.config.max_size != usize::MAX).then_some(self.config.max_size as u64);
         let max_weight = (self.config.max_weight != u64::MAX).then_some(self.config.max_weight);
         let hits = self.reads.hits();
@@ -376,7 +374,12 @@ impl<K, V, S> Store<K, V, S> {
 
     /// The sum of live entries' weights (`len` without a weigher).
     pub(crate) fn weight(&self) -> u64 {
-        self.settled(|p| if self.weigher.is_some() { p.weight } else { p.len as u64 })
+        self.settled(|p| self.weight_in(p))
+    }
+
+    /// `p.weight` is kept only with a weigher; without, each entry weighs 1.
+    fn weight_in(&self, p: &State) -> u64 {
+        if self.weigher.is_some() { p.weight } else { p.len as u64 }
     }
 
     /// Expires due entries now: the maintenance task's tick, so expirations

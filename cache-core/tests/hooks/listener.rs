@@ -29,6 +29,15 @@ fn taken(told: &Told) -> Vec<(u64, u64, RemovalCause)> {
     std::mem::take(&mut *told.lock().unwrap())
 }
 
+/// DESIGN.md: `RemovalCause` derives `Debug, Clone, Copy, PartialEq, Eq,
+/// Hash` (this fails to compile without one).
+#[test]
+fn removal_cause_has_the_traits_design_names() {
+    fn traits<T: std::fmt::Debug + Clone + Copy + PartialEq + Eq + std::hash::Hash>() {}
+    traits::<RemovalCause>();
+    assert_ne!(RemovalCause::Expired, RemovalCause::Size);
+}
+
 #[tokio::test(start_paused = true)]
 async fn each_cause_is_told_once_for_the_entry_that_left() {
     use RemovalCause::*;
