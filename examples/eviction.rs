@@ -1,6 +1,6 @@
 //! A cache of rendered pages bounded by bytes, not entries, that tells a
-//! listener why each page left, and is inspected with `iter` and pruned
-//! with `retain`.
+//! listener why each page left, lets pages nobody reads go before their
+//! TTL, and is inspected with `iter` and pruned with `retain`.
 //!
 //! Run with `cargo run --example eviction`. What to look for in its output:
 //!
@@ -8,8 +8,9 @@
 //!   pages come in: the least recently used go first ("size");
 //! - a page larger than the bound is never stored ("size" at once);
 //! - re-rendering a page says "replaced" for the old copy;
-//! - a page past its TTL is reported "expired" within a second, with no
-//!   request touching the cache;
+//! - a page nobody reads for 2 s (`time_to_idle`) is reported "expired"
+//!   within a second, with no request touching the cache, while a page read
+//!   every second stays until its 5 s TTL ends it;
 //! - `retain` removes what it refuses ("explicit").
 
 use std::sync::Arc;
@@ -51,6 +52,7 @@ async fn main() {
         .weigher(|_page, html: &Arc<str>| html.len() as u32)
         .max_weight(4 * 1024)
         .default_ttl(Duration::from_secs(5))
+        .time_to_idle(Duration::from_secs(2))
         .eviction_listener(move |page: &u32, html: &Arc<str>, cause| {
             log.note(html.len(), cause);
             if cause != RemovalCause::Size {
@@ -83,9 +85,15 @@ async fn main() {
     pages.retain(|page, _| page % 2 == 0);
     println!("after retain(even pages): {} held, {} bytes", pages.len(), pages.weight());
 
-    // Nobody touches the cache: the TTL still reports within a second.
-    println!("waiting 6 s for the 5 s TTL...");
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // One page is read every second; nobody touches the others. They go
+    // idle after 2 s; the read one stays until the TTL.
+    let read = pages.iter().map(|(page, _)| page).max().expect("even pages are held");
+    println!("reading page {read} every second; the rest are left alone...");
+    for second in 1..=6 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let alive = pages.get(&read).is_some();
+        println!("  {second} s: {} held, page {read} held: {alive}", pages.len());
+    }
     println!("  {}", gone.report());
     let m = pages.metrics();
     println!("metrics: size {}, weight {} of {:?}, evictions {}", m.size, m.weight, m.max_weight, m.evictions);

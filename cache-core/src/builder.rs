@@ -53,6 +53,7 @@ pub enum Policy {
 /// |---|---|
 /// | [`max_size`](Self::max_size) | 128 entries |
 /// | [`default_ttl`](Self::default_ttl) | none: entries never expire |
+/// | [`time_to_idle`](Self::time_to_idle) | none: reads do not keep entries alive |
 /// | [`batch_window`](Self::batch_window) | 5 ms |
 /// | [`max_batch_size`](Self::max_batch_size) | 100 keys |
 /// | [`name`](Self::name) | `"default"` |
@@ -101,6 +102,7 @@ impl<K, V> Default for CacheBuilder<K, V> {
             config: Config {
                 max_size: 128,
                 default_ttl: None,
+                time_to_idle: None,
                 batch_window: Duration::from_millis(5),
                 max_batch_size: 100,
                 name: Arc::from("default"),
@@ -244,6 +246,48 @@ impl<K, V, S> CacheBuilder<K, V, S> {
     /// ```
     pub fn default_ttl(mut self, ttl: Duration) -> Self {
         self.config.default_ttl = Some(ttl);
+        self
+    }
+
+    /// Expires an entry that nobody read or wrote for `idle`, even inside
+    /// its TTL: whichever of the two ends first ends the entry (the
+    /// listener says `Expired`). [`get`](Cache::get), a hit of
+    /// [`get_or_load`](Cache::get_or_load) (and its kin) and
+    /// [`insert`](Cache::insert) start its idle clock again;
+    /// [`peek`](Cache::peek), [`contains_key`](Cache::contains_key) and
+    /// [`iter`](Cache::iter) do not. A snapshot saves TTLs only: entries
+    /// loaded from one start a fresh idle clock. A zero period stores
+    /// nothing visible; one too long for the clock (over 146 years) means
+    /// "never idle".
+    ///
+    /// Costs 8 bytes per entry and, on a hit, a store to the entry's idle
+    /// deadline (skipped while it is within 1/1024 of the period of the new
+    /// one, so a key read by every request does not write it each time:
+    /// an entry may expire up to that much early).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use async_cache::Cache;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let sessions = Cache::<&str, u32>::builder()
+    ///     .default_ttl(Duration::from_secs(3600))
+    ///     .time_to_idle(Duration::from_secs(60))
+    ///     .build();
+    /// sessions.insert("active", 1);
+    /// sessions.insert("idle", 2);
+    /// for _ in 0..5 {
+    ///     tokio::time::advance(Duration::from_secs(30)).await;
+    ///     assert_eq!(sessions.get("active"), Some(1)); // read: kept alive
+    /// }
+    /// assert_eq!(sessions.get("idle"), None); // unread for 150 s
+    /// # }
+    /// ```
+    pub fn time_to_idle(mut self, idle: Duration) -> Self {
+        self.config.time_to_idle = Some(idle);
         self
     }
 

@@ -144,8 +144,10 @@ where
     }
 
     /// The value for `key`, if present and not expired. A hit promotes the
-    /// entry to most recently used and counts a hit; anything else counts a
-    /// miss. Never waits: a key being loaded is a miss.
+    /// entry to most recently used, restarts its idle clock (see
+    /// [`time_to_idle`](crate::CacheBuilder::time_to_idle)) and counts a
+    /// hit; anything else counts a miss. Never waits: a key being loaded is
+    /// a miss.
     ///
     /// # Examples
     ///
@@ -166,7 +168,8 @@ where
         self.store.get(self.store.hash(key), key)
     }
 
-    /// Like [`get`](Self::get), but neither promotes nor counts.
+    /// Like [`get`](Self::get), but neither promotes, restarts the idle clock,
+    /// nor counts.
     ///
     /// # Examples
     ///

@@ -19,6 +19,7 @@
 
 mod buffer;
 mod epoch;
+mod idle;
 mod lfu;
 mod list;
 mod lru;
@@ -37,6 +38,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use self::buffer::ReadBuffer;
+use self::idle::Idle;
 use self::order::Order;
 use self::reclaim::{Locked, Pinned, Protects, Reclaimed, defer_and_flush, drop_quietly, flush, pin, retire_table};
 use self::slab::{Filling, PENDING, READY, RETIRED_PENDING, RETIRED_READY, Slab, Slot, state};
@@ -64,6 +66,7 @@ pub(crate) struct Config {
     /// `usize::MAX` when unbounded.
     pub(crate) max_size: usize,
     pub(crate) default_ttl: Option<Duration>,
+    pub(crate) time_to_idle: Option<Duration>,
     pub(crate) batch_window: Duration,
     pub(crate) max_batch_size: usize,
     pub(crate) name: Arc<str>,
@@ -151,6 +154,8 @@ pub(crate) struct Store<K, V, S = DefaultHasher> {
     pub(crate) observers: Observers,
     listener: Option<Listener<K, V>>,
     weigher: Option<Weigher<K, V>>,
+    /// Idle deadlines, with `time_to_idle`.
+    idle: Option<Idle>,
     /// Saves of this cache run one at a time.
     #[cfg(feature = "persist")]
     pub(crate) save_lock: tokio::sync::Mutex<()>,
@@ -198,6 +203,7 @@ impl<K, V, S> Store<K, V, S> {
                 expirations: 0,
             })),
             reclaimed: Arc::default(),
+            idle: config.time_to_idle.and_then(Idle::new),
             clock: Clock::new(),
             config,
             counters: Counters::default(),
@@ -340,7 +346,7 @@ impl<K, V, S> Store<K, V, S> {
     fn refusal(&self, ttl: Option<Duration>, weight: u32) -> Option<RemovalCause> {
         if self.config.max_size == 0 || u64::from(weight) > self.config.max_weight {
             Some(RemovalCause::Size)
-        } else if ttl == Some(Duration::ZERO) {
+        } else if ttl == Some(Duration::ZERO) || self.config.time_to_idle == Some(Duration::ZERO) {
             Some(RemovalCause::Expired)
         } else {
             None
@@ -447,18 +453,49 @@ impl<K, V, S> Store<K, V, S> {
         }
     }
 
-    /// Removes every entry whose deadline has passed.
+    /// Removes every entry whose deadline has passed. An entry whose timer
+    /// fires early, because a read pushed its idle deadline on, is armed
+    /// again at the new deadline.
     fn expire(&self, p: &mut State) {
         let now = self.clock.now();
         let mut wheel = std::mem::take(&mut p.wheel);
+        let mut rearmed = Vec::new();
         wheel.advance(now, |timer| {
             let slot = self.slot(timer.idx);
-            if slot.meta.load(Ordering::Relaxed) == timer.meta {
-                self.detach(p, timer.idx, RemovalCause::Expired);
-                p.expirations += 1;
+            if slot.meta.load(Ordering::Relaxed) != timer.meta {
+                return;
+            }
+            // SAFETY: READY (the meta it was armed with), lock held.
+            match self.soonest(timer.idx, unsafe { slot.expires() }) {
+                deadline if deadline > now => rearmed.push(Timer { deadline, ..timer }),
+                _ => {
+                    self.detach(p, timer.idx, RemovalCause::Expired);
+                    p.expirations += 1;
+                }
             }
         });
+        for timer in rearmed {
+            wheel.push(timer);
+        }
         p.wheel = wheel;
+    }
+
+    /// When `READY` slot `idx`, whose TTL ends at `expires`, expires: then,
+    /// or at its idle deadline if that comes first.
+    #[inline]
+    fn soonest(&self, idx: u32, expires: u64) -> u64 {
+        match &self.idle {
+            Some(idle) => expires.min(idle.deadline(idx)),
+            None => expires,
+        }
+    }
+
+    /// Starts slot `idx`'s idle clock, with `time_to_idle`: before the
+    /// slot is published `READY`.
+    fn start_idle(&self, idx: u32) {
+        if let Some(idle) = &self.idle {
+            idle.start(idx, self.clock.now());
+        }
     }
 
     fn replay(&self, p: &mut State, reader: Option<usize>) {
@@ -486,6 +523,9 @@ impl<K, V, S> Store<K, V, S> {
         }
         let idx = p.high;
         self.slab.ensure(idx);
+        if let Some(idle) = &self.idle {
+            idle.ensure(idx);
+        }
         p.order.reserve(idx);
         if self.weigher.is_some() {
             p.weights.resize(idx as usize + 1, 0);
@@ -571,12 +611,14 @@ impl<K, V, S> Store<K, V, S> {
         p.limbo.push(idx);
     }
 
-    /// Counts `READY` slot `idx`'s timer, if it has a deadline, as live in
-    /// the wheel; pruning the wheel of dead timers when they pile up.
+    /// Counts `READY` slot `idx`'s timer, if it has a deadline (its TTL's,
+    /// `expires`, or an idle one), as live in the wheel; pruning the wheel
+    /// of dead timers when they pile up.
     fn arm(&self, p: &mut State, idx: u32, meta: u32, expires: u64) {
-        if expires != NEVER {
+        let deadline = self.soonest(idx, expires);
+        if deadline != NEVER {
             p.timed += 1;
-            p.wheel.push(Timer { deadline: expires, idx, meta });
+            p.wheel.push(Timer { deadline, idx, meta });
             if p.wheel.len() > 2 * p.timed + 1024 {
                 p.wheel.retain(|t| self.slot(t.idx).meta.load(Ordering::Relaxed) == t.meta);
             }
@@ -586,8 +628,8 @@ impl<K, V, S> Store<K, V, S> {
     /// The opposite of [`arm`](Self::arm) for `READY` slot `idx`, about to
     /// be retired (its timer then finds a changed meta and does nothing).
     fn unarm(&self, p: &mut State, idx: u32) {
-        // SAFETY: READY.
-        if unsafe { self.slot(idx).expires() } != NEVER {
+        // SAFETY: READY. (An idle deadline is never `NEVER`.)
+        if self.idle.is_some() || unsafe { self.slot(idx).expires() } != NEVER {
             p.timed -= 1;
         }
     }
@@ -678,6 +720,7 @@ impl<K, V, S> Store<K, V, S> {
         let slot = self.slot(lead.idx);
         let ours = slot.meta.load(Ordering::Relaxed) == lead.meta;
         if let (true, None) = (ours, refused) {
+            self.start_idle(lead.idx);
             // SAFETY: our PENDING slot, lock held.
             let (meta, flight) = unsafe { slot.resolve(expires, value) };
             // SAFETY: READY now.
@@ -789,10 +832,14 @@ where
                 READY => {
                     // SAFETY: READY, and pinned.
                     let expires = unsafe { slot.expires() };
-                    if expires != NEVER && self.clock.now() >= expires {
-                        return Lookup::Absent;
+                    let mut now = 0;
+                    if expires != NEVER || self.idle.is_some() {
+                        now = self.clock.now();
+                        if now >= self.soonest(idx, expires) {
+                            return Lookup::Absent;
+                        }
                     }
-                    return Lookup::Live { slot, idx, meta };
+                    return Lookup::Live { slot, idx, meta, now };
                 }
                 // Retired since the probe found it. A slot is retired only
                 // after its table word was replaced or removed, and that
@@ -818,9 +865,12 @@ where
         let guard = pin();
         let stripe = self.reads.stripe(guard.thread());
         match self.live(hash, key, &guard) {
-            Lookup::Live { slot, idx, meta } => {
+            Lookup::Live { slot, idx, meta, now } => {
                 // SAFETY: READY, and pinned.
                 let value = unsafe { slot.value() }.clone();
+                if let Some(idle) = &self.idle {
+                    idle.touch(idx, now);
+                }
                 self.record(stripe, idx, meta);
                 Some(value)
             }
@@ -897,6 +947,7 @@ where
         let tag = tag_of(hash);
         let (shard, probe) = self.probe(p, hash, &key);
         let idx = self.alloc(p);
+        self.start_idle(idx);
         // SAFETY: a fresh slot, published below.
         let meta = unsafe { self.slot(idx).fill(tag, expires, key, Filling::Ready(value)) };
         match probe {
@@ -996,7 +1047,12 @@ where
             let slot = self.slot(idx);
             match state(slot.meta.load(Ordering::Relaxed)) {
                 // Live: `maintain` expired everything due.
-                READY => Ok(Ok(idx)),
+                READY => {
+                    if let Some(idle) = &self.idle {
+                        idle.touch(idx, self.clock.now());
+                    }
+                    Ok(Ok(idx))
+                }
                 // SAFETY: PENDING.
                 PENDING => Ok(Err(Arc::clone(unsafe { slot.flight() }))),
                 other => unreachable!("slot in state {other} in a table"),
@@ -1092,7 +1148,7 @@ where
             }
         };
         // SAFETY: READY when picked or found, and held: intact.
-        (unsafe { self.slot(idx).expires() } > now).then_some((idx, meta))
+        (self.soonest(idx, unsafe { self.slot(idx).expires() }) > now).then_some((idx, meta))
     }
 
     /// Calls `visit` with each live entry of `shard` (and its slot and
@@ -1178,8 +1234,9 @@ where
 
 /// What a lock-free lookup found.
 enum Lookup<'g, K, V> {
-    /// A `READY`, unexpired entry: its slot, index and meta when read.
-    Live { slot: &'g Slot<K, V>, idx: u32, meta: u32 },
+    /// A `READY`, unexpired entry: its slot, index and meta when read, and
+    /// the clock then if the entry has a deadline (else 0).
+    Live { slot: &'g Slot<K, V>, idx: u32, meta: u32, now: u64 },
     /// No entry, an expired one, or a load in flight.
     Absent,
 }

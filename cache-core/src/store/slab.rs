@@ -275,20 +275,26 @@ const FIRST_BITS: u32 = 5;
 /// Enough segments for every index a table entry can encode (< 2^32 - 32),
 /// plus one that is never allocated: [`locate`] maps every `u32` to a
 /// segment below this, so [`Slab::get`] indexes without a bounds check.
-const SEGMENTS: usize = 33 - FIRST_BITS as usize;
+pub(crate) const SEGMENTS: usize = 33 - FIRST_BITS as usize;
 /// The first index the slab cannot hold.
 pub(crate) const MAX_SLOTS: u64 = (1u64 << 32) - (1 << FIRST_BITS);
 
 #[inline]
-fn locate(idx: u32) -> (usize, usize) {
+pub(crate) fn locate(idx: u32) -> (usize, usize) {
     let x = idx as u64 + (1 << FIRST_BITS);
     let segment = 63 - x.leading_zeros() - FIRST_BITS;
     (segment as usize, (x - (1u64 << (segment + FIRST_BITS))) as usize)
 }
 
+/// How many slots segment `segment` holds.
+#[inline]
+pub(crate) fn segment_len(segment: usize) -> usize {
+    1 << (segment as u32 + FIRST_BITS)
+}
+
 #[inline]
 fn segment_layout<K, V>(segment: usize) -> Layout {
-    Layout::array::<Slot<K, V>>(1 << (segment as u32 + FIRST_BITS)).expect("slab segment size overflows")
+    Layout::array::<Slot<K, V>>(segment_len(segment)).expect("slab segment size overflows")
 }
 
 pub(crate) struct Slab<K, V> {
@@ -341,7 +347,7 @@ impl<K, V> Slab<K, V> {
             }
             // A model checker's atomics are not valid zeroed: make them.
             #[cfg(shuttle)]
-            for offset in 0..1usize << (segment as u32 + FIRST_BITS) {
+            for offset in 0..segment_len(segment) {
                 // SAFETY: within the segment, not yet shared.
                 unsafe { ptr::addr_of_mut!((*ptr.add(offset)).meta).write(AtomicU32::new(0)) };
             }

@@ -11,21 +11,21 @@ use std::time::Duration;
 use cache_core::{Cache, CacheBuilder, Policy, RemovalCause, WeakCache};
 
 /// Fails the test if `f` takes longer than 10 s of (real or paused) time.
-async fn within<T>(f: impl Future<Output = T>) -> T {
+pub(crate) async fn within<T>(f: impl Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(10), f).await.expect("timed out: something hangs")
 }
 
-type Told = Arc<Mutex<Vec<(u64, u64, RemovalCause)>>>;
+pub(crate) type Told = Arc<Mutex<Vec<(u64, u64, RemovalCause)>>>;
 
 /// A builder whose listener records `(key, value, cause)`.
-fn recording(builder: CacheBuilder<u64, u64>) -> (CacheBuilder<u64, u64>, Told) {
+pub(crate) fn recording(builder: CacheBuilder<u64, u64>) -> (CacheBuilder<u64, u64>, Told) {
     let told = Told::default();
     let log = Arc::clone(&told);
     let builder = builder.eviction_listener(move |k: &u64, v: &u64, cause| log.lock().unwrap().push((*k, *v, cause)));
     (builder, told)
 }
 
-fn taken(told: &Told) -> Vec<(u64, u64, RemovalCause)> {
+pub(crate) fn taken(told: &Told) -> Vec<(u64, u64, RemovalCause)> {
     std::mem::take(&mut *told.lock().unwrap())
 }
 
@@ -178,22 +178,26 @@ async fn a_panicking_listener_is_caught_and_counted() {
     assert_eq!(within(cache.get_or_load(4, || async { 4 })).await, 4);
 }
 
-/// Threads insert, overwrite and remove; every value ever stored is told
-/// exactly once by the end (the rest by a final `clear`), with a cause
-/// that fits how it left.
+/// Threads insert, overwrite, read and remove; every value ever stored is
+/// told exactly once by the end (the rest by a final `clear`). With a 1 ms
+/// `time_to_idle` too, so reads push idle deadlines on while writers
+/// expire entries.
 #[test]
 fn every_value_is_told_exactly_once_under_concurrency() {
-    for policy in [Policy::Lru, Policy::TinyLfu] {
-        told_exactly_once(policy);
+    let idle = Some(Duration::from_millis(1));
+    for (policy, idle) in [(Policy::Lru, None), (Policy::TinyLfu, None), (Policy::Lru, idle), (Policy::TinyLfu, idle)] {
+        told_exactly_once(policy, idle);
     }
 }
 
-fn told_exactly_once(policy: Policy) {
+fn told_exactly_once(policy: Policy, idle: Option<Duration>) {
     let told: Arc<Mutex<HashMap<u64, Vec<RemovalCause>>>> = Arc::default();
     let log = Arc::clone(&told);
-    let cache = Cache::<u64, u64>::builder()
-        .max_size(64)
-        .policy(policy)
+    let mut builder = Cache::<u64, u64>::builder().max_size(64).policy(policy);
+    if let Some(idle) = idle {
+        builder = builder.time_to_idle(idle);
+    }
+    let cache = builder
         .eviction_listener(move |_: &u64, v: &u64, cause| log.lock().unwrap().entry(*v).or_default().push(cause))
         .build();
     let threads = 4u64;
@@ -239,5 +243,7 @@ fn told_exactly_once(policy: Policy) {
     }
     assert_eq!(told.len(), inserted.len(), "every value stored leaves once, and is told");
     assert!(inserted.iter().all(|v| told.contains_key(v)));
+    let expired = told.values().filter(|causes| causes[0] == RemovalCause::Expired).count();
+    assert_eq!(expired > 0, idle.is_some(), "{policy:?}: {expired} idle expiries");
     assert_eq!(cache.metrics().listener_panics, 0);
 }
