@@ -54,6 +54,8 @@ pub enum Policy {
 /// | [`max_size`](Self::max_size) | 128 entries |
 /// | [`default_ttl`](Self::default_ttl) | none: entries never expire |
 /// | [`time_to_idle`](Self::time_to_idle) | none: reads do not keep entries alive |
+/// | [`ttl_jitter`](Self::ttl_jitter) | 0: every TTL exactly as given |
+/// | [`refresh_after`](Self::refresh_after), [`stale_for`](Self::stale_for), [`load_timeout`](Self::load_timeout) | none (they act on [`fetch`](Cache::fetch)) |
 /// | [`batch_window`](Self::batch_window) | 5 ms |
 /// | [`max_batch_size`](Self::max_batch_size) | 100 keys |
 /// | [`name`](Self::name) | `"default"` |
@@ -103,6 +105,10 @@ impl<K, V> Default for CacheBuilder<K, V> {
                 max_size: 128,
                 default_ttl: None,
                 time_to_idle: None,
+                refresh_after: None,
+                stale_for: None,
+                load_timeout: None,
+                ttl_jitter: 0.0,
                 batch_window: Duration::from_millis(5),
                 max_batch_size: 100,
                 name: Arc::from("default"),
@@ -288,6 +294,94 @@ impl<K, V, S> CacheBuilder<K, V, S> {
     /// ```
     pub fn time_to_idle(mut self, idle: Duration) -> Self {
         self.config.time_to_idle = Some(idle);
+        self
+    }
+
+    /// Spreads each entry's TTL uniformly by up to `fraction` of it either
+    /// way (0.1: a 60 s TTL becomes 54 to 66 s), so keys loaded together do
+    /// not all expire, and reload, together. Clamped to `0.0..=1.0`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use async_cache::Cache;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let cache = Cache::<u32, u32>::builder()
+    ///     .max_size(1_000)
+    ///     .default_ttl(Duration::from_secs(60))
+    ///     .ttl_jitter(0.1)
+    ///     .build();
+    /// for key in 0..1_000 {
+    ///     cache.insert(key, key);
+    /// }
+    /// tokio::time::advance(Duration::from_secs(53)).await;
+    /// assert_eq!(cache.len(), 1_000); // none before 54 s
+    /// tokio::time::advance(Duration::from_secs(7)).await;
+    /// let left = cache.len(); // about half by 60 s
+    /// assert!(left > 300 && left < 700, "{left}");
+    /// tokio::time::advance(Duration::from_secs(7)).await;
+    /// assert!(cache.is_empty()); // all by 66 s
+    /// # }
+    /// ```
+    pub fn ttl_jitter(mut self, fraction: f64) -> Self {
+        self.config.ttl_jitter = if fraction.is_nan() { 0.0 } else { fraction.clamp(0.0, 1.0) };
+        self
+    }
+
+    /// Refresh ahead: a [`fetch`](Cache::fetch) that finds an entry written
+    /// longer ago than `after` (and still within its TTL) returns it at once
+    /// and starts one background reload of it with its loader; nobody
+    /// waits. The reload replaces the value and restarts its TTL; if it
+    /// fails, the entry keeps its value (the failure counts in
+    /// `load_errors`) and may be refreshed again `after` later. Started
+    /// refreshes count in [`Metrics::refreshes`](crate::Metrics::refreshes).
+    /// A write, removal or expiry of the entry during the reload wins over
+    /// it. Costs 8 bytes per entry.
+    ///
+    /// Set it below the TTL (say, at 80% of it): hot keys are then reloaded
+    /// before they expire, and no caller ever waits for them.
+    ///
+    /// # Examples
+    ///
+    /// See [`Cache::fetch`].
+    pub fn refresh_after(mut self, after: Duration) -> Self {
+        self.config.refresh_after = Some(after);
+        self
+    }
+
+    /// Fail-safe: an entry whose TTL ended is kept, invisible to `get`,
+    /// `peek`, `iter` and `len`, for `window` longer. A
+    /// [`fetch`](Cache::fetch) that finds it reloads; if that load fails
+    /// (or panics), every caller of the load gets the stale value instead
+    /// of the error, and it is kept for the rest of its window. Each caller
+    /// served so counts in [`Metrics::stale_served`](crate::Metrics::stale_served).
+    /// `insert`, `remove` and `clear` drop a stale value like any other;
+    /// the listener is told `Expired` when its window ends. Stale entries
+    /// are not counted against `max_size`: they hold memory until their
+    /// window ends or a reload replaces them.
+    ///
+    /// # Examples
+    ///
+    /// See [`Cache::fetch`].
+    pub fn stale_for(mut self, window: Duration) -> Self {
+        self.config.stale_for = Some(window);
+        self
+    }
+
+    /// Soft timeout: when a [`fetch`](Cache::fetch) reloads a key that has
+    /// a stale value (see [`stale_for`](Self::stale_for)), its callers wait
+    /// at most `timeout` and then get the stale value; the load goes on in
+    /// the background and stores its value when done. Without a stale
+    /// value, callers wait for the load as usual.
+    ///
+    /// # Examples
+    ///
+    /// See [`Cache::fetch`].
+    pub fn load_timeout(mut self, timeout: Duration) -> Self {
+        self.config.load_timeout = Some(timeout);
         self
     }
 

@@ -52,6 +52,10 @@ impl<V: Clone> Clone for Outcome<V> {
 pub(crate) struct Flight<V> {
     outcome: OnceLock<Outcome<V>>,
     waiters: Mutex<Waiters>,
+    /// With `stale_for`: the `HELD` slot (index and meta) of the expired
+    /// entry this load replaces. Set under the store's lock before anyone
+    /// can join.
+    stale: OnceLock<(u32, u32)>,
 }
 
 #[derive(Default)]
@@ -68,7 +72,17 @@ impl<V> std::fmt::Debug for Flight<V> {
 
 impl<V> Flight<V> {
     pub(crate) fn new() -> Self {
-        Flight { outcome: OnceLock::new(), waiters: Mutex::new(Waiters::default()) }
+        Flight { outcome: OnceLock::new(), waiters: Mutex::new(Waiters::default()), stale: OnceLock::new() }
+    }
+
+    /// Notes the stale entry this load replaces (see the field).
+    pub(crate) fn hold_stale(&self, idx: u32, meta: u32) {
+        let _ = self.stale.set((idx, meta));
+    }
+
+    /// The stale entry this load replaces, if any: its slot and meta as held.
+    pub(crate) fn stale(&self) -> Option<(u32, u32)> {
+        self.stale.get().copied()
     }
 
     /// Ends the flight and wakes every waiter. Later calls do nothing.

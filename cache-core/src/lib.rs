@@ -12,6 +12,7 @@ pub mod __private;
 mod batch;
 mod builder;
 mod cache;
+mod fetch;
 mod flight;
 mod listen;
 mod load;

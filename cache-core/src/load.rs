@@ -42,7 +42,7 @@ pub(crate) enum Failure<E> {
 
 impl<E> Failure<E> {
     /// The shared error; `Own` only comes from `Errors::PerCaller`.
-    fn shared(self) -> Arc<E> {
+    pub(crate) fn shared(self) -> Arc<E> {
         match self {
             Failure::Shared(error) => error,
             Failure::Own(error) => Arc::new(error),
@@ -60,7 +60,7 @@ fn infallible<V>(loaded: Result<V, Failure<Infallible>>) -> V {
 }
 
 /// What a waiter makes of the outcome of the flight it joined.
-enum Joined<V, E> {
+pub(crate) enum Joined<V, E> {
     /// The flight's value, or its error (shared).
     Served(Result<V, Failure<E>>),
     /// The flight failed with an error this waiter cannot share: it tries
@@ -72,7 +72,7 @@ enum Joined<V, E> {
 }
 
 impl<V, E: Send + Sync + 'static> Joined<V, E> {
-    fn from(outcome: Outcome<V>, errors: Errors) -> Self {
+    pub(crate) fn from(outcome: Outcome<V>, errors: Errors) -> Self {
         match (outcome, errors) {
             (Outcome::Value(value), _) => Joined::Served(Ok(value)),
             (Outcome::Error(error), Errors::Shared | Errors::Nothing) => match error.downcast::<E>() {
@@ -91,9 +91,9 @@ impl<V, E: Send + Sync + 'static> Joined<V, E> {
 /// The leader's side of a flight. Dropped without an outcome (the loader
 /// panicked or the caller was cancelled), it takes the placeholder out and
 /// abandons the flight, so a waiter takes the load over.
-struct Leader<'a, K, V, S> {
-    store: &'a Store<K, V, S>,
-    lead: Option<Placeholder<V>>,
+pub(crate) struct Leader<'a, K, V, S> {
+    pub(crate) store: &'a Store<K, V, S>,
+    pub(crate) lead: Option<Placeholder<V>>,
 }
 
 impl<K: Hash + Eq, V: Clone, S: BuildHasher> Leader<'_, K, V, S> {
@@ -399,7 +399,7 @@ where
     /// value is stored and handed to every waiter; an error is handed to
     /// them (or each tries on its own, see [`Errors`]). Not async: the
     /// loader is awaited inline by the caller, without a nested future.
-    fn end_lead<E>(
+    pub(crate) fn end_lead<E>(
         &self,
         leader: Leader<'_, K, V, S>,
         loaded: Result<V, E>,
@@ -455,7 +455,7 @@ where
 
     /// Runs a load, reporting it to the load observers, if any: ended, or
     /// cancelled or panicked if this future is dropped or unwinds first.
-    async fn timed<T, E>(&self, load: impl Future<Output = Result<T, E>>, errors: Errors) -> Result<T, E> {
+    pub(crate) async fn timed<T, E>(&self, load: impl Future<Output = Result<T, E>>, errors: Errors) -> Result<T, E> {
         let timing = self.store.observers.start(1, false);
         let out = load.await;
         if let Some(timing) = timing {

@@ -66,6 +66,13 @@ pub struct Metrics {
     pub batched_keys: u64,
     /// Panics caught in the removal listener.
     pub listener_panics: u64,
+    /// Background reloads started by [`refresh_after`](crate::CacheBuilder::refresh_after)
+    /// (each is also one of `loads`).
+    pub refreshes: u64,
+    /// Callers of [`fetch`](crate::Cache::fetch) served a stale value
+    /// (see [`stale_for`](crate::CacheBuilder::stale_for)): because the
+    /// load failed, or outlasted [`load_timeout`](crate::CacheBuilder::load_timeout).
+    pub stale_served: u64,
 }
 
 impl Metrics {
@@ -116,6 +123,8 @@ pub(crate) struct Counters {
     pub(crate) batches: Counter,
     pub(crate) batched_keys: Counter,
     pub(crate) listener_panics: Counter,
+    pub(crate) refreshes: Counter,
+    pub(crate) stale_served: Counter,
     baseline: Mutex<Metrics>,
 }
 
@@ -138,6 +147,8 @@ impl Counters {
             batches: self.batches.get(),
             batched_keys: self.batched_keys.get(),
             listener_panics: self.listener_panics.get(),
+            refreshes: self.refreshes.get(),
+            stale_served: self.stale_served.get(),
         }
     }
 
@@ -155,6 +166,8 @@ impl Counters {
             batches: totals.batches.saturating_sub(base.batches),
             batched_keys: totals.batched_keys.saturating_sub(base.batched_keys),
             listener_panics: totals.listener_panics.saturating_sub(base.listener_panics),
+            refreshes: totals.refreshes.saturating_sub(base.refreshes),
+            stale_served: totals.stale_served.saturating_sub(base.stale_served),
             ..totals
         }
     }

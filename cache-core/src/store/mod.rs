@@ -19,7 +19,6 @@
 
 mod buffer;
 mod epoch;
-mod idle;
 mod lfu;
 mod list;
 mod lru;
@@ -27,6 +26,7 @@ mod order;
 mod reclaim;
 mod sketch;
 pub(crate) mod slab;
+mod stamps;
 mod table;
 mod wheel;
 
@@ -38,10 +38,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use self::buffer::ReadBuffer;
-use self::idle::Idle;
 use self::order::Order;
 use self::reclaim::{Locked, Pinned, Protects, Reclaimed, defer_and_flush, drop_quietly, flush, pin, retire_table};
-use self::slab::{Filling, PENDING, READY, RETIRED_PENDING, RETIRED_READY, Slab, Slot, state};
+use self::slab::{Filling, HELD, PENDING, READY, RETIRED_PENDING, RETIRED_READY, STALE, Slab, Slot, state};
+use self::stamps::{Idle, Refresh};
 use self::table::{Probe, Table, TableRef, Usage};
 use self::wheel::{Timer, Wheel};
 use crossbeam_utils::CachePadded;
@@ -67,6 +67,11 @@ pub(crate) struct Config {
     pub(crate) max_size: usize,
     pub(crate) default_ttl: Option<Duration>,
     pub(crate) time_to_idle: Option<Duration>,
+    pub(crate) refresh_after: Option<Duration>,
+    pub(crate) stale_for: Option<Duration>,
+    pub(crate) load_timeout: Option<Duration>,
+    /// Each TTL is spread uniformly by up to this fraction either way.
+    pub(crate) ttl_jitter: f64,
     pub(crate) batch_window: Duration,
     pub(crate) max_batch_size: usize,
     pub(crate) name: Arc<str>,
@@ -156,6 +161,10 @@ pub(crate) struct Store<K, V, S = DefaultHasher> {
     weigher: Option<Weigher<K, V>>,
     /// Idle deadlines, with `time_to_idle`.
     idle: Option<Idle>,
+    /// Write times, with `refresh_after`.
+    refresh: Option<Refresh>,
+    /// `stale_for` in clock nanoseconds; 0 without.
+    stale_for: u64,
     /// Saves of this cache run one at a time.
     #[cfg(feature = "persist")]
     pub(crate) save_lock: tokio::sync::Mutex<()>,
@@ -204,6 +213,8 @@ impl<K, V, S> Store<K, V, S> {
             })),
             reclaimed: Arc::default(),
             idle: config.time_to_idle.and_then(Idle::new),
+            refresh: config.refresh_after.map(Refresh::new),
+            stale_for: config.stale_for.map_or(0, |stale| u64::try_from(stale.as_nanos()).unwrap_or(NEVER)),
             clock: Clock::new(),
             config,
             counters: Counters::default(),
@@ -465,9 +476,25 @@ impl<K, V, S> Store<K, V, S> {
             if slot.meta.load(Ordering::Relaxed) != timer.meta {
                 return;
             }
-            // SAFETY: READY (the meta it was armed with), lock held.
-            match self.soonest(timer.idx, unsafe { slot.expires() }) {
+            // SAFETY: READY or STALE (the meta it was armed with), lock held.
+            let expires = unsafe { slot.expires() };
+            if state(timer.meta) == STALE {
+                // Its stale window ended (`retire` counts and tells it).
+                self.detach(p, timer.idx, RemovalCause::Expired);
+                return;
+            }
+            match self.soonest(timer.idx, expires) {
                 deadline if deadline > now => rearmed.push(Timer { deadline, ..timer }),
+                // Its TTL (not idleness) ended, and `stale_for` keeps it.
+                _ if expires <= now && self.stale_end(expires) > now => {
+                    p.order.unlink(timer.idx);
+                    p.len -= 1;
+                    if self.weigher.is_some() {
+                        p.weight -= u64::from(p.weights[timer.idx as usize]);
+                    }
+                    let meta = slot.shift(STALE);
+                    rearmed.push(Timer { deadline: self.stale_end(expires), idx: timer.idx, meta });
+                }
                 _ => {
                     self.detach(p, timer.idx, RemovalCause::Expired);
                     p.expirations += 1;
@@ -490,12 +517,24 @@ impl<K, V, S> Store<K, V, S> {
         }
     }
 
-    /// Starts slot `idx`'s idle clock, with `time_to_idle`: before the
-    /// slot is published `READY`.
-    fn start_idle(&self, idx: u32) {
-        if let Some(idle) = &self.idle {
-            idle.start(idx, self.clock.now());
+    /// Starts slot `idx`'s idle clock (`time_to_idle`) and notes when it
+    /// was written (`refresh_after`): before the slot is published `READY`.
+    fn start_clocks(&self, idx: u32) {
+        if self.idle.is_none() && self.refresh.is_none() {
+            return;
         }
+        let now = self.clock.now();
+        if let Some(idle) = &self.idle {
+            idle.start(idx, now);
+        }
+        if let Some(refresh) = &self.refresh {
+            refresh.stamp(idx, now);
+        }
+    }
+
+    /// When a stale entry whose TTL ended at `expires` is dropped.
+    fn stale_end(&self, expires: u64) -> u64 {
+        expires.saturating_add(self.stale_for)
     }
 
     fn replay(&self, p: &mut State, reader: Option<usize>) {
@@ -525,6 +564,9 @@ impl<K, V, S> Store<K, V, S> {
         self.slab.ensure(idx);
         if let Some(idle) = &self.idle {
             idle.ensure(idx);
+        }
+        if let Some(refresh) = &self.refresh {
+            refresh.ensure(idx);
         }
         p.order.reserve(idx);
         if self.weigher.is_some() {
@@ -584,16 +626,41 @@ impl<K, V, S> Store<K, V, S> {
     /// An entry (not a placeholder) leaves for `cause`.
     fn retire(&self, p: &mut State, idx: u32, cause: RemovalCause) {
         let slot = self.slot(idx);
-        if state(slot.meta.load(Ordering::Relaxed)) == READY {
-            p.order.unlink(idx);
-            p.len -= 1;
-            if self.weigher.is_some() {
-                p.weight -= u64::from(p.weights[idx as usize]);
+        let was = state(slot.meta.load(Ordering::Relaxed));
+        match was {
+            READY => {
+                p.order.unlink(idx);
+                p.len -= 1;
+                if self.weigher.is_some() {
+                    p.weight -= u64::from(p.weights[idx as usize]);
+                }
+                self.unarm(p, idx);
+                self.depart(p, idx, cause);
             }
-            self.unarm(p, idx);
-            self.depart(p, idx, cause);
+            // Expired already (out of the order and the counts), whatever
+            // ends it now: told as an expiry. A `HELD` one has no timer.
+            STALE | HELD => {
+                if was == STALE {
+                    p.timed -= 1;
+                }
+                self.depart(p, idx, RemovalCause::Expired);
+                p.expirations += 1;
+            }
+            // SAFETY: PENDING, lock held.
+            PENDING => self.release_held(p, unsafe { slot.flight() }),
+            _ => {}
         }
         self.discard(p, idx);
+    }
+
+    /// Retires the stale entry `flight`'s load holds, if it still does: the
+    /// load's placeholder is leaving.
+    fn release_held(&self, p: &mut State, flight: &Flight<V>) {
+        if let Some((idx, meta)) = flight.stale()
+            && self.slot(idx).meta.load(Ordering::Relaxed) == meta
+        {
+            self.retire(p, idx, RemovalCause::Expired);
+        }
     }
 
     /// Notes that entry `idx` leaves for `cause`, for the listener.
@@ -720,18 +787,21 @@ impl<K, V, S> Store<K, V, S> {
         let slot = self.slot(lead.idx);
         let ours = slot.meta.load(Ordering::Relaxed) == lead.meta;
         if let (true, None) = (ours, refused) {
-            self.start_idle(lead.idx);
+            self.start_clocks(lead.idx);
             // SAFETY: our PENDING slot, lock held.
-            let (meta, flight) = unsafe { slot.resolve(expires, value) };
+            let (meta, flight) = unsafe { slot.resolve(expires, value, READY) };
             // SAFETY: READY now.
             let tag = unsafe { slot.tag() };
             self.link(p, lead.idx, meta, tag, expires, weight);
+            // The stale entry it replaced is gone for good.
+            self.release_held(p, &flight);
             Ok(flight)
         } else if let (true, Some(cause), true) = (ours, refused, self.listener.is_some()) {
             // Never stored, yet an entry to the listener: resolved, then
             // straight out, so that it is told with the key and value.
             // SAFETY: our PENDING slot, lock held.
-            let (_, flight) = unsafe { slot.resolve(expires, value) };
+            let (_, flight) = unsafe { slot.resolve(expires, value, READY) };
+            self.release_held(p, &flight);
             self.unindex(p, lead.idx);
             self.depart(p, lead.idx, cause);
             self.discard(p, lead.idx);
@@ -755,9 +825,27 @@ impl<K, V, S> Store<K, V, S> {
     {
         self.write(Handoff::Now, |p| {
             for lead in leads.clone() {
-                if self.slot(lead.idx).meta.load(Ordering::Relaxed) == lead.meta {
+                if self.slot(lead.idx).meta.load(Ordering::Relaxed) != lead.meta {
+                    continue;
+                }
+                match lead.flight.stale() {
+                    // The stale entry goes back in its place, for the rest
+                    // of its window.
+                    Some((old, held)) if self.slot(old).meta.load(Ordering::Relaxed) == held => {
+                        // SAFETY: our PENDING slot is in a table.
+                        let tag = unsafe { self.slot(lead.idx).tag() };
+                        let shard = self.shard(tag);
+                        let table = self.table(shard, &p.locked).expect("an indexed slot has a table");
+                        table.replace(table.position_of(tag, lead.idx), tag, old);
+                        self.discard(p, lead.idx);
+                        let meta = self.slot(old).shift(STALE);
+                        // SAFETY: STALE, lock held.
+                        let end = self.stale_end(unsafe { self.slot(old).expires() });
+                        p.timed += 1;
+                        p.wheel.push(Timer { deadline: end, idx: old, meta });
+                    }
                     // A placeholder: no entry leaves, the cause is not told.
-                    self.detach(p, lead.idx, RemovalCause::Explicit);
+                    _ => self.detach(p, lead.idx, RemovalCause::Explicit),
                 }
             }
         });
@@ -766,11 +854,34 @@ impl<K, V, S> Store<K, V, S> {
         }
     }
 
+    /// A refresh of `entry` ended: if the entry is still there (the refresh
+    /// failed, panicked or never ran), it keeps its value and may be
+    /// refreshed again `refresh_after` from now.
+    pub(crate) fn refresh_ended(&self, entry: Entry) {
+        let Some(refresh) = &self.refresh else { return };
+        let _guard = pin();
+        // Pinned, and still that entry: the slot is not reused until the
+        // pin ends (a stamp written to a slot retired since is never read).
+        if self.slot(entry.idx).meta.load(Ordering::Acquire) == entry.meta {
+            refresh.stamp(entry.idx, self.clock.now());
+        }
+    }
+
     fn deadline(&self, ttl: Option<Duration>) -> u64 {
         match ttl {
             None => NEVER,
-            ttl => Clock::deadline(self.clock.now(), ttl),
+            Some(ttl) => Clock::deadline(self.clock.now(), Some(self.jittered(ttl))),
         }
+    }
+
+    /// `ttl` spread uniformly by up to `ttl_jitter` of it either way.
+    fn jittered(&self, ttl: Duration) -> Duration {
+        let jitter = self.config.ttl_jitter;
+        if jitter == 0.0 || ttl.is_zero() {
+            return ttl;
+        }
+        let factor = 1.0 + jitter * (2.0 * fastrand::f64() - 1.0);
+        Duration::try_from_secs_f64(ttl.as_secs_f64() * factor).unwrap_or(Duration::MAX)
     }
 }
 
@@ -862,6 +973,22 @@ where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
+        self.lookup::<Q, false>(hash, key).map(|(value, _)| value)
+    }
+
+    /// [`get`](Self::get) for `fetch`: a hit also says which entry this
+    /// caller is to refresh, if it is due (`refresh_after`) and nobody
+    /// else is refreshing it.
+    pub(crate) fn get_or_refresh(&self, hash: u64, key: &K) -> Option<(V, Option<Entry>)> {
+        self.lookup::<K, true>(hash, key)
+    }
+
+    #[inline(always)]
+    fn lookup<Q, const REFRESH: bool>(&self, hash: u64, key: &Q) -> Option<(V, Option<Entry>)>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
         let guard = pin();
         let stripe = self.reads.stripe(guard.thread());
         match self.live(hash, key, &guard) {
@@ -872,7 +999,11 @@ where
                     idle.touch(idx, now);
                 }
                 self.record(stripe, idx, meta);
-                Some(value)
+                let refresh = match &self.refresh {
+                    Some(refresh) if REFRESH && refresh.claim(idx, self.clock.now()) => Some(Entry { idx, meta }),
+                    _ => None,
+                };
+                Some((value, refresh))
             }
             // An expired entry is left to the writer side (the expiry wheel
             // runs on the next write, `len()` or `metrics()`): reads never
@@ -922,6 +1053,41 @@ where
         }
     }
 
+    /// Stores a refresh's value for `key` if `entry`, the one it
+    /// refreshed, is still there: a write, removal or expiry meanwhile wins
+    /// (as over a load's placeholder).
+    pub(crate) fn refreshed(&self, hash: u64, key: K, entry: Entry, value: V, ttl: Option<Duration>) {
+        let weight = self.weigh(&key, &value);
+        let leftover = self.write(Handoff::Batched, |p| {
+            let current = self.find(hash, &key, &p.locked).map(|(_, idx)| idx) == Some(entry.idx)
+                && self.slot(entry.idx).meta.load(Ordering::Relaxed) == entry.meta;
+            if !current {
+                return Some((key, value, None));
+            }
+            self.insert_locked(p, hash, key, value, ttl, weight).map(|(key, value, cause)| (key, value, Some(cause)))
+        });
+        if let Some((key, value, cause)) = leftover {
+            if let Some(cause) = cause {
+                self.tell_unstored(&key, &value, cause);
+            }
+            drop_quietly([(key, value)]);
+        }
+    }
+
+    /// A copy of the stale value `flight`'s load replaces, while the cache
+    /// still holds it (in the flight, or put back after a failed load).
+    pub(crate) fn stale_value(&self, flight: &Flight<V>) -> Option<V> {
+        let (idx, held) = flight.stale()?;
+        let _guard = pin();
+        let slot = self.slot(idx);
+        let meta = slot.meta.load(Ordering::Acquire);
+        // Same generation, not retired: retired only after this pin began,
+        // so not reclaimed before it ends.
+        let kept = slab::generation(meta) == slab::generation(held) && matches!(state(meta), HELD | STALE);
+        // SAFETY: HELD or STALE, and pinned (above).
+        kept.then(|| unsafe { slot.value() }.clone())
+    }
+
     /// `insert` with the lock held, of an entry weighing `weight`. What is
     /// not stored (a zero TTL, a zero bound, heavier than the weight bound)
     /// still replaces (and so removes) what was there; then the key and
@@ -947,7 +1113,7 @@ where
         let tag = tag_of(hash);
         let (shard, probe) = self.probe(p, hash, &key);
         let idx = self.alloc(p);
-        self.start_idle(idx);
+        self.start_clocks(idx);
         // SAFETY: a fresh slot, published below.
         let meta = unsafe { self.slot(idx).fill(tag, expires, key, Filling::Ready(value)) };
         match probe {
@@ -1007,8 +1173,16 @@ where
                 };
                 // SAFETY: swapped out under the lock, retired only below.
                 for (_, idx) in unsafe { TableRef::new(old) }.entries() {
-                    if state(self.slot(idx).meta.load(Ordering::Relaxed)) == READY {
-                        self.depart(p, idx, RemovalCause::Explicit);
+                    let slot = self.slot(idx);
+                    match state(slot.meta.load(Ordering::Relaxed)) {
+                        READY => self.depart(p, idx, RemovalCause::Explicit),
+                        STALE => {
+                            self.depart(p, idx, RemovalCause::Expired);
+                            p.expirations += 1;
+                        }
+                        // SAFETY: PENDING, lock held.
+                        PENDING => self.release_held(p, unsafe { slot.flight() }),
+                        _ => {}
                     }
                     self.discard(p, idx);
                 }
@@ -1030,33 +1204,45 @@ where
         let guard = pin();
         let found = self.write(Handoff::Batched, |p| {
             let (shard, probe) = self.probe(p, hash, key.as_ref().expect("the caller still owns its key"));
-            let idx = match probe {
-                Probe::Found(_, idx) => idx,
-                Probe::Vacant(pos) => {
-                    let idx = self.alloc(p);
-                    let key = key.take().expect("checked above");
-                    // Allocated only by the caller that leads: joiners and
-                    // hits (most callers under a herd) pay nothing.
-                    let flight = Arc::new(Flight::new());
-                    // SAFETY: a fresh slot, published below.
-                    let meta = unsafe { self.slot(idx).fill(tag, NEVER, key, Filling::Pending(Arc::clone(&flight))) };
-                    self.occupy(p, shard, pos, tag, idx);
-                    return Err(Placeholder { idx, meta, flight });
-                }
-            };
-            let slot = self.slot(idx);
-            match state(slot.meta.load(Ordering::Relaxed)) {
-                // Live: `maintain` expired everything due.
-                READY => {
-                    if let Some(idle) = &self.idle {
-                        idle.touch(idx, self.clock.now());
+            let (pos, stale) = match probe {
+                Probe::Found(pos, idx) => {
+                    let slot = self.slot(idx);
+                    match state(slot.meta.load(Ordering::Relaxed)) {
+                        // Live: `maintain` expired everything due.
+                        READY => {
+                            if let Some(idle) = &self.idle {
+                                idle.touch(idx, self.clock.now());
+                            }
+                            return Ok(Ok(idx));
+                        }
+                        // SAFETY: PENDING.
+                        PENDING => return Ok(Err(Arc::clone(unsafe { slot.flight() }))),
+                        // Expired, kept by `stale_for`: the load replaces it
+                        // in the table and holds it meanwhile.
+                        STALE => (pos, Some(idx)),
+                        other => unreachable!("slot in state {other} in a table"),
                     }
-                    Ok(Ok(idx))
                 }
-                // SAFETY: PENDING.
-                PENDING => Ok(Err(Arc::clone(unsafe { slot.flight() }))),
-                other => unreachable!("slot in state {other} in a table"),
+                Probe::Vacant(pos) => (pos, None),
+            };
+            let idx = self.alloc(p);
+            let key = key.take().expect("checked above");
+            // Allocated only by the caller that leads: joiners and hits
+            // (most callers under a herd) pay nothing.
+            let flight = Arc::new(Flight::new());
+            // SAFETY: a fresh slot, published below.
+            let meta = unsafe { self.slot(idx).fill(tag, NEVER, key, Filling::Pending(Arc::clone(&flight))) };
+            match stale {
+                Some(old) => {
+                    self.table(shard, &p.locked).expect("found in it").replace(pos, tag, idx);
+                    // Out of the table and the wheel (its timer sees
+                    // another meta): only the flight knows of it now.
+                    p.timed -= 1;
+                    flight.hold_stale(old, self.slot(old).shift(HELD));
+                }
+                None => self.occupy(p, shard, pos, tag, idx),
             }
+            Err(Placeholder { idx, meta, flight })
         });
         let claim = match found {
             // SAFETY: READY when found; pinned since, so not reclaimed.
@@ -1230,6 +1416,13 @@ where
             }
         }
     }
+}
+
+/// One entry: a slot as it was when found (another meta, another entry).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Entry {
+    idx: u32,
+    meta: u32,
 }
 
 /// What a lock-free lookup found.

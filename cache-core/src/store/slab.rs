@@ -32,6 +32,13 @@ pub(crate) const PENDING: u32 = 2;
 pub(crate) const RETIRED_READY: u32 = 3;
 /// Removed from the table, waiting out readers; payload was `pending`.
 pub(crate) const RETIRED_PENDING: u32 = 4;
+/// Past its TTL but inside its `stale_for` window: in the table, `ready`
+/// payload initialized, invisible to readers (only a reload sees it).
+pub(crate) const STALE: u32 = 5;
+/// A `STALE` entry taken out of the table by the load that replaces it,
+/// which holds it (in its flight) until it ends: to serve it if the load
+/// fails or is slow, and to put it back if the load fails.
+pub(crate) const HELD: u32 = 6;
 
 const STATE_BITS: u32 = 3;
 const STATE_MASK: u32 = (1 << STATE_BITS) - 1;
@@ -39,6 +46,12 @@ const STATE_MASK: u32 = (1 << STATE_BITS) - 1;
 #[inline]
 pub(crate) fn state(meta: u32) -> u32 {
     meta & STATE_MASK
+}
+
+/// Which use of its slot a meta names.
+#[inline]
+pub(crate) fn generation(meta: u32) -> u32 {
+    meta & !STATE_MASK
 }
 
 #[inline]
@@ -111,7 +124,8 @@ impl<K, V> Slot<K, V> {
     }
 
     /// # Safety
-    /// As [`key`](Self::key), and the slot is `READY` or `RETIRED_READY`.
+    /// As [`key`](Self::key), and the slot is `READY`, `STALE`, `HELD` or
+    /// `RETIRED_READY`.
     #[inline]
     pub(crate) unsafe fn value(&self) -> &V {
         // SAFETY: the `ready` payload is initialized in these states, and
@@ -172,12 +186,13 @@ impl<K, V> Slot<K, V> {
         meta
     }
 
-    /// Turns a `PENDING` slot `READY` in place, returning its flight.
+    /// Turns a `PENDING` slot `READY` (or `STALE`: `to`) in place,
+    /// returning its flight.
     ///
     /// # Safety
     /// Lock held, slot `PENDING`. Readers never read the payload of a `PENDING`
     /// slot without the lock, and the state is stored last (Release).
-    pub(crate) unsafe fn resolve(&self, expires: u64, value: V) -> (u32, Arc<Flight<V>>) {
+    pub(crate) unsafe fn resolve(&self, expires: u64, value: V, to: u32) -> (u32, Arc<Flight<V>>) {
         let meta = self.meta.load(Ordering::Relaxed);
         debug_assert_eq!(state(meta), PENDING);
         // SAFETY: PENDING, so `pending` is initialized; with the lock held
@@ -190,9 +205,21 @@ impl<K, V> Slot<K, V> {
             (*self.payload.get()).write(Payload { ready: ManuallyDrop::new(value) });
             flight
         };
-        let meta = with_state(meta, READY);
+        debug_assert!(to == READY || to == STALE);
+        let meta = with_state(meta, to);
         self.meta.store(meta, Ordering::Release);
         (meta, flight)
+    }
+
+    /// Moves a slot holding a value between `READY`, `STALE` and `HELD`
+    /// (same payload, same generation) and returns its new meta. Lock held.
+    /// Readers that found it before may still clone its value.
+    pub(crate) fn shift(&self, to: u32) -> u32 {
+        let meta = self.meta.load(Ordering::Relaxed);
+        debug_assert!(matches!(state(meta), READY | STALE | HELD) && matches!(to, READY | STALE | HELD));
+        let meta = with_state(meta, to);
+        self.meta.store(meta, Ordering::Release);
+        meta
     }
 
     /// Marks a published slot as removed; readers that already found it may
@@ -200,7 +227,7 @@ impl<K, V> Slot<K, V> {
     pub(crate) fn retire(&self) {
         let meta = self.meta.load(Ordering::Relaxed);
         let retired = match state(meta) {
-            READY => RETIRED_READY,
+            READY | STALE | HELD => RETIRED_READY,
             PENDING => RETIRED_PENDING,
             other => unreachable!("retiring a slot in state {other}"),
         };
@@ -218,7 +245,7 @@ impl<K, V> Slot<K, V> {
     pub(crate) unsafe fn empty(&self) -> (Option<Garbage<K, V>>, bool) {
         let meta = self.meta.load(Ordering::Relaxed);
         let reusable = !exhausted(next_generation(meta));
-        if matches!(state(meta), READY | RETIRED_READY) && !std::mem::needs_drop::<(K, V)>() {
+        if matches!(state(meta), READY | STALE | HELD | RETIRED_READY) && !std::mem::needs_drop::<(K, V)>() {
             self.meta.store(next_generation(meta), Ordering::Relaxed);
             return (None, reusable);
         }
@@ -240,7 +267,7 @@ impl<K, V> Slot<K, V> {
         // the contents moved out are never read or dropped again.
         let garbage = unsafe {
             match state(meta) {
-                READY | RETIRED_READY => {
+                READY | STALE | HELD | RETIRED_READY => {
                     let key = (*self.key.get()).assume_init_read();
                     let mut payload = (*self.payload.get()).assume_init_read();
                     Some(Garbage::Ready(key, ManuallyDrop::take(&mut payload.ready)))
