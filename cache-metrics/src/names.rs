@@ -29,6 +29,10 @@ pub const WEIGHT: &str = "cache_weight";
 pub const MAX_WEIGHT: &str = "cache_max_weight";
 /// Panics caught in the removal listener (counter).
 pub const LISTENER_PANICS: &str = "cache_listener_panics_total";
+/// Background reloads started by `refresh_after` (counter).
+pub const REFRESHES: &str = "cache_refreshes_total";
+/// `fetch` callers served a stale value, `stale_for` (counter).
+pub const STALE_SERVED: &str = "cache_stale_served_total";
 /// Hits over lookups since the previous publication (gauge).
 pub const HIT_RATIO: &str = "cache_hit_ratio";
 /// How long each loader run took, one observation per `cache_loads_total`

@@ -166,6 +166,8 @@ fn describe() {
     );
     describe_gauge!(names::MAX_WEIGHT, Unit::Count, "The cache's weight bound.");
     describe_counter!(names::LISTENER_PANICS, Unit::Count, "Panics caught in the removal listener.");
+    describe_counter!(names::REFRESHES, Unit::Count, "Background reloads started by refresh_after.");
+    describe_counter!(names::STALE_SERVED, Unit::Count, "fetch callers served a stale value (failed or slow load).");
     describe_gauge!(names::HIT_RATIO, "Hits over lookups since the previous publication (about the last second).");
     describe_histogram!(names::LOAD_DURATION, Unit::Seconds, "How long each loader run took.");
     describe_histogram!(names::BATCH_SIZE, Unit::Count, "Keys per load_batch call.");
@@ -183,6 +185,8 @@ struct Handles {
     batches: Counter,
     batched_keys: Counter,
     listener_panics: Counter,
+    refreshes: Counter,
+    stale_served: Counter,
     size: Gauge,
     max_size: Gauge,
     weight: Gauge,
@@ -214,6 +218,8 @@ impl Handles {
             batches: counter(names::BATCHES),
             batched_keys: counter(names::BATCHED_KEYS),
             listener_panics: counter(names::LISTENER_PANICS),
+            refreshes: counter(names::REFRESHES),
+            stale_served: counter(names::STALE_SERVED),
             size: gauge(names::SIZE),
             max_size: gauge(names::MAX_SIZE),
             weight: gauge(names::WEIGHT),
@@ -234,6 +240,8 @@ impl Handles {
         self.batches.absolute(m.batches);
         self.batched_keys.absolute(m.batched_keys);
         self.listener_panics.absolute(m.listener_panics);
+        self.refreshes.absolute(m.refreshes);
+        self.stale_served.absolute(m.stale_served);
         self.size.set(m.size as f64);
         if let Some(max) = m.max_size {
             self.max_size.set(max as f64);

@@ -107,6 +107,35 @@ async fn every_metric_has_its_value_label_unit_and_description() {
     }
 }
 
+/// `fetch`'s counters as published: a refresh started, a stale value served.
+#[tokio::test(start_paused = true)]
+async fn refreshes_and_stale_values_served_are_published() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let prices = Cache::<u64, u64>::builder()
+        .name("prices")
+        .default_ttl(Duration::from_secs(10))
+        .refresh_after(Duration::from_secs(5))
+        .stale_for(Duration::from_secs(60))
+        .build();
+    let reporter = metrics::with_local_recorder(&recorder, || register(&prices));
+    prices.fetch(1, || async { Ok::<_, &str>(1) }).await.unwrap();
+    tokio::time::advance(Duration::from_secs(6)).await;
+    // A hit past refresh_after: one background refresh (it fails).
+    prices.fetch(1, || async { Err::<u64, _>("down") }).await.unwrap();
+    tokio::task::yield_now().await;
+    tokio::time::advance(Duration::from_secs(10)).await;
+    // Expired and the source down: the stale value is served.
+    assert_eq!(prices.fetch(1, || async { Err::<u64, _>("down") }).await.unwrap(), 1);
+    reporter.publish();
+    let p = published(&snapshotter);
+    assert_eq!(p.counter(names::REFRESHES, "prices"), 1);
+    assert_eq!(p.counter(names::STALE_SERVED, "prices"), 1);
+    assert_eq!(p.counter(names::LOADS, "prices"), 3);
+    assert_eq!(p.counter(names::LOAD_ERRORS, "prices"), 2);
+    assert!(p.described[names::REFRESHES] && p.described[names::STALE_SERVED]);
+}
+
 /// Runs `n` copies of a future concurrently.
 async fn futures_join<F: std::future::Future>(n: usize, f: impl Fn() -> F) -> Vec<F::Output> {
     futures_util::future::join_all((0..n).map(|_| f())).await
