@@ -1,6 +1,8 @@
 //! A service in front of a slow database, run three ways on the same traffic:
 //! no cache, `#[cached]` (single-flight), and batched. Then a restart, warm
-//! from a snapshot against cold, and the Prometheus text of the whole run.
+//! from a snapshot against cold; a flaky database served with plain TTLs
+//! against `fetch` (stale values, soft timeouts: `examples/resilience.rs`);
+//! and the Prometheus text of the whole run.
 //!
 //! Run with `cargo run --release --example demo` (`-- --help` for the knobs).
 
@@ -15,6 +17,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
 use tokio::sync::Semaphore;
+
+#[path = "resilience.rs"]
+mod resilience;
 
 #[derive(Parser, Debug, Clone)]
 #[command(about = "async-cache in front of a slow database: no cache, single-flight, batched, warm restart")]
@@ -321,7 +326,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("  {label}: hit rate {:.1}%, {served} requests served, {queries} database queries", hit_rate * 100.0);
     }
 
-    // 5. What Prometheus would scrape.
+    // 5. A flaky database: down, then stalled.
+    let phase = Duration::from_secs(1);
+    println!("\na flaky database (healthy, down, stalled at 1.5 s a query, healthy; {phase:?} each), 16 clients:");
+    let (plain, resilient) = resilience::run(phase).await;
+    resilience::print(&plain, &resilient);
+    println!(
+        "fetch turned {} errors and {} slow requests into {} and {}: {} requests served a stale value",
+        plain.errors, plain.slow, resilient.errors, resilient.slow, resilient.stale_served
+    );
+
+    // 6. What Prometheus would scrape.
     _users_reporter.publish();
     _batched_reporter.publish();
     println!("\nthe Prometheus text of this run (cache_* lines):");

@@ -14,20 +14,44 @@ pub use std::sync::OnceLock as Site;
 pub use crate::__async_cache_sharer as sharer;
 #[doc(inline)]
 pub use crate::__async_cache_site as site;
-pub use crate::{Cache, Policy};
+pub use crate::{Cache, CacheBuilder, Policy};
 
-/// `site!(id, Key, Value, name, max_size, ttl, policy)`: the cache of the
-/// function whose expansion is `id` (unique to one expansion of
-/// `#[cached]`). `max_size` (`usize::MAX` is unbounded) and `ttl` (an
-/// `Option<Duration>`) are evaluated once, when the cache is made.
+/// `site!(id, Key, Value, name, settings)`: the cache of the function whose
+/// expansion is `id` (unique to one expansion of `#[cached]`). `settings`
+/// (a [`Settings`]) is evaluated once, when the cache is made.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __async_cache_site {
-    ($id:expr, $key:ty, $value:ty, $name:expr, $max_size:expr, $ttl:expr, $policy:expr) => {{
+    ($id:expr, $key:ty, $value:ty, $name:expr, $settings:expr) => {{
         static SITE: $crate::__private::Site<&'static $crate::__private::Cache<$key, $value>> =
             $crate::__private::Site::new();
-        $crate::__private::cache(&SITE, $id, $name, || ($max_size, $ttl, $policy))
+        $crate::__private::cache(&SITE, $id, $name, || $settings)
     }};
+}
+
+/// A `#[cached]` function's cache settings, from the attribute.
+#[derive(Debug)]
+pub struct Settings {
+    /// `usize::MAX` is unbounded.
+    pub max_size: usize,
+    pub ttl: Option<Duration>,
+    pub policy: Policy,
+    pub refresh_after: Option<Duration>,
+    pub stale_for: Option<Duration>,
+    pub load_timeout: Option<Duration>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            max_size: 128,
+            ttl: None,
+            policy: Policy::Lru,
+            refresh_after: None,
+            stale_for: None,
+            load_timeout: None,
+        }
+    }
 }
 
 /// `sharer!(E)`: how waiters get a failed load's `E` (see [`Probe`]).
@@ -53,17 +77,24 @@ pub fn cache<K: CachedKey, V: CachedValue>(
     site: &'static OnceLock<&'static Cache<K, V>>,
     id: &'static str,
     name: &'static str,
-    settings: impl FnOnce() -> (usize, Option<Duration>, Policy),
+    settings: impl FnOnce() -> Settings,
 ) -> &'static Cache<K, V> {
     site.get_or_init(|| {
         type Registry = Mutex<HashMap<&'static str, &'static (dyn Any + Send + Sync)>>;
         static REGISTRY: OnceLock<Registry> = OnceLock::new();
         let mut registry = REGISTRY.get_or_init(Registry::default).lock().unwrap_or_else(|e| e.into_inner());
         let cache = *registry.entry(id).or_insert_with(|| {
-            let (max_size, ttl, policy) = settings();
-            let mut builder = Cache::<K, V>::builder().name(name).max_size(max_size).policy(policy);
-            if let Some(ttl) = ttl {
-                builder = builder.default_ttl(ttl);
+            let settings = settings();
+            let mut builder = Cache::<K, V>::builder().name(name).max_size(settings.max_size).policy(settings.policy);
+            for (setting, set) in [
+                (settings.ttl, CacheBuilder::default_ttl as fn(_, _) -> _),
+                (settings.refresh_after, CacheBuilder::refresh_after),
+                (settings.stale_for, CacheBuilder::stale_for),
+                (settings.load_timeout, CacheBuilder::load_timeout),
+            ] {
+                if let Some(setting) = setting {
+                    builder = set(builder, setting);
+                }
             }
             Box::leak(Box::new(builder.build()))
         });
@@ -140,9 +171,15 @@ impl Ttl for f64 {
     }
 }
 
-/// `ttl = <expr>` (and `ttl = <literal>`).
+/// `ttl = <expr>` (and `ttl = <literal>`; `refresh_after`, `stale_for`
+/// and `cache_err_for` too).
 pub fn ttl(ttl: impl Ttl) -> Option<Duration> {
     ttl.ttl()
+}
+
+/// `load_timeout_ms = <expr>`: milliseconds, as `ttl` takes seconds.
+pub fn millis(ms: impl Ttl) -> Option<Duration> {
+    ms.ttl().map(|secs| secs / 1000)
 }
 
 /// The parts of a `Result`, including aliases such as `io::Result<T>`.
@@ -331,5 +368,95 @@ where
 {
     if let Ok(value) = value {
         cache.insert(key, value.clone());
+    }
+}
+
+/// A plain value through `fetch` (`refresh_after`, `stale_for`,
+/// `load_timeout_ms`): the loader runs as a task of its own.
+pub async fn fetch_value<K, V, F, Fut>(cache: &Cache<K, V>, key: K, load: F) -> V
+where
+    K: CachedKey,
+    V: CachedValue,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = V> + Send + 'static,
+{
+    match cache.fetch(key, move || async move { Ok::<V, std::convert::Infallible>(load().await) }).await {
+        Ok(value) => value,
+        Err(never) => match *never {},
+    }
+}
+
+/// What a `#[cached]` function that shares or keeps its errors returns in
+/// them: each caller gets its own copy.
+#[diagnostic::on_unimplemented(
+    message = "`#[cached]` with `refresh_after`, `stale_for`, `load_timeout_ms` or `cache_err_for` hands out copies of an error, so `{Self}` must be `Clone + Send + Sync + 'static`",
+    label = "cannot be copied to every caller",
+    note = "wrap it in an `Arc` to share one error between callers"
+)]
+pub trait CopiedError: Clone + Send + Sync + 'static {}
+impl<T: Clone + Send + Sync + 'static> CopiedError for T {}
+
+/// A `Result` through `fetch`: `Ok` cached, each caller a copy of an `Err`.
+pub async fn fetch_result<K, V, E, F, Fut>(cache: &Cache<K, V>, key: K, load: F) -> Result<V, E>
+where
+    K: CachedKey,
+    V: CachedValue,
+    E: CopiedError,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<V, E>> + Send + 'static,
+{
+    cache.fetch(key, load).await.map_err(|error| Arc::try_unwrap(error).unwrap_or_else(|error| (*error).clone()))
+}
+
+/// `cache_err_for`: an `Err` kept in `errors` (its own cache, with that
+/// TTL) is returned without loading; a new one is kept.
+pub async fn with_kept_errors<K, V, E>(
+    errors: &Cache<K, E>,
+    key: K,
+    load: impl Future<Output = Result<V, E>>,
+) -> Result<V, E>
+where
+    K: CachedKey,
+    E: CopiedError,
+{
+    if let Some(error) = errors.get(&key) {
+        return Err(error);
+    }
+    let result = load.await;
+    keep_error(errors, key, &result);
+    result
+}
+
+/// `cache_none`: a `None` kept in `nones` is returned without loading; a
+/// new one is kept.
+pub async fn with_kept_nones<K, V>(nones: &Cache<K, ()>, key: K, load: impl Future<Output = Option<V>>) -> Option<V>
+where
+    K: CachedKey,
+{
+    if nones.get(&key).is_some() {
+        return None;
+    }
+    let found = load.await;
+    keep_none(nones, key, &found);
+    found
+}
+
+/// Keeps an `Err` for `cache_err_for` (and forgets it on `Ok`).
+pub fn keep_error<K: CachedKey, V, E: CopiedError>(errors: &Cache<K, E>, key: K, result: &Result<V, E>) {
+    match result {
+        Ok(_) => {
+            errors.remove(&key);
+        }
+        Err(error) => errors.insert(key, error.clone()),
+    }
+}
+
+/// Keeps a `None` for `cache_none` (and forgets it on `Some`).
+pub fn keep_none<K: CachedKey, V>(nones: &Cache<K, ()>, key: K, found: &Option<V>) {
+    match found {
+        Some(_) => {
+            nones.remove(&key);
+        }
+        None => nones.insert(key, ()),
     }
 }

@@ -5,7 +5,7 @@ use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream};
 use syn::{Error, Expr, Ident, Lit, LitStr, Path, Result, Token, Type};
 
-const KNOWN: &str = "maxsize, unbounded, ttl, policy, name, skip(...), key, key_type, crate";
+const KNOWN: &str = "maxsize, unbounded, ttl, policy, name, skip(...), key, key_type, refresh_after, stale_for, load_timeout_ms, cache_none, cache_err_for, crate";
 
 /// A TTL in whole or fractional seconds (a literal, checked positive and
 /// finite here), or any expression, evaluated once at first use.
@@ -43,6 +43,16 @@ pub(crate) struct Args {
     pub(crate) skip: Vec<Ident>,
     pub(crate) key: Option<(Expr, Type)>,
     pub(crate) krate: Option<Path>,
+    /// `refresh_after`, `stale_for` (seconds) and `load_timeout_ms`, each
+    /// with the name it was given by: the function then loads through
+    /// `fetch`.
+    pub(crate) refresh_after: Option<(Ident, Ttl)>,
+    pub(crate) stale_for: Option<(Ident, Ttl)>,
+    pub(crate) load_timeout_ms: Option<(Ident, Ttl)>,
+    /// `cache_none = true`: `None` results are cached too (`Option` only).
+    pub(crate) cache_none: Option<Ident>,
+    /// `cache_err_for = <seconds>`: `Err` results are cached that long.
+    pub(crate) cache_err_for: Option<(Ident, Ttl)>,
 }
 
 impl Parse for Args {
@@ -132,7 +142,7 @@ impl Args {
             }
             "ttl" => {
                 input.parse::<Token![=]>()?;
-                self.ttl = Some(parse_ttl(input)?);
+                self.ttl = Some(parse_ttl(input, "ttl")?);
             }
             "policy" => {
                 input.parse::<Token![=]>()?;
@@ -178,6 +188,25 @@ impl Args {
                 input.parse::<Token![=]>()?;
                 self.krate = Some(input.call(Path::parse_mod_style)?);
             }
+            "refresh_after" | "stale_for" | "load_timeout_ms" | "cache_err_for" => {
+                input.parse::<Token![=]>()?;
+                let value = Some((name, parse_ttl(input, &label)?));
+                match label.as_str() {
+                    "refresh_after" => self.refresh_after = value,
+                    "stale_for" => self.stale_for = value,
+                    "load_timeout_ms" => self.load_timeout_ms = value,
+                    _ => self.cache_err_for = value,
+                }
+            }
+            "cache_none" => {
+                input.parse::<Token![=]>()?;
+                let on: syn::LitBool = input.parse().map_err(|e| {
+                    Error::new(e.span(), "`cache_none` is `true` or `false`, as in `cache_none = true`")
+                })?;
+                if on.value {
+                    self.cache_none = Some(name);
+                }
+            }
             _ => {
                 return Err(Error::new_spanned(&name, format!("unknown argument `{label}`: #[cached] takes {KNOWN}")));
             }
@@ -186,7 +215,10 @@ impl Args {
     }
 }
 
-fn parse_ttl(input: ParseStream<'_>) -> Result<Ttl> {
+/// A positive number (of seconds; of milliseconds for `load_timeout_ms`)
+/// or an expression, for argument `label`.
+fn parse_ttl(input: ParseStream<'_>, label: &str) -> Result<Ttl> {
+    let unit = if label.ends_with("_ms") { "milliseconds" } else { "seconds" };
     if !input.peek(Lit) {
         return Ok(Ttl::Expr(Box::new(input.parse()?)));
     }
@@ -195,7 +227,10 @@ fn parse_ttl(input: ParseStream<'_>) -> Result<Ttl> {
         Lit::Int(int) => Ttl::Secs(int.base10_parse()?),
         Lit::Float(float) => Ttl::SecsF64(float.base10_parse()?),
         _ => {
-            return Err(Error::new_spanned(&lit, "`ttl` is in seconds: a number, such as `ttl = 60` or `ttl = 0.5`"));
+            return Err(Error::new_spanned(
+                &lit,
+                format!("`{label}` is in {unit}: a number, such as `{label} = 60` or `{label} = 0.5`"),
+            ));
         }
     };
     let ok = match ttl {
@@ -206,13 +241,22 @@ fn parse_ttl(input: ParseStream<'_>) -> Result<Ttl> {
     if !ok {
         return Err(Error::new_spanned(
             &lit,
-            "`ttl` must be a positive number of seconds (a zero TTL would cache nothing)",
+            match label {
+                "ttl" => "`ttl` must be a positive number of seconds (a zero TTL would cache nothing)".to_string(),
+                _ => format!("`{label}` must be a positive number of {unit}"),
+            },
         ));
     }
     Ok(ttl)
 }
 
 impl Args {
+    /// The first of `refresh_after`, `stale_for` and `load_timeout_ms`
+    /// given, if any: the function then loads through `fetch`.
+    pub(crate) fn resilient(&self) -> Option<&Ident> {
+        [&self.refresh_after, &self.stale_for, &self.load_timeout_ms].into_iter().flatten().map(|(name, _)| name).next()
+    }
+
     pub(crate) fn skips(&self, name: &str) -> bool {
         self.skip.iter().any(|s| s == name)
     }
@@ -279,7 +323,15 @@ mod tests {
         assert!(error(quote!(policy = "lfu")).contains("unknown policy"));
         assert_eq!(parse(quote!(policy = "tinylfu")).unwrap().policy, Policy::TinyLfu);
         assert_eq!(parse(quote!(maxsize = 5)).unwrap().policy, Policy::Lru);
-        assert!(error(quote!(ttl = "60")).contains("in seconds"));
+        assert!(error(quote!(ttl = "60")).contains("`ttl` is in seconds"));
+        assert!(error(quote!(load_timeout_ms = "1")).contains("in milliseconds"));
+        assert!(error(quote!(cache_none = 1)).contains("`true` or `false`"));
+        assert!(error(quote!(stale_for = 0)).contains("positive"));
+        let resilient = parse(quote!(refresh_after = 60, stale_for = 600, load_timeout_ms = 200)).unwrap();
+        assert_eq!(resilient.resilient().unwrap(), "refresh_after");
+        assert_eq!(resilient.load_timeout_ms.unwrap().1, Ttl::Secs(200));
+        assert!(parse(quote!(ttl = 1)).unwrap().resilient().is_none());
+        assert!(parse(quote!(cache_none = false)).unwrap().cache_none.is_none());
         assert!(matches!(parse(quote!(maxsize = MAX, ttl = config::ttl())).unwrap().max_size, Some(MaxSize::Expr(_))));
         assert!(matches!(parse(quote!(ttl = TTL)).unwrap().ttl, Some(Ttl::Expr(_))));
         assert!(error(quote!(skip())).contains("names no argument"));

@@ -59,9 +59,67 @@ fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
     let private = quote!(#krate::__private);
     let key = key(&args, &key_args);
     let returns = Returns::of(&func.sig, &private);
-    let find_cache = site(&args, &func.sig.ident, &key.ty, &returns.value_type, &private);
+    check_options(&args, &func.sig, &returns)?;
+    let id = expansion_id(&func.sig.ident);
+    let name = cache_name(&args, &func.sig.ident);
+    let find_cache = site(&args, &id, &name, &key.ty, &returns.value_type, &private);
+    let kept = kept(&args, &id, &name, &key.ty, &returns, &private);
     let checks = checks(&args, &key_args, &returns, &private);
-    Ok(items(&func, &returns, &private, key, find_cache, checks))
+    Ok(items(&func, &args, &returns, &private, key, find_cache, kept, checks))
+}
+
+/// Which options fit the function: `cache_none` needs an `Option`,
+/// `cache_err_for` a `Result`; `refresh_after`, `stale_for` and
+/// `load_timeout_ms` run the body as a task of its own (`fetch`), so they
+/// need every argument owned, and a value or `Result` to return.
+fn check_options(args: &Args, sig: &syn::Signature, returns: &Returns) -> syn::Result<()> {
+    if let (Some(name), false) = (&args.cache_none, matches!(returns.mode, Mode::Option)) {
+        return Err(Error::new_spanned(
+            name,
+            "`cache_none` caches `None` results: the function must return an `Option`",
+        ));
+    }
+    if let (Some((name, _)), false) = (&args.cache_err_for, matches!(returns.mode, Mode::Result)) {
+        return Err(Error::new_spanned(
+            name,
+            "`cache_err_for` caches `Err` results: the function must return a `Result`",
+        ));
+    }
+    let Some(option) = args.resilient() else { return Ok(()) };
+    if matches!(returns.mode, Mode::Option) {
+        return Err(Error::new_spanned(
+            option,
+            format!(
+                "`{option}` needs a function returning a `Result` (a failed load can then be answered with a stale value) or a plain value, not an `Option`: return `Result<T, NotFound>`"
+            ),
+        ));
+    }
+    let why = format!(
+        "`{option}` runs the function's body as a task of its own, which cannot borrow: every argument must be owned"
+    );
+    for input in &sig.inputs {
+        match input {
+            FnArg::Receiver(receiver)
+                if matches!(&receiver.kind, syn::ReceiverKind::Reference(..))
+                    || matches!(&receiver.kind, syn::ReceiverKind::Typed(_, ty) if matches!(**ty, Type::Reference(_))) =>
+            {
+                return Err(Error::new_spanned(
+                    receiver,
+                    format!(
+                        "{why}: take `self` by value (`self: Arc<Self>`), or pass what the body needs as owned arguments"
+                    ),
+                ));
+            }
+            FnArg::Typed(typed) if matches!(&*typed.ty, Type::Reference(_)) => {
+                return Err(Error::new_spanned(
+                    &typed.ty,
+                    format!("{why}: take an owned type (`String` for `&str`, `T` or `Arc<T>` for `&T`)"),
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// What `#[cached]` cannot cache: a function that is not async, generic or
@@ -190,51 +248,117 @@ impl Returns {
     }
 }
 
-/// The expression that finds this function's cache, made on first use with
-/// the attribute's settings.
-fn site(
-    args: &Args,
-    ident: &Ident,
-    key_type: &TokenStream,
-    value_type: &TokenStream,
-    private: &TokenStream,
-) -> TokenStream {
-    let name = match &args.name {
+/// One id per expansion, shared by the function and its companions only:
+/// two functions that one `macro_rules!` macro writes have the same span,
+/// so the span cannot tell their caches apart; a counter of this
+/// proc-macro process can (and `module_path!()` tells crates apart).
+fn expansion_id(ident: &Ident) -> String {
+    static EXPANSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = EXPANSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("::{ident}#{n}")
+}
+
+/// The cache's metrics name: `name = ".."`, else the function's path.
+fn cache_name(args: &Args, ident: &Ident) -> TokenStream {
+    match &args.name {
         Some(name) => quote!(#name),
         None => {
             let fn_name = ident.to_string();
             quote!(::std::concat!(::std::module_path!(), "::", #fn_name))
         }
-    };
-    // Expressions go in a closure the cache's first use calls: evaluated
-    // once, spanned where they are written so type errors point there.
-    let max_size = match &args.max_size {
+    }
+}
+
+/// A setting in seconds (or milliseconds, through `millis`) as an
+/// `Option<Duration>`, spanned where an expression is written.
+fn duration(setting: Option<&Ttl>, convert: TokenStream) -> TokenStream {
+    match setting {
+        None => quote!(::core::option::Option::None),
+        Some(Ttl::Secs(n)) => quote!(#convert(#n)),
+        Some(Ttl::SecsF64(n)) => quote!(#convert(#n)),
+        Some(Ttl::Expr(expr)) => quote_spanned!(expr.span()=> #convert(#expr)),
+    }
+}
+
+/// `maxsize` as a `usize` expression. Expressions go in a closure the
+/// cache's first use calls: evaluated once, spanned where they are written
+/// so type errors point there.
+fn max_size(args: &Args, private: &TokenStream) -> TokenStream {
+    match &args.max_size {
         _ if args.unbounded => quote!(usize::MAX),
         None => quote!(128usize),
         Some(MaxSize::Lit(n)) => quote!(#n),
         Some(MaxSize::Expr(expr)) => quote_spanned!(expr.span()=> #private::max_size(#expr)),
-    };
-    let ttl = match &args.ttl {
-        None => quote!(::core::option::Option::None),
-        Some(Ttl::Secs(secs)) => quote!(#private::ttl(#secs)),
-        Some(Ttl::SecsF64(secs)) => quote!(#private::ttl(#secs)),
-        Some(Ttl::Expr(expr)) => quote_spanned!(expr.span()=> #private::ttl(#expr)),
-    };
-    // One id per expansion, shared by the function and its companions only:
-    // two functions that one `macro_rules!` macro writes have the same span,
-    // so the span cannot tell their caches apart; a counter of this
-    // proc-macro process can (and `module_path!()` tells crates apart).
-    let id = {
-        static EXPANSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = EXPANSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tail = format!("::{ident}#{n}");
-        quote!(::std::concat!(::std::module_path!(), #tail))
-    };
+    }
+}
+
+/// The expression that finds this function's cache, made on first use with
+/// the attribute's settings.
+fn site(
+    args: &Args,
+    id: &str,
+    name: &TokenStream,
+    key_type: &TokenStream,
+    value_type: &TokenStream,
+    private: &TokenStream,
+) -> TokenStream {
+    let max_size = max_size(args, private);
+    let secs = quote!(#private::ttl);
+    let ttl = duration(args.ttl.as_ref(), secs.clone());
+    let refresh_after = duration(args.refresh_after.as_ref().map(|(_, t)| t), secs.clone());
+    let stale_for = duration(args.stale_for.as_ref().map(|(_, t)| t), secs);
+    let load_timeout = duration(args.load_timeout_ms.as_ref().map(|(_, t)| t), quote!(#private::millis));
     let policy = match args.policy {
         Policy::Lru => quote!(#private::Policy::Lru),
         Policy::TinyLfu => quote!(#private::Policy::TinyLfu),
     };
-    quote!(#private::site!(#id, #key_type, #value_type, #name, #max_size, #ttl, #policy))
+    let settings = quote! {
+        #private::Settings {
+            max_size: #max_size,
+            ttl: #ttl,
+            policy: #policy,
+            refresh_after: #refresh_after,
+            stale_for: #stale_for,
+            load_timeout: #load_timeout,
+        }
+    };
+    quote!(#private::site!(::std::concat!(::std::module_path!(), #id), #key_type, #value_type, #name, #settings))
+}
+
+/// With `cache_none` or `cache_err_for`: the expression that finds the
+/// companion cache keeping `None`s (values `()`, the function's TTL) or
+/// `Err`s (values `E`, `cache_err_for`'s TTL), and which of the two.
+fn kept(
+    args: &Args,
+    id: &str,
+    name: &TokenStream,
+    key_type: &TokenStream,
+    returns: &Returns,
+    private: &TokenStream,
+) -> Option<(TokenStream, Kept)> {
+    let (value_type, ttl, kind) = if args.cache_none.is_some() {
+        (quote!(()), duration(args.ttl.as_ref(), quote!(#private::ttl)), Kept::Nones)
+    } else {
+        let (_, secs) = args.cache_err_for.as_ref()?;
+        let error_type = &returns.error_type;
+        (quote!(#error_type), duration(Some(secs), quote!(#private::ttl)), Kept::Errors)
+    };
+    let max_size = max_size(args, private);
+    let id = format!("{id}!kept");
+    let settings = quote! {
+        #private::Settings { max_size: #max_size, ttl: #ttl, ..::core::default::Default::default() }
+    };
+    let site = quote!(#private::site!(
+        ::std::concat!(::std::module_path!(), #id), #key_type, #value_type, ::std::concat!(#name, ".kept"), #settings
+    ));
+    Some((site, kind))
+}
+
+/// What a companion cache keeps: see [`kept`].
+#[derive(Clone, Copy)]
+enum Kept {
+    Nones,
+    Errors,
 }
 
 /// Trait checks of the key and value types, spanned where the types are
@@ -257,12 +381,15 @@ fn checks(args: &Args, key_args: &[Arg], returns: &Returns, private: &TokenStrea
 
 /// The function, rewritten to load through its cache, and its companions
 /// `_cache`, `_invalidate` and `_refresh`.
+#[allow(clippy::too_many_arguments)]
 fn items(
     func: &ItemFn,
+    args: &Args,
     returns: &Returns,
     private: &TokenStream,
     key: Key,
     find_cache: TokenStream,
+    kept: Option<(TokenStream, Kept)>,
     checks: TokenStream,
 ) -> TokenStream {
     let sig = &func.sig;
@@ -278,14 +405,32 @@ fn items(
         }
     };
     let error_type = &returns.error_type;
-    let load = match returns.mode {
-        Mode::Value => quote!(#private::load_value(__cache, __key, move || #body).await),
-        Mode::Option => quote!(#private::load_option(__cache, __key, move || #body).await),
-        Mode::Result => quote! {
+    let load = match (&returns.mode, args.resilient().is_some()) {
+        (Mode::Value, false) => quote!(#private::load_value(__cache, __key, move || #body)),
+        (Mode::Option, _) => quote!(#private::load_option(__cache, __key, move || #body)),
+        (Mode::Result, false) => quote! {
             // Shared by cloning when the error type is `Clone`, else each
             // waiter of a failed load makes its own attempt.
-            #private::load_result(__cache, __key, #private::sharer!(#error_type), move || #body).await
+            #private::load_result(__cache, __key, #private::sharer!(#error_type), move || #body)
         },
+        // Through `fetch`: the body runs as a task of its own.
+        (Mode::Value, true) => quote!(#private::fetch_value(__cache, __key, move || #body)),
+        (Mode::Result, true) => quote!(#private::fetch_result(__cache, __key, move || #body)),
+    };
+    // Kept `None`s or `Err`s answer before the cache is asked.
+    let (load, keep_on_refresh, forget) = match &kept {
+        None => (quote!(#load.await), quote!(), quote!(false)),
+        Some((site, kind)) => {
+            let (with, keep) = match kind {
+                Kept::Nones => (quote!(#private::with_kept_nones), quote!(#private::keep_none)),
+                Kept::Errors => (quote!(#private::with_kept_errors), quote!(#private::keep_error)),
+            };
+            (
+                quote!(#with(#site, ::std::clone::Clone::clone(&__key), #load).await),
+                quote!(#keep(#site, ::std::clone::Clone::clone(&__key), &__ret);),
+                quote!(#site.remove(&__key).is_some()),
+            )
+        }
     };
     let store = match returns.mode {
         Mode::Value => quote!(#private::store_value),
@@ -333,7 +478,7 @@ fn items(
         #vis fn #invalidate_fn(#inputs) -> bool {
             #[allow(clippy::clone_on_copy, clippy::redundant_clone)]
             let __key: #key_type = #key_expr;
-            #private::invalidate(#find_cache, &__key)
+            #private::invalidate(#find_cache, &__key) | #forget
         }
 
         #[doc = #refresh_doc]
@@ -341,6 +486,7 @@ fn items(
             #[allow(clippy::clone_on_copy, clippy::redundant_clone)]
             let __key: #key_type = #key_expr;
             let __ret: #ret = #body.await;
+            #keep_on_refresh
             #store(#find_cache, __key, &__ret);
             __ret
         }
@@ -413,7 +559,7 @@ mod tests {
             "load_result",
             "\"::get_user#",
             ") , (u64 , :: std :: string :: String ,) , User ,",
-            "1000usize , :: async_cache :: __private :: ttl (60u64) , :: async_cache :: __private :: Policy :: Lru)",
+            "max_size : 1000usize , ttl : :: async_cache :: __private :: ttl (60u64) , policy : :: async_cache :: __private :: Policy :: Lru ,",
             "sharer ! (DbError)",
         ] {
             assert!(out.contains(expected), "missing `{expected}` in\n{out}");
@@ -440,7 +586,8 @@ mod tests {
             ),
         );
         assert!(
-            value.contains("load_value") && value.contains("usize :: MAX , :: core :: option :: Option :: None ,"),
+            value.contains("load_value")
+                && value.contains("max_size : usize :: MAX , ttl : :: core :: option :: Option :: None ,"),
             "{value}"
         );
         assert!(value.contains("let __key : () = ()"), "no argument: the key is ()\n{value}");

@@ -401,3 +401,86 @@ async fn maxsize_and_ttl_take_expressions_evaluated_once() {
     tokio::time::advance(Duration::from_millis(600)).await;
     assert!(!configured_cache().contains_key(&(1,)), "the computed TTL applies");
 }
+
+static PRICE_LOADS: AtomicUsize = AtomicUsize::new(0);
+/// Whether the price source is down.
+static SOURCE_DOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[cached(ttl = 10, refresh_after = 5, stale_for = 60, load_timeout_ms = 200)]
+async fn price(item: String) -> Result<u64, String> {
+    PRICE_LOADS.fetch_add(1, Ordering::SeqCst);
+    if SOURCE_DOWN.load(Ordering::SeqCst) {
+        return Err(format!("no price for {item}: source down"));
+    }
+    Ok(item.len() as u64 * 10 + PRICE_LOADS.load(Ordering::SeqCst) as u64)
+}
+
+/// The attribute's resilience settings reach the cache: a hit past
+/// `refresh_after` reloads in the background, a failed reload of an
+/// expired entry serves the stale value, and the body runs as a task.
+#[tokio::test(start_paused = true)]
+async fn refresh_after_and_stale_for_keep_a_function_answering() {
+    let first = within(price("tea".into())).await.unwrap();
+    assert_eq!(first, 31);
+    tokio::time::advance(Duration::from_secs(6)).await;
+    assert_eq!(within(price("tea".into())).await.unwrap(), 31, "the old value, at once");
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(within(price("tea".into())).await.unwrap(), 32, "refreshed in the background");
+    assert_eq!(price_cache().metrics().refreshes, 1);
+    // Expired and the source down: the stale price, not the error.
+    SOURCE_DOWN.store(true, Ordering::SeqCst);
+    tokio::time::advance(Duration::from_secs(20)).await;
+    assert_eq!(within(price("tea".into())).await.unwrap(), 32);
+    assert_eq!(price_cache().metrics().stale_served, 1);
+    // No stale value for a key never loaded: the error.
+    assert!(within(price("coffee".into())).await.unwrap_err().contains("source down"));
+    SOURCE_DOWN.store(false, Ordering::SeqCst);
+}
+
+static FINDS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(ttl = 60, cache_none = true)]
+async fn find(id: u64) -> Option<u64> {
+    FINDS.fetch_add(1, Ordering::SeqCst);
+    id.is_multiple_of(2).then_some(id)
+}
+
+#[tokio::test(start_paused = true)]
+async fn cache_none_keeps_a_none_for_the_ttl() {
+    assert_eq!(find(1).await, None);
+    assert_eq!(find(1).await, None);
+    assert_eq!(FINDS.load(Ordering::SeqCst), 1, "the None was kept");
+    assert_eq!(find(2).await, Some(2));
+    assert_eq!(find(2).await, Some(2));
+    assert_eq!(FINDS.load(Ordering::SeqCst), 2);
+    assert!(find_invalidate(1), "invalidate forgets a kept None");
+    assert_eq!(find(1).await, None);
+    assert_eq!(FINDS.load(Ordering::SeqCst), 3);
+    tokio::time::advance(Duration::from_secs(61)).await;
+    assert_eq!(find(1).await, None);
+    assert_eq!(FINDS.load(Ordering::SeqCst), 4, "kept only for the TTL");
+}
+
+static FLAKY: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(ttl = 60, cache_err_for = 5)]
+async fn flaky(id: u64) -> Result<u64, String> {
+    match FLAKY.fetch_add(1, Ordering::SeqCst) {
+        0 => Err(format!("{id}: timeout")),
+        _ => Ok(id),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn cache_err_for_keeps_an_error_that_long() {
+    assert_eq!(flaky(7).await.unwrap_err(), "7: timeout");
+    assert_eq!(flaky(7).await.unwrap_err(), "7: timeout", "the kept error, without a call");
+    assert_eq!(FLAKY.load(Ordering::SeqCst), 1);
+    tokio::time::advance(Duration::from_secs(6)).await;
+    assert_eq!(flaky(7).await, Ok(7), "tried again after cache_err_for");
+    assert_eq!(flaky(7).await, Ok(7));
+    assert_eq!(FLAKY.load(Ordering::SeqCst), 2);
+    assert_eq!(flaky_cache().metrics().size, 1);
+}

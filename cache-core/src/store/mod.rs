@@ -55,6 +55,12 @@ use crate::sync::atomic::AtomicPtr;
 use crate::sync::{Mutex, MutexGuard, lock};
 use crate::time::{Clock, NEVER};
 
+/// The TTL deadline of an entry without a TTL in a cache with
+/// `time_to_idle`: never, but not `NEVER`, so that readers, which look at
+/// idle deadlines only when an entry's `expires` is not `NEVER`, look.
+/// Caches without `time_to_idle` pay nothing for it on the read path.
+const IDLE_ONLY: u64 = NEVER - 1;
+
 /// Retired slots handed to the epoch in one batch.
 const LIMBO_BATCH: usize = 128;
 /// The most table shards (a resize copies one shard).
@@ -556,10 +562,18 @@ impl<K, V, S> Store<K, V, S> {
         }
     }
 
+    #[inline]
     fn alloc(&self, p: &mut State) -> u32 {
-        if let Some(idx) = p.free.pop() {
-            return idx;
+        match p.free.pop() {
+            Some(idx) => idx,
+            None => self.alloc_new(p),
         }
+    }
+
+    /// A slot never used before: the slab (and the side arrays) grow.
+    #[cold]
+    #[inline(never)]
+    fn alloc_new(&self, p: &mut State) -> u32 {
         let idx = p.high;
         self.slab.ensure(idx);
         if let Some(idle) = &self.idle {
@@ -625,32 +639,40 @@ impl<K, V, S> Store<K, V, S> {
     /// must be gone or about to be (the caller's job unless `unindex` first).
     /// An entry (not a placeholder) leaves for `cause`.
     fn retire(&self, p: &mut State, idx: u32, cause: RemovalCause) {
-        let slot = self.slot(idx);
-        let was = state(slot.meta.load(Ordering::Relaxed));
-        match was {
-            READY => {
-                p.order.unlink(idx);
-                p.len -= 1;
-                if self.weigher.is_some() {
-                    p.weight -= u64::from(p.weights[idx as usize]);
-                }
-                self.unarm(p, idx);
-                self.depart(p, idx, cause);
+        if state(self.slot(idx).meta.load(Ordering::Relaxed)) == READY {
+            p.order.unlink(idx);
+            p.len -= 1;
+            if self.weigher.is_some() {
+                p.weight -= u64::from(p.weights[idx as usize]);
             }
+            self.unarm(p, idx);
+            self.depart(p, idx, cause);
+        } else {
+            self.retire_other(p, idx);
+        }
+        self.discard(p, idx);
+    }
+
+    /// `retire`'s accounting for a slot that is not a live entry: a
+    /// placeholder, or a stale entry.
+    #[cold]
+    #[inline(never)]
+    fn retire_other(&self, p: &mut State, idx: u32) {
+        let slot = self.slot(idx);
+        match state(slot.meta.load(Ordering::Relaxed)) {
+            // SAFETY: PENDING, lock held.
+            PENDING => self.release_held(p, unsafe { slot.flight() }),
             // Expired already (out of the order and the counts), whatever
             // ends it now: told as an expiry. A `HELD` one has no timer.
-            STALE | HELD => {
+            was @ (STALE | HELD) => {
                 if was == STALE {
                     p.timed -= 1;
                 }
                 self.depart(p, idx, RemovalCause::Expired);
                 p.expirations += 1;
             }
-            // SAFETY: PENDING, lock held.
-            PENDING => self.release_held(p, unsafe { slot.flight() }),
             _ => {}
         }
-        self.discard(p, idx);
     }
 
     /// Retires the stale entry `flight`'s load holds, if it still does: the
@@ -681,6 +703,7 @@ impl<K, V, S> Store<K, V, S> {
     /// Counts `READY` slot `idx`'s timer, if it has a deadline (its TTL's,
     /// `expires`, or an idle one), as live in the wheel; pruning the wheel
     /// of dead timers when they pile up.
+    #[inline]
     fn arm(&self, p: &mut State, idx: u32, meta: u32, expires: u64) {
         let deadline = self.soonest(idx, expires);
         if deadline != NEVER {
@@ -695,8 +718,8 @@ impl<K, V, S> Store<K, V, S> {
     /// The opposite of [`arm`](Self::arm) for `READY` slot `idx`, about to
     /// be retired (its timer then finds a changed meta and does nothing).
     fn unarm(&self, p: &mut State, idx: u32) {
-        // SAFETY: READY. (An idle deadline is never `NEVER`.)
-        if self.idle.is_some() || unsafe { self.slot(idx).expires() } != NEVER {
+        // SAFETY: READY. (With `time_to_idle`, no entry's `expires` is `NEVER`.)
+        if unsafe { self.slot(idx).expires() } != NEVER {
             p.timed -= 1;
         }
     }
@@ -867,11 +890,21 @@ impl<K, V, S> Store<K, V, S> {
         }
     }
 
+    /// The TTL deadline of an entry written now with `ttl`.
+    #[inline]
     fn deadline(&self, ttl: Option<Duration>) -> u64 {
         match ttl {
+            None if self.idle.is_none() => NEVER,
+            ttl => self.deadline_of(ttl),
+        }
+    }
+
+    fn deadline_of(&self, ttl: Option<Duration>) -> u64 {
+        let deadline = match ttl {
             None => NEVER,
             Some(ttl) => Clock::deadline(self.clock.now(), Some(self.jittered(ttl))),
-        }
+        };
+        if deadline == NEVER && self.idle.is_some() { IDLE_ONLY } else { deadline }
     }
 
     /// `ttl` spread uniformly by up to `ttl_jitter` of it either way.
@@ -926,9 +959,10 @@ where
     }
 
     /// The live `READY` slot for `key`, with its meta. A read linearizes at
-    /// its load of the slot's meta.
+    /// its load of the slot's meta. With `TOUCH` (a read that counts:
+    /// `get`, a load's hit), it restarts the entry's idle clock.
     #[inline]
-    fn live<'g, Q>(&'g self, hash: u64, key: &Q, guard: &'g Pinned) -> Lookup<'g, K, V>
+    fn live<'g, Q, const TOUCH: bool>(&'g self, hash: u64, key: &Q, guard: &'g Pinned) -> Lookup<'g, K, V>
     where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
@@ -943,14 +977,18 @@ where
                 READY => {
                     // SAFETY: READY, and pinned.
                     let expires = unsafe { slot.expires() };
-                    let mut now = 0;
-                    if expires != NEVER || self.idle.is_some() {
-                        now = self.clock.now();
+                    // Every entry of a cache with `time_to_idle` has a
+                    // deadline (see `IDLE_ONLY`): others pay nothing here.
+                    if expires != NEVER {
+                        let now = self.clock.now();
                         if now >= self.soonest(idx, expires) {
                             return Lookup::Absent;
                         }
+                        if let (true, Some(idle)) = (TOUCH, &self.idle) {
+                            idle.touch(idx, now);
+                        }
                     }
-                    return Lookup::Live { slot, idx, meta, now };
+                    return Lookup::Live { slot, idx, meta };
                 }
                 // Retired since the probe found it. A slot is retired only
                 // after its table word was replaced or removed, and that
@@ -973,37 +1011,38 @@ where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
-        self.lookup::<Q, false>(hash, key).map(|(value, _)| value)
+        self.lookup::<Q, false>(hash, key, &mut None)
     }
 
     /// [`get`](Self::get) for `fetch`: a hit also says which entry this
     /// caller is to refresh, if it is due (`refresh_after`) and nobody
     /// else is refreshing it.
     pub(crate) fn get_or_refresh(&self, hash: u64, key: &K) -> Option<(V, Option<Entry>)> {
-        self.lookup::<K, true>(hash, key)
+        let mut refresh = None;
+        self.lookup::<K, true>(hash, key, &mut refresh).map(|value| (value, refresh))
     }
 
+    /// `get`, and with `REFRESH`, the entry to refresh in `refresh`.
     #[inline(always)]
-    fn lookup<Q, const REFRESH: bool>(&self, hash: u64, key: &Q) -> Option<(V, Option<Entry>)>
+    fn lookup<Q, const REFRESH: bool>(&self, hash: u64, key: &Q, refresh: &mut Option<Entry>) -> Option<V>
     where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
         let guard = pin();
         let stripe = self.reads.stripe(guard.thread());
-        match self.live(hash, key, &guard) {
-            Lookup::Live { slot, idx, meta, now } => {
+        match self.live::<Q, true>(hash, key, &guard) {
+            Lookup::Live { slot, idx, meta } => {
                 // SAFETY: READY, and pinned.
                 let value = unsafe { slot.value() }.clone();
-                if let Some(idle) = &self.idle {
-                    idle.touch(idx, now);
-                }
                 self.record(stripe, idx, meta);
-                let refresh = match &self.refresh {
-                    Some(refresh) if REFRESH && refresh.claim(idx, self.clock.now()) => Some(Entry { idx, meta }),
-                    _ => None,
-                };
-                Some((value, refresh))
+                if REFRESH
+                    && let Some(due) = &self.refresh
+                    && due.claim(idx, self.clock.now())
+                {
+                    *refresh = Some(Entry { idx, meta });
+                }
+                Some(value)
             }
             // An expired entry is left to the writer side (the expiry wheel
             // runs on the next write, `len()` or `metrics()`): reads never
@@ -1023,7 +1062,7 @@ where
         Q: Eq + ?Sized,
     {
         let guard = pin();
-        match self.live(hash, key, &guard) {
+        match self.live::<Q, false>(hash, key, &guard) {
             // SAFETY: READY, and pinned.
             Lookup::Live { slot, .. } => Some(unsafe { slot.value() }.clone()),
             Lookup::Absent => None,
@@ -1035,7 +1074,7 @@ where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
-        matches!(self.live(hash, key, &pin()), Lookup::Live { .. })
+        matches!(self.live::<Q, false>(hash, key, &pin()), Lookup::Live { .. })
     }
 
     /// Stores `value`, replacing any entry or placeholder for `key`.
@@ -1292,7 +1331,13 @@ where
             let slot = self.slot(idx);
             // SAFETY: READY when found by `current`, and held: not taken
             // back, so intact.
-            visited.push(unsafe { visit(slot.key(), slot.value(), slot.expires()) }?);
+            // SAFETY: as above.
+            let expires = match unsafe { slot.expires() } {
+                IDLE_ONLY => NEVER,
+                expires => expires,
+            };
+            // SAFETY: as above.
+            visited.push(unsafe { visit(slot.key(), slot.value(), expires) }?);
         }
         Ok(visited)
     }
@@ -1327,7 +1372,7 @@ where
             // and tag intact.
             let (tag, key) = unsafe { (slot.tag(), slot.key()) };
             // A lookup needs only the tag of the hash.
-            match self.live(u64::from(tag) << 32, key, &guard) {
+            match self.live::<K, false>(u64::from(tag) << 32, key, &guard) {
                 // Held: a slot found READY stays readable after the unpin.
                 Lookup::Live { idx, meta, .. } => (idx, meta),
                 Lookup::Absent => return None,
@@ -1427,9 +1472,8 @@ pub(crate) struct Entry {
 
 /// What a lock-free lookup found.
 enum Lookup<'g, K, V> {
-    /// A `READY`, unexpired entry: its slot, index and meta when read, and
-    /// the clock then if the entry has a deadline (else 0).
-    Live { slot: &'g Slot<K, V>, idx: u32, meta: u32, now: u64 },
+    /// A `READY`, unexpired entry: its slot, index and meta when read.
+    Live { slot: &'g Slot<K, V>, idx: u32, meta: u32 },
     /// No entry, an expired one, or a load in flight.
     Absent,
 }
