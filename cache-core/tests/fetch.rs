@@ -375,3 +375,87 @@ async fn ttl_jitter_spreads_expiries_within_its_bounds() {
 fn cache_bug() -> bool {
     std::hint::black_box(true)
 }
+
+/// Tasks on two threads fetch (half the loads fail), insert, remove and
+/// read keys whose entries expire within a millisecond and stay stale for
+/// two: every value stored is told to the listener exactly once by the end
+/// (the rest by a final `clear`), nothing hangs, and `len` never counts a
+/// stale entry past the bound.
+#[test]
+fn stale_entries_under_concurrency_are_told_exactly_once() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let told: Arc<std::sync::Mutex<std::collections::HashMap<u64, Vec<RemovalCause>>>> = Arc::default();
+    let log = Arc::clone(&told);
+    let cache: Cache<u64, u64> = runtime.block_on(async {
+        Cache::builder()
+            .max_size(32)
+            .default_ttl(Duration::from_millis(1))
+            .stale_for(Duration::from_millis(2))
+            .load_timeout(Duration::from_micros(200))
+            .eviction_listener(move |_: &u64, v: &u64, cause| log.lock().unwrap().entry(*v).or_default().push(cause))
+            .build()
+    });
+    // Values inserted, and values loaded (a load that a removal beats is
+    // never an entry).
+    let inserted = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stored = Arc::new(std::sync::Mutex::new(Vec::new()));
+    runtime.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for t in 0..4u64 {
+            let (cache, stored, inserted) = (cache.clone(), Arc::clone(&stored), Arc::clone(&inserted));
+            tasks.spawn(async move {
+                let mut state = t + 1;
+                for i in 0..5_000u64 {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    let key = state % 64;
+                    // Distinct values: thread, then sequence.
+                    let value = t * 1_000_000 + i;
+                    match state % 8 {
+                        0 => {
+                            cache.remove(&key);
+                        }
+                        1 => {
+                            cache.insert(key, value);
+                            inserted.lock().unwrap().push(value);
+                        }
+                        2 => {
+                            cache.get(&key);
+                        }
+                        n => {
+                            let fails = n % 2 == 0;
+                            let stored = Arc::clone(&stored);
+                            let _ = cache
+                                .fetch(key, move || async move {
+                                    tokio::task::yield_now().await;
+                                    if fails {
+                                        return Err("down");
+                                    }
+                                    stored.lock().unwrap().push(value);
+                                    Ok(value)
+                                })
+                                .await;
+                        }
+                    }
+                    assert!(cache.len() <= 32);
+                }
+            });
+        }
+        while let Some(done) = within(tasks.join_next()).await {
+            done.unwrap();
+        }
+        // Loads still running in their own tasks finish first.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    });
+    cache.clear();
+    let told = told.lock().unwrap();
+    let (inserted, loaded) = (inserted.lock().unwrap(), stored.lock().unwrap());
+    for (value, causes) in told.iter() {
+        assert_eq!(causes.len(), 1, "value {value} told {causes:?}");
+    }
+    assert!(told.keys().all(|v| inserted.contains(v) || loaded.contains(v)), "told a value never stored");
+    assert!(inserted.iter().all(|v| told.contains_key(v)), "an inserted value left untold (or never left)");
+    assert!(cache.metrics().stale_served > 0, "the stale path never ran");
+    assert_eq!(cache.metrics().listener_panics, 0);
+}
