@@ -1,1 +1,6 @@
 //! Benchmarks of async-cache beside moka and quick_cache.
+
+/// DESIGN.md's benchmark keys: `key_of(i)`, never sequential.
+pub fn key_of(i: u64) -> u64 {
+    i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5555_5555
+}

@@ -13,10 +13,7 @@ pub(crate) fn uniform(keys: &[u64], len: usize, seed: u64) -> Vec<u64> {
     (0..len).map(|_| keys[rng.random_range(0..keys.len())]).collect()
 }
 
-/// DESIGN.md's benchmark keys: `key_of(i)`, never sequential.
-pub(crate) fn key_of(i: u64) -> u64 {
-    i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5555_5555
-}
+pub(crate) use benches::key_of;
 
 /// `len` ranks in `0..n`, rank `i` with probability ∝ 1/(i+1)^s.
 pub(crate) fn zipf_ranks(n: u64, s: f64, len: usize, seed: u64) -> Vec<u64> {
