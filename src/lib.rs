@@ -22,7 +22,9 @@ pub use cache_backends::SledBackend;
 pub use cache_backends::SqliteBackend;
 #[cfg(feature = "persist")]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "file", feature = "sled", feature = "sqlite"))))]
-pub use cache_backends::{AutosaveHandle, Backend, BackendError, LoadReport, Record, SaveReport, Snapshot};
+pub use cache_backends::{
+    AutosaveHandle, Backend, BackendError, LoadReport, PackedRecords, Record, RecordRef, SaveReport, Snapshot,
+};
 
 /// Persistence: the [`Backend`] trait, its reports and errors, and the
 /// backends enabled by the `file`, `sled` and `sqlite` features.

@@ -23,7 +23,7 @@ use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use cache_core::{BackendError, Record, Snapshot};
+use cache_core::{BackendError, PackedRecords, Snapshot};
 
 use crate::{corrupt, wire};
 
@@ -93,8 +93,8 @@ impl FileBackend {
 }
 
 impl FileBackend {
-    fn save_blocking(&self, schema: Option<&str>, entries: &[Record]) -> Result<(), BackendError> {
-        write_snapshot(&self.path, schema, entries)
+    fn save_blocking(&self, schema: Option<&str>, records: &PackedRecords) -> Result<(), BackendError> {
+        write_snapshot(&self.path, schema, records)
     }
 
     fn load_blocking(&self) -> Result<Snapshot, BackendError> {
@@ -108,22 +108,18 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> BackendError + '_ {
     move |source| BackendError::Io { path: path.to_path_buf(), source }
 }
 
-/// The whole file image: header then payload.
-pub(crate) fn encode(schema: Option<&str>, entries: &[Record]) -> Vec<u8> {
-    // Sized once: each record takes its bytes plus at most 26 of framing.
-    let size = HEADER
-        + schema.map_or(1, |s| s.len() + 11)
-        + entries.iter().map(|r| r.key.len() + r.value.len() + 26).sum::<usize>();
+/// The whole file image: header then payload (the schema, then the records
+/// as packed: no record is encoded again).
+pub(crate) fn encode(schema: Option<&str>, records: &PackedRecords) -> Vec<u8> {
+    let size = HEADER + schema.map_or(1, |s| s.len() + 11) + records.as_bytes().len();
     let mut image = Vec::with_capacity(size);
     image.resize(HEADER, 0);
     image = postcard::to_extend(&schema, image).expect("encoding into a Vec");
-    for record in entries {
-        wire::encode_into(record, &mut image);
-    }
+    image.extend_from_slice(records.as_bytes());
     let payload_len = (image.len() - HEADER) as u64;
     image[0..8].copy_from_slice(MAGIC);
     image[8..12].copy_from_slice(&VERSION.to_le_bytes());
-    image[12..20].copy_from_slice(&(entries.len() as u64).to_le_bytes());
+    image[12..20].copy_from_slice(&(records.len() as u64).to_le_bytes());
     image[20..28].copy_from_slice(&payload_len.to_le_bytes());
     let crc = checksum(&image[..28], &image[HEADER..]);
     image[28..32].copy_from_slice(&crc.to_le_bytes());
@@ -137,7 +133,7 @@ fn checksum(header: &[u8], payload: &[u8]) -> u32 {
     hasher.finalize()
 }
 
-fn write_snapshot(path: &Path, schema: Option<&str>, entries: &[Record]) -> Result<(), BackendError> {
+fn write_snapshot(path: &Path, schema: Option<&str>, records: &PackedRecords) -> Result<(), BackendError> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
@@ -153,7 +149,7 @@ fn write_snapshot(path: &Path, schema: Option<&str>, entries: &[Record]) -> Resu
         .into_owned();
     let prefix = format!(".{name}.");
     remove_leftovers(dir, &prefix);
-    let image = encode(schema, entries);
+    let image = encode(schema, records);
     let mut temp = tempfile::Builder::new().prefix(&prefix).suffix(".tmp").tempfile_in(dir).map_err(io_error(dir))?;
     temp.write_all(&image).map_err(io_error(temp.path()))?;
     temp.as_file().sync_all().map_err(io_error(path))?;
@@ -298,6 +294,7 @@ pub(crate) fn decode(path: &Path, header: &[u8], payload: &[u8]) -> Result<Snaps
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cache_core::Record;
     use std::time::{Duration, SystemTime};
 
     fn sample() -> Vec<Record> {
@@ -314,7 +311,7 @@ mod tests {
     fn an_image_decodes_to_what_was_encoded() {
         for schema in [None, Some("`u64` -> `String`, snapshot version 3")] {
             let records = sample();
-            let image = encode(schema, &records);
+            let image = encode(schema, &PackedRecords::from_records(&records));
             let len = image.len() as u64;
             let header: [u8; HEADER] = image[..HEADER].try_into().unwrap();
             assert_eq!(check_header(Path::new("x"), &header, len).unwrap(), image.len() - HEADER);
@@ -328,9 +325,7 @@ mod tests {
     fn a_version_1_file_loads_without_a_schema() {
         let records = sample();
         let mut image = vec![0u8; HEADER];
-        for record in &records {
-            wire::encode_into(record, &mut image);
-        }
+        image.extend_from_slice(PackedRecords::from_records(&records).as_bytes());
         let payload_len = (image.len() - HEADER) as u64;
         image[0..8].copy_from_slice(MAGIC);
         image[8..12].copy_from_slice(&1u32.to_le_bytes());
@@ -347,7 +342,7 @@ mod tests {
     /// A newer build's file, checksum and all: unsupported, not corrupt.
     #[test]
     fn a_newer_version_is_unsupported_not_corrupt() {
-        let mut image = encode(None, &sample());
+        let mut image = encode(None, &PackedRecords::from_records(&sample()));
         image[8..12].copy_from_slice(&3u32.to_le_bytes());
         let crc = checksum(&image[..28], &image[HEADER..]);
         image[28..32].copy_from_slice(&crc.to_le_bytes());
@@ -361,7 +356,7 @@ mod tests {
     fn a_flipped_version_bit_is_corrupt_not_unsupported() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("flipped.cache");
-        let mut image = encode(None, &sample());
+        let mut image = encode(None, &PackedRecords::from_records(&sample()));
         image[10] ^= 0x01;
         std::fs::write(&path, &image).unwrap();
         let err = read_snapshot(&path).unwrap_err();
@@ -371,7 +366,7 @@ mod tests {
     /// Saving to a folder's path is a path error, not a damaged snapshot.
     #[test]
     fn saving_to_a_folder_path_is_an_io_error() {
-        let err = write_snapshot(Path::new("/"), None, &sample()).unwrap_err();
+        let err = write_snapshot(Path::new("/"), None, &PackedRecords::from_records(&sample())).unwrap_err();
         assert!(
             matches!(&err, BackendError::Io { source, .. } if source.kind() == io::ErrorKind::InvalidInput),
             "{err}"

@@ -11,7 +11,7 @@ fn corrupt(path: &std::path::Path, reason: impl Into<String>) -> BackendError {
 }
 
 /// Implements [`Backend`] for a cloneable type with blocking
-/// `save_blocking(schema, entries)` and `load_blocking() -> Snapshot`, which
+/// `save_blocking(schema, &PackedRecords)` and `load_blocking() -> Snapshot`, which
 /// run on tokio's blocking pool.
 #[cfg_attr(not(any(feature = "file", feature = "sled", feature = "sqlite")), allow(unused_macros))]
 macro_rules! blocking_backend {
@@ -20,7 +20,8 @@ macro_rules! blocking_backend {
         impl cache_core::Backend for $backend {
             async fn save(&self, entries: Vec<cache_core::Record>) -> Result<(), cache_core::BackendError> {
                 let backend = self.clone();
-                crate::blocking(move || backend.save_blocking(None, &entries)).await
+                crate::blocking(move || backend.save_blocking(None, &cache_core::PackedRecords::from_records(&entries)))
+                    .await
             }
 
             async fn load(&self) -> Result<Vec<cache_core::Record>, cache_core::BackendError> {
@@ -32,8 +33,16 @@ macro_rules! blocking_backend {
                 schema: &str,
                 entries: Vec<cache_core::Record>,
             ) -> Result<(), cache_core::BackendError> {
+                self.save_packed(schema, cache_core::PackedRecords::from_records(&entries)).await
+            }
+
+            async fn save_packed(
+                &self,
+                schema: &str,
+                records: cache_core::PackedRecords,
+            ) -> Result<(), cache_core::BackendError> {
                 let (backend, schema) = (self.clone(), schema.to_string());
-                crate::blocking(move || backend.save_blocking(Some(&schema), &entries)).await
+                crate::blocking(move || backend.save_blocking(Some(&schema), &records)).await
             }
 
             async fn load_with_schema(&self) -> Result<cache_core::Snapshot, cache_core::BackendError> {
@@ -67,7 +76,9 @@ mod sqlite;
 #[cfg_attr(not(any(feature = "file", feature = "sled", feature = "sqlite")), allow(dead_code))]
 mod wire;
 
-pub use cache_core::{AutosaveHandle, Backend, BackendError, LoadReport, Record, SaveReport, Snapshot};
+pub use cache_core::{
+    AutosaveHandle, Backend, BackendError, LoadReport, PackedRecords, Record, RecordRef, SaveReport, Snapshot,
+};
 
 #[cfg(feature = "file")]
 pub use crate::file::FileBackend;

@@ -1,7 +1,9 @@
 //! [`SledBackend`]: the snapshot in a sled database.
 //!
 //! Each save writes the records into a fresh tree (`async-cache/snapshot-N`,
-//! keyed by position, so iteration gives the saved order), flushes it, then
+//! in chunks of up to [`CHUNK`] records back to back, keyed by position, so
+//! iteration gives the saved order; format 1 held one record per key, and
+//! still loads), flushes it, then
 //! points `current` in the `async-cache/meta` tree at it with one atomic
 //! insert, flushes again, and drops the previous tree. A crash before the
 //! switch leaves the previous snapshot current; its half-written successor
@@ -11,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use cache_core::{BackendError, Record, Snapshot};
+use cache_core::{BackendError, PackedRecords, Snapshot};
 
 use crate::{corrupt, wire};
 
@@ -21,7 +23,12 @@ const FORMAT_KEY: &[u8] = b"format";
 const CURRENT_KEY: &[u8] = b"current";
 /// Followed by a snapshot tree's name: that snapshot's schema.
 const SCHEMA_KEY: &str = "schema:";
-const VERSION: u32 = 1;
+/// 2: records in chunks. A save writes it, so a build that reads only 1
+/// refuses the database as newer instead of misreading it.
+const VERSION: u32 = 2;
+/// Records per sled value: one sled insert per record allocated some ten
+/// times per record inside sled.
+const CHUNK: usize = 1024;
 
 /// Keeps the cache's snapshot in a sled database.
 ///
@@ -125,7 +132,7 @@ impl SledBackend {
         Ok(())
     }
 
-    fn save_blocking(&self, schema: Option<&str>, entries: &[Record]) -> Result<(), BackendError> {
+    fn save_blocking(&self, schema: Option<&str>, records: &PackedRecords) -> Result<(), BackendError> {
         let path = &self.path;
         let meta = self.db.open_tree(META).map_err(storage(path))?;
         let current = meta.get(CURRENT_KEY).map_err(storage(path))?;
@@ -139,13 +146,18 @@ impl SledBackend {
         let tree = self.db.open_tree(&name).map_err(storage(path))?;
         tree.clear().map_err(storage(path))?;
         let mut batch = sled::Batch::default();
-        let mut bytes = Vec::new();
-        for (position, record) in entries.iter().enumerate() {
-            bytes.clear();
-            wire::encode_into(record, &mut bytes);
-            batch.insert(&(position as u64).to_be_bytes(), bytes.as_slice());
+        let mut chunk = Vec::new();
+        let mut chunks = 0u64;
+        for (position, record) in records.iter().enumerate() {
+            record.encode_into(&mut chunk);
+            if (position + 1) % CHUNK == 0 || position + 1 == records.len() {
+                batch.insert(&chunks.to_be_bytes(), chunk.as_slice());
+                chunks += 1;
+                chunk.clear();
+            }
         }
         tree.apply_batch(batch).map_err(storage(path))?;
+        meta.insert(FORMAT_KEY, &VERSION.to_le_bytes()).map_err(storage(path))?;
         let schema_key = format!("{SCHEMA_KEY}{name}");
         match schema {
             Some(schema) => meta.insert(schema_key, schema.as_bytes()).map(drop),
@@ -175,21 +187,50 @@ impl SledBackend {
             None => None,
         };
         let tree = self.db.open_tree(&current).map_err(storage(path))?;
-        let records = tree
-            .iter()
-            .values()
-            .enumerate()
-            .map(|(position, value)| {
-                let value = value.map_err(storage(path))?;
-                match wire::decode_from(&value) {
-                    Ok((record, [])) => Ok(record),
-                    Ok(_) => Err(corrupt(path, format!("record {position} has trailing bytes"))),
-                    Err(e) => Err(corrupt(path, format!("record {position}: {e}"))),
-                }
-            })
-            .collect::<Result<_, _>>()?;
+        let mut records = Vec::new();
+        for value in tree.iter().values() {
+            let value = value.map_err(storage(path))?;
+            // A chunk of records (format 2), or one (format 1).
+            let mut rest = &value[..];
+            while !rest.is_empty() {
+                let (record, tail) =
+                    wire::decode_from(rest).map_err(|e| corrupt(path, format!("record {}: {e}", records.len())))?;
+                records.push(record);
+                rest = tail;
+            }
+        }
         Ok(Snapshot { schema, records })
     }
 }
 
 blocking_backend!(SledBackend);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cache_core::Record;
+
+    /// A database written by format 1 (one record per key) still loads,
+    /// and the next save moves it to format 2.
+    #[test]
+    fn a_format_1_database_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = SledBackend::open(dir.path().join("v1.sled")).unwrap();
+        let records: Vec<Record> =
+            (0..3u8).map(|i| Record { key: vec![i], value: vec![i; 40], expires_at: None }).collect();
+        let meta = backend.db.open_tree(META).unwrap();
+        meta.insert(FORMAT_KEY, &1u32.to_le_bytes()).unwrap();
+        let name = format!("{SNAPSHOT}0");
+        let tree = backend.db.open_tree(&name).unwrap();
+        for (position, record) in records.iter().enumerate() {
+            let mut bytes = Vec::new();
+            record.as_ref().encode_into(&mut bytes);
+            tree.insert((position as u64).to_be_bytes(), bytes).unwrap();
+        }
+        meta.insert(CURRENT_KEY, name.as_bytes()).unwrap();
+        assert_eq!(backend.load_blocking().unwrap().records, records);
+        backend.save_blocking(None, &PackedRecords::from_records(&records)).unwrap();
+        assert_eq!(meta.get(FORMAT_KEY).unwrap().unwrap().as_ref(), 2u32.to_le_bytes());
+        assert_eq!(backend.load_blocking().unwrap().records, records);
+    }
+}

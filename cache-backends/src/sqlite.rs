@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cache_core::{BackendError, Record, Snapshot};
+use cache_core::{BackendError, PackedRecords, Record, Snapshot};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::{corrupt, wire};
@@ -79,7 +79,7 @@ impl SqliteBackend {
         Ok(SqliteBackend { connection: Arc::new(Mutex::new(connection)), path })
     }
 
-    fn save_blocking(&self, schema: Option<&str>, entries: &[Record]) -> Result<(), BackendError> {
+    fn save_blocking(&self, schema: Option<&str>, records: &PackedRecords) -> Result<(), BackendError> {
         let path = &self.path;
         let mut connection = self.connection.lock().unwrap_or_else(|e| e.into_inner());
         let tx = connection.transaction().map_err(storage(path))?;
@@ -97,7 +97,7 @@ impl SqliteBackend {
                     "INSERT INTO {ENTRIES} (seq, key, value, expires_secs, expires_nanos) VALUES (?1, ?2, ?3, ?4, ?5)"
                 ))
                 .map_err(storage(path))?;
-            for (seq, record) in entries.iter().enumerate() {
+            for (seq, record) in records.iter().enumerate() {
                 let (secs, nanos) = match record.expires_at.map(wire::to_parts) {
                     Some((secs, nanos)) => (Some(secs as i64), Some(nanos)),
                     None => (None, None),

@@ -1,23 +1,15 @@
 //! One record in bytes, the same for every backend: postcard, which refuses
 //! a length longer than its input, so a damaged record is an error and never
-//! a huge allocation.
+//! a huge allocation. Encoded by the core (`RecordRef::encode_into`, what a
+//! `PackedRecords` holds); decoded here, and the round trip is tested below.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cache_core::Record;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 /// Seconds and nanoseconds since the Unix epoch.
 type WallClock = (u64, u32);
-
-#[derive(Serialize)]
-struct Encoding<'a> {
-    #[serde(with = "serde_bytes")]
-    key: &'a [u8],
-    #[serde(with = "serde_bytes")]
-    value: &'a [u8],
-    expires_at: Option<WallClock>,
-}
 
 #[derive(Deserialize)]
 struct Decoding {
@@ -40,14 +32,6 @@ pub(crate) fn from_parts((secs, nanos): WallClock) -> Option<SystemTime> {
         return None;
     }
     UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
-}
-
-/// Appends `record` to `out`.
-pub(crate) fn encode_into(record: &Record, out: &mut Vec<u8>) {
-    let encoding = Encoding { key: &record.key, value: &record.value, expires_at: record.expires_at.map(to_parts) };
-    // Only fails for a writer that runs out of room; a Vec never does.
-    let encoded = postcard::to_extend(&encoding, std::mem::take(out)).expect("encoding into a Vec");
-    *out = encoded;
 }
 
 /// Decodes one record off the front of `bytes`, returning it and the rest.
@@ -79,7 +63,7 @@ mod tests {
         fn records_round_trip(records in prop::collection::vec(arb_record(), 0..20)) {
             let mut bytes = Vec::new();
             for record in &records {
-                encode_into(record, &mut bytes);
+                record.as_ref().encode_into(&mut bytes);
             }
             let mut rest = bytes.as_slice();
             let mut back = Vec::new();

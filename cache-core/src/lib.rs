@@ -31,7 +31,9 @@ pub use crate::cache::{Cache, WeakCache};
 pub use crate::listen::RemovalCause;
 pub use crate::observe::{LoadEvent, LoadOutcome, ObserverId};
 #[cfg(feature = "persist")]
-pub use crate::persist::{AutosaveHandle, Backend, BackendError, LoadReport, Record, SaveReport, Snapshot};
+pub use crate::persist::{
+    AutosaveHandle, Backend, BackendError, LoadReport, PackedRecords, Record, RecordRef, SaveReport, Snapshot,
+};
 pub use crate::stats::Metrics;
 pub use crate::warmup::WARMUP_CONCURRENCY;
 

@@ -74,6 +74,16 @@ pub trait Backend: Send + Sync {
     async fn load_with_schema(&self) -> Result<Snapshot, BackendError> {
         Ok(Snapshot { schema: None, records: self.load().await? })
     }
+
+    /// [`save_with_schema`](Backend::save_with_schema) from the records
+    /// packed in one buffer, as the cache saves: no allocation per record.
+    /// The default unpacks them into [`Record`]s (two allocations each) and
+    /// calls `save_with_schema`, so a backend written before this method
+    /// keeps working; the file, sled and SQLite backends write from the
+    /// buffer.
+    async fn save_packed(&self, schema: &str, records: PackedRecords) -> Result<(), BackendError> {
+        self.save_with_schema(schema, records.to_records()).await
+    }
 }
 
 /// A stored snapshot with its schema, from [`Backend::load_with_schema`].
@@ -93,6 +103,10 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
         (**self).save(entries).await
     }
 
+    async fn save_packed(&self, schema: &str, records: PackedRecords) -> Result<(), BackendError> {
+        (**self).save_packed(schema, records).await
+    }
+
     async fn load(&self) -> Result<Vec<Record>, BackendError> {
         (**self).load().await
     }
@@ -110,6 +124,10 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
 impl<B: Backend + ?Sized> Backend for Box<B> {
     async fn save(&self, entries: Vec<Record>) -> Result<(), BackendError> {
         (**self).save(entries).await
+    }
+
+    async fn save_packed(&self, schema: &str, records: PackedRecords) -> Result<(), BackendError> {
+        (**self).save_packed(schema, records).await
     }
 
     async fn load(&self) -> Result<Vec<Record>, BackendError> {
@@ -134,6 +152,136 @@ pub struct Record {
     pub value: Vec<u8>,
     /// When the entry expires, or `None` for never.
     pub expires_at: Option<SystemTime>,
+}
+
+impl Record {
+    /// This record, borrowed.
+    pub fn as_ref(&self) -> RecordRef<'_> {
+        RecordRef { key: &self.key, value: &self.value, expires_at: self.expires_at }
+    }
+}
+
+/// One entry of a snapshot, borrowed: see [`PackedRecords::iter`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RecordRef<'a> {
+    /// The key, encoded with postcard.
+    pub key: &'a [u8],
+    /// The value, encoded with postcard.
+    pub value: &'a [u8],
+    /// When the entry expires, or `None` for never.
+    pub expires_at: Option<SystemTime>,
+}
+
+impl RecordRef<'_> {
+    /// The record, owned.
+    pub fn to_owned(&self) -> Record {
+        Record { key: self.key.to_vec(), value: self.value.to_vec(), expires_at: self.expires_at }
+    }
+
+    /// Appends the record's encoding to `out`: postcard of the key's and
+    /// the value's bytes and the expiry as `Option<(seconds, nanoseconds)>`
+    /// since the Unix epoch. The same in every backend of this crate's
+    /// family, and what [`PackedRecords`] holds.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let wire = Wire { key: self.key, value: self.value, expires_at: self.expires_at.map(wall_clock_parts) };
+        // Only a writer that runs out of room fails; a Vec never does.
+        *out = postcard::to_extend(&wire, std::mem::take(out)).expect("encoding into a Vec");
+    }
+}
+
+/// [`RecordRef::encode_into`]'s layout.
+#[derive(Serialize, serde::Deserialize)]
+struct Wire<'a> {
+    #[serde(with = "serde_bytes", borrow)]
+    key: &'a [u8],
+    #[serde(with = "serde_bytes", borrow)]
+    value: &'a [u8],
+    expires_at: Option<(u64, u32)>,
+}
+
+/// Seconds and nanoseconds since the Unix epoch; times before it count as
+/// the epoch (long past).
+fn wall_clock_parts(at: SystemTime) -> (u64, u32) {
+    let since = at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    (since.as_secs(), since.subsec_nanos())
+}
+
+/// A whole snapshot's records in one buffer, each as
+/// [`RecordRef::encode_into`] writes it, in saved order: what the cache
+/// hands to [`Backend::save_packed`]. Built without an allocation per
+/// record (the buffer grows by doubling).
+///
+/// # Examples
+///
+/// ```
+/// use async_cache::{PackedRecords, Record};
+///
+/// let records = vec![Record { key: vec![1], value: vec![2, 3], expires_at: None }];
+/// let packed = PackedRecords::from_records(&records);
+/// assert_eq!(packed.len(), 1);
+/// assert_eq!(packed.iter().next().unwrap().value, [2, 3]);
+/// assert_eq!(packed.to_records(), records);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PackedRecords {
+    bytes: Vec<u8>,
+    len: usize,
+}
+
+impl PackedRecords {
+    /// No records.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Packs `records`.
+    pub fn from_records(records: &[Record]) -> Self {
+        let mut packed = PackedRecords::new();
+        for record in records {
+            packed.push(record.as_ref());
+        }
+        packed
+    }
+
+    /// Appends one record.
+    pub fn push(&mut self, record: RecordRef<'_>) {
+        record.encode_into(&mut self.bytes);
+        self.len += 1;
+    }
+
+    /// How many records.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The records' encodings, back to back.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The records, in order, borrowed from the buffer.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = RecordRef<'_>> + '_ {
+        let mut rest = self.bytes.as_slice();
+        (0..self.len).map(move |_| {
+            // Written by `push` alone: it decodes.
+            let (wire, tail) = postcard::take_from_bytes::<Wire<'_>>(rest).expect("a record packed by push");
+            rest = tail;
+            let expires_at = wire.expires_at.map(|(secs, nanos)| {
+                SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, nanos)).expect("a time packed by push")
+            });
+            RecordRef { key: wire.key, value: wire.value, expires_at }
+        })
+    }
+
+    /// The records, owned (two allocations each).
+    pub fn to_records(&self) -> Vec<Record> {
+        self.iter().map(|record| record.to_owned()).collect()
+    }
 }
 
 /// Why a save or a load failed. The cache itself is never changed by a
@@ -282,13 +430,14 @@ where
         // is encoded where it lies, without a clone.
         let store = Arc::clone(&self.store);
         let records = tokio::task::spawn_blocking(move || {
-            let mut scratch = Vec::new();
-            store.snapshot(|key, value, expires| encode(key, value, expires, store.clock, &mut scratch))
+            let mut packing = Packing::default();
+            store.snapshot(|key, value, expires| packing.push(key, value, store.clock.wall_clock(expires)))?;
+            Ok::<_, BackendError>(packing.records)
         })
         .await
         .map_err(|panic| panicked("Serialize", panic))??;
         let written = records.len();
-        backend.save_with_schema(&self.schema(), records).await?;
+        backend.save_packed(&self.schema(), records).await?;
         Ok(SaveReport { written })
     }
 
@@ -441,22 +590,35 @@ impl<K, V, S> Cache<K, V, S> {
 /// Entries inserted per lock acquisition by a load.
 const LOAD_CHUNK: usize = 256;
 
-fn encode<K: Serialize, V: Serialize>(
-    key: &K,
-    value: &V,
-    expires: u64,
-    clock: Clock,
-    scratch: &mut Vec<u8>,
-) -> Result<Record, BackendError> {
-    Ok(Record { key: exact(key, scratch)?, value: exact(value, scratch)?, expires_at: clock.wall_clock(expires) })
+/// Packs entries as a save visits them: each key and value is encoded into
+/// a scratch buffer reused for every entry, then copied into the packed
+/// buffer, so an entry costs no allocation of its own.
+#[derive(Default)]
+struct Packing {
+    key: Vec<u8>,
+    value: Vec<u8>,
+    records: PackedRecords,
 }
 
-/// `item` in postcard, through a scratch buffer, so the result is allocated
-/// once at its exact size instead of growing from empty.
-fn exact<T: Serialize>(item: &T, scratch: &mut Vec<u8>) -> Result<Vec<u8>, BackendError> {
-    scratch.clear();
-    *scratch = postcard::to_extend(item, std::mem::take(scratch)).map_err(|e| BackendError::Encode(e.into()))?;
-    Ok(scratch.as_slice().to_vec())
+impl Packing {
+    fn push<K: Serialize, V: Serialize>(
+        &mut self,
+        key: &K,
+        value: &V,
+        expires_at: Option<SystemTime>,
+    ) -> Result<(), BackendError> {
+        encode_reusing(key, &mut self.key)?;
+        encode_reusing(value, &mut self.value)?;
+        self.records.push(RecordRef { key: &self.key, value: &self.value, expires_at });
+        Ok(())
+    }
+}
+
+/// `item` in postcard, into `buffer` (emptied first, its room kept).
+fn encode_reusing<T: Serialize>(item: &T, buffer: &mut Vec<u8>) -> Result<(), BackendError> {
+    buffer.clear();
+    *buffer = postcard::to_extend(item, std::mem::take(buffer)).map_err(|e| BackendError::Encode(e.into()))?;
+    Ok(())
 }
 
 /// Decoded entries, and how many records did not decode.
