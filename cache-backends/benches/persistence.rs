@@ -1,6 +1,8 @@
 //! Save and load of 100,000 entries (`u64` -> 100-byte `String`) with each
 //! backend, beside the physical floor: writing (and `fsync`ing) or reading
-//! the same number of raw bytes.
+//! the same number of raw bytes; and beside each engine's own bulk insert of
+//! 100,000 rows of the same sizes (one sled batch then a flush; one SQLite
+//! transaction of prepared inserts).
 //!
 //! Run with `cargo bench -p cache-backends --all-features --bench persistence`.
 
@@ -43,6 +45,37 @@ fn persistence(c: &mut Criterion) {
             let mut file = std::fs::File::create(&raw_path).unwrap();
             file.write_all(&raw).unwrap();
             file.sync_all().unwrap();
+        })
+    });
+    // Each engine's own bulk insert of rows as large as the records.
+    let key = [0u8; 8];
+    let row = vec![0x5au8; bytes / ENTRIES as usize - key.len()];
+    let sled_db = sled::open(dir.path().join("raw.sled")).unwrap();
+    save.bench_function("sled_batch_insert_same_rows", |b| {
+        b.iter(|| {
+            let mut batch = sled::Batch::default();
+            for i in 0..ENTRIES {
+                batch.insert(&i.to_be_bytes(), row.as_slice());
+            }
+            sled_db.apply_batch(batch).unwrap();
+            sled_db.flush().unwrap();
+        })
+    });
+    let mut sqlite = rusqlite::Connection::open(dir.path().join("raw.db")).unwrap();
+    sqlite.pragma_update(None, "journal_mode", "WAL").unwrap();
+    sqlite.pragma_update(None, "synchronous", "FULL").unwrap();
+    sqlite.execute("CREATE TABLE rows (seq INTEGER PRIMARY KEY, key BLOB, value BLOB)", []).unwrap();
+    save.bench_function("sqlite_bulk_insert_same_rows", |b| {
+        b.iter(|| {
+            let tx = sqlite.transaction().unwrap();
+            tx.execute("DELETE FROM rows", []).unwrap();
+            {
+                let mut insert = tx.prepare("INSERT INTO rows (seq, key, value) VALUES (?1, ?2, ?3)").unwrap();
+                for i in 0..ENTRIES {
+                    insert.execute(rusqlite::params![i as i64, key.as_slice(), row.as_slice()]).unwrap();
+                }
+            }
+            tx.commit().unwrap();
         })
     });
     for (name, backend) in &backends {

@@ -108,28 +108,35 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> BackendError + '_ {
     move |source| BackendError::Io { path: path.to_path_buf(), source }
 }
 
-/// The whole file image: header then payload (the schema, then the records
-/// as packed: no record is encoded again).
-pub(crate) fn encode(schema: Option<&str>, records: &PackedRecords) -> Vec<u8> {
-    let size = HEADER + schema.map_or(1, |s| s.len() + 11) + records.as_bytes().len();
-    let mut image = Vec::with_capacity(size);
-    image.resize(HEADER, 0);
-    image = postcard::to_extend(&schema, image).expect("encoding into a Vec");
-    image.extend_from_slice(records.as_bytes());
-    let payload_len = (image.len() - HEADER) as u64;
-    image[0..8].copy_from_slice(MAGIC);
-    image[8..12].copy_from_slice(&VERSION.to_le_bytes());
-    image[12..20].copy_from_slice(&(records.len() as u64).to_le_bytes());
-    image[20..28].copy_from_slice(&payload_len.to_le_bytes());
-    let crc = checksum(&image[..28], &image[HEADER..]);
-    image[28..32].copy_from_slice(&crc.to_le_bytes());
-    image
+/// The file's head: the header, then the schema (the payload's first
+/// part). The records follow as packed: they are written from the cache's
+/// buffer, never copied or encoded again.
+fn head(schema: Option<&str>, records: &PackedRecords) -> Vec<u8> {
+    let mut head = vec![0; HEADER];
+    head = postcard::to_extend(&schema, head).expect("encoding into a Vec");
+    let payload_len = (head.len() - HEADER + records.as_bytes().len()) as u64;
+    head[0..8].copy_from_slice(MAGIC);
+    head[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    head[12..20].copy_from_slice(&(records.len() as u64).to_le_bytes());
+    head[20..28].copy_from_slice(&payload_len.to_le_bytes());
+    let crc = checksum(&head[..28], &[&head[HEADER..], records.as_bytes()]);
+    head[28..32].copy_from_slice(&crc.to_le_bytes());
+    head
 }
 
-fn checksum(header: &[u8], payload: &[u8]) -> u32 {
+/// The whole file image, as `write_snapshot` writes it.
+#[cfg(test)]
+pub(crate) fn encode(schema: Option<&str>, records: &PackedRecords) -> Vec<u8> {
+    [head(schema, records).as_slice(), records.as_bytes()].concat()
+}
+
+/// CRC-32 of the header's first 28 bytes and the payload, in parts.
+fn checksum(header: &[u8], payload: &[&[u8]]) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(header);
-    hasher.update(payload);
+    for part in payload {
+        hasher.update(part);
+    }
     hasher.finalize()
 }
 
@@ -149,9 +156,11 @@ fn write_snapshot(path: &Path, schema: Option<&str>, records: &PackedRecords) ->
         .into_owned();
     let prefix = format!(".{name}.");
     remove_leftovers(dir, &prefix);
-    let image = encode(schema, records);
+    let head = head(schema, records);
     let mut temp = tempfile::Builder::new().prefix(&prefix).suffix(".tmp").tempfile_in(dir).map_err(io_error(dir))?;
-    temp.write_all(&image).map_err(io_error(temp.path()))?;
+    for part in [&head, records.as_bytes()] {
+        temp.write_all(part).map_err(io_error(temp.path()))?;
+    }
     temp.as_file().sync_all().map_err(io_error(path))?;
     temp.persist(path).map_err(|e| io_error(path)(e.error))?;
     // The rename is only durable once the folder is.
@@ -266,7 +275,7 @@ fn stored_checksum(header: &[u8]) -> u32 {
 pub(crate) fn decode(path: &Path, header: &[u8], payload: &[u8]) -> Result<Snapshot, BackendError> {
     // Again, over the bytes decoded: the file may have changed in place
     // since the first pass.
-    if checksum(&header[..28], payload) != stored_checksum(header) {
+    if checksum(&header[..28], &[payload]) != stored_checksum(header) {
         return Err(corrupt(path, "checksum mismatch: the file is damaged"));
     }
     let version = check_version(path, header)?;
@@ -331,7 +340,7 @@ mod tests {
         image[8..12].copy_from_slice(&1u32.to_le_bytes());
         image[12..20].copy_from_slice(&(records.len() as u64).to_le_bytes());
         image[20..28].copy_from_slice(&payload_len.to_le_bytes());
-        let crc = checksum(&image[..28], &image[HEADER..]);
+        let crc = checksum(&image[..28], &[&image[HEADER..]]);
         image[28..32].copy_from_slice(&crc.to_le_bytes());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v1.cache");
@@ -344,7 +353,7 @@ mod tests {
     fn a_newer_version_is_unsupported_not_corrupt() {
         let mut image = encode(None, &PackedRecords::from_records(&sample()));
         image[8..12].copy_from_slice(&3u32.to_le_bytes());
-        let crc = checksum(&image[..28], &image[HEADER..]);
+        let crc = checksum(&image[..28], &[&image[HEADER..]]);
         image[28..32].copy_from_slice(&crc.to_le_bytes());
         let header: [u8; HEADER] = image[..HEADER].try_into().unwrap();
         let err = decode(Path::new("x"), &header, &image[HEADER..]).unwrap_err();
