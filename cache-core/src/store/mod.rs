@@ -1321,7 +1321,16 @@ where
         // older than any stamp; stamps are distinct, so no need for a
         // stable sort.
         let clock = self.write(Handoff::Batched, |p| p.order.clock());
-        picked.sort_unstable_by_key(|&((rank, stamp), ..)| (rank, std::cmp::Reverse(clock.wrapping_sub(stamp))));
+        // One integer per entry to sort by (rank, then oldest first),
+        // computed once rather than at every comparison.
+        let mut picked: Vec<(u64, u32, u32)> = picked
+            .into_iter()
+            .map(|((rank, stamp), idx, meta)| {
+                let age = clock.wrapping_sub(stamp);
+                ((u64::from(rank) << 32) | u64::from(u32::MAX - age), idx, meta)
+            })
+            .collect();
+        picked.sort_unstable_by_key(|&(key, ..)| key);
         let now = self.clock.now();
         let mut visited = Vec::with_capacity(picked.len());
         for (_, idx, meta) in picked {
