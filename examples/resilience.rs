@@ -12,7 +12,7 @@
 //! timeouts.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_cache::Cache;
@@ -72,59 +72,51 @@ pub(crate) struct Report {
 
 /// Serves `clients` concurrent clients asking for 50 items through `serve`
 /// for the whole schedule (4 phases of `phase`).
-async fn drive<F, Fut>(phase: Duration, clients: usize, serve: F) -> (Report, Arc<FlakyDb>)
+async fn drive<F, Fut>(phase: Duration, clients: usize, serve: F) -> Report
 where
     F: Fn(Arc<FlakyDb>, u64) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = Result<u64, String>> + Send,
 {
     let db = Arc::new(FlakyDb { started: Instant::now(), phase, queries: AtomicUsize::new(0) });
     let end = db.started + phase * SCHEDULE.len() as u32;
-    let (requests, errors, slow, worst) = (
-        Arc::new(AtomicUsize::new(0)),
-        Arc::new(AtomicUsize::new(0)),
-        Arc::new(AtomicUsize::new(0)),
-        Arc::new(AtomicU64::new(0)),
-    );
     let mut tasks = tokio::task::JoinSet::new();
     for client in 0..clients as u64 {
         let (db, serve) = (Arc::clone(&db), serve.clone());
-        let (requests, errors, slow, worst) = (requests.clone(), errors.clone(), slow.clone(), worst.clone());
+        // Each client keeps its own tally; they are added up at the end.
         tasks.spawn(async move {
+            let mut seen = Report::default();
             let mut item = client;
             while Instant::now() < end {
                 item = (item * 7 + 3) % 50;
                 let asked = Instant::now();
                 let answer = serve(Arc::clone(&db), item).await;
                 let took = asked.elapsed();
-                requests.fetch_add(1, Ordering::Relaxed);
-                if answer.is_err() {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                }
-                if took > Duration::from_millis(100) {
-                    slow.fetch_add(1, Ordering::Relaxed);
-                }
-                worst.fetch_max(took.as_micros() as u64, Ordering::Relaxed);
+                seen.requests += 1;
+                seen.errors += usize::from(answer.is_err());
+                seen.slow += usize::from(took > Duration::from_millis(100));
+                seen.worst = seen.worst.max(took);
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
+            seen
         });
     }
-    while tasks.join_next().await.is_some() {}
-    let report = Report {
-        requests: requests.load(Ordering::Relaxed),
-        errors: errors.load(Ordering::Relaxed),
-        slow: slow.load(Ordering::Relaxed),
-        worst: Duration::from_micros(worst.load(Ordering::Relaxed)),
-        queries: db.queries.load(Ordering::Relaxed),
-        ..Report::default()
-    };
-    (report, db)
+    let mut report = Report::default();
+    while let Some(seen) = tasks.join_next().await {
+        let seen = seen.expect("a client panicked");
+        report.requests += seen.requests;
+        report.errors += seen.errors;
+        report.slow += seen.slow;
+        report.worst = report.worst.max(seen.worst);
+    }
+    report.queries = db.queries.load(Ordering::Relaxed);
+    report
 }
 
 /// Runs both ways over phases of `phase` each; returns (plain, resilient).
 pub(crate) async fn run(phase: Duration) -> (Report, Report) {
     let ttl = phase / 4;
     let plain: Cache<u64, u64> = Cache::builder().max_size(100).default_ttl(ttl).build();
-    let (plain_report, _) = drive(phase, 16, {
+    let plain_report = drive(phase, 16, {
         let cache = plain.clone();
         move |db: Arc<FlakyDb>, item| {
             let cache = cache.clone();
@@ -142,7 +134,7 @@ pub(crate) async fn run(phase: Duration) -> (Report, Report) {
         .stale_for(Duration::from_secs(3_600)) // the last good price, if the database fails
         .load_timeout(Duration::from_millis(50)) // ...or is slow
         .build();
-    let (mut resilient_report, _) = drive(phase, 16, {
+    let mut resilient_report = drive(phase, 16, {
         let cache = resilient.clone();
         move |db: Arc<FlakyDb>, item| {
             let cache = cache.clone();

@@ -56,6 +56,25 @@ impl Gate {
     }
 }
 
+/// `n` tasks fetching key 1 with loaders that wait at `gate` and then
+/// answer `answer`, returned once they are all under way (the gate still
+/// closed).
+async fn gated_fetches(
+    cache: &Cache<u64, u64>,
+    gate: &Gate,
+    n: usize,
+    answer: Result<u64, &'static str>,
+) -> Vec<tokio::task::JoinHandle<Result<u64, Arc<&'static str>>>> {
+    let callers = (0..n)
+        .map(|_| {
+            let (cache, gate) = (cache.clone(), gate.clone());
+            tokio::spawn(async move { cache.fetch(1, gate.loader(answer)).await })
+        })
+        .collect();
+    settle().await;
+    callers
+}
+
 fn ok(value: u64) -> impl FnOnce() -> std::future::Ready<Result<u64, &'static str>> + Send + 'static {
     move || std::future::ready(Ok(value))
 }
@@ -88,12 +107,25 @@ async fn a_cancelled_caller_does_not_cancel_the_load() {
     assert_eq!(cache.metrics().loads, 1);
 }
 
+/// A batch loader: 11 for every key.
+struct Elevens;
+
+#[cache_core::async_trait]
+impl cache_core::BatchLoader<u64, u64> for Elevens {
+    type Error = String;
+
+    async fn load_batch(&self, keys: Vec<u64>) -> Result<std::collections::HashMap<u64, u64>, String> {
+        Ok(keys.into_iter().map(|key| (key, 11)).collect())
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn fetch_is_single_flight_with_every_other_load_of_the_key() {
     let cache: Cache<u64, u64> = Cache::new(10);
     let gate = Gate::default();
+    let batched = cache.batched(Elevens);
     let mut callers = tokio::task::JoinSet::new();
-    for i in 0..100 {
+    for i in 0..75 {
         let (cache, gate) = (cache.clone(), gate.clone());
         callers.spawn(async move {
             match i % 3 {
@@ -104,25 +136,29 @@ async fn fetch_is_single_flight_with_every_other_load_of_the_key() {
         });
     }
     settle().await;
+    let batched_callers: Vec<_> = (0..25)
+        .map(|_| {
+            let batched = batched.clone();
+            tokio::spawn(async move { batched.get(1).await.map(|found| found.expect("a value")) })
+        })
+        .collect();
+    settle().await;
     gate.open();
     while let Some(answer) = within(callers.join_next()).await {
         assert_eq!(answer.unwrap(), Ok(11));
     }
+    for caller in batched_callers {
+        assert_eq!(within(caller).await.unwrap().ok(), Some(11));
+    }
     let m = cache.metrics();
-    assert_eq!((m.loads, m.coalesced), (1, 99));
+    assert_eq!((m.loads, m.coalesced, m.batches), (1, 99, 0), "one load, every other caller joined it");
 }
 
 #[tokio::test(start_paused = true)]
 async fn an_error_reaches_every_caller_and_is_not_cached() {
     let cache: Cache<u64, u64> = Cache::new(10);
     let gate = Gate::default();
-    let callers: Vec<_> = (0..10)
-        .map(|_| {
-            let (cache, gate) = (cache.clone(), gate.clone());
-            tokio::spawn(async move { cache.fetch(1, gate.loader(Err("down"))).await })
-        })
-        .collect();
-    settle().await;
+    let callers = gated_fetches(&cache, &gate, 10, Err("down")).await;
     gate.open();
     for caller in callers {
         assert_eq!(*within(caller).await.unwrap().unwrap_err(), "down");
@@ -220,13 +256,7 @@ async fn a_stale_value_is_served_when_the_reload_fails_and_only_inside_its_windo
     assert_eq!((cache.len(), cache.iter().count()), (0, 0));
     // Every caller of a failed reload gets the stale value.
     let gate = Gate::default();
-    let callers: Vec<_> = (0..5)
-        .map(|_| {
-            let (cache, gate) = (cache.clone(), gate.clone());
-            tokio::spawn(async move { cache.fetch(1, gate.loader(Err("down"))).await })
-        })
-        .collect();
-    settle().await;
+    let callers = gated_fetches(&cache, &gate, 5, Err("down")).await;
     gate.open();
     for caller in callers {
         assert_eq!(within(caller).await.unwrap().unwrap(), 1);

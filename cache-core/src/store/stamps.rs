@@ -68,31 +68,26 @@ impl Idle {
         self.deadlines.ensure(idx);
     }
 
-    #[inline]
-    fn cell(&self, idx: u32) -> &AtomicU64 {
-        self.deadlines.get(idx)
-    }
-
     /// Slot `idx`'s idle deadline.
     #[inline]
     pub(crate) fn deadline(&self, idx: u32) -> u64 {
         // Relaxed: the deadline is its own datum, not a guard on other
         // memory; a reader seeing an older one sees the entry expire a
         // little earlier or later, as if it had read the clock then.
-        self.cell(idx).load(Ordering::Relaxed)
+        self.deadlines.get(idx).load(Ordering::Relaxed)
     }
 
     /// Starts slot `idx`'s idle clock at `now`: before the slot is
     /// published (whose Release store orders this one before any reader's
     /// load), by the lock holder.
     pub(crate) fn start(&self, idx: u32, now: u64) {
-        self.cell(idx).store(now.saturating_add(self.period), Ordering::Relaxed);
+        self.deadlines.get(idx).store(now.saturating_add(self.period), Ordering::Relaxed);
     }
 
     /// A read of slot `idx` at `now` resets its idle clock.
     #[inline]
     pub(crate) fn touch(&self, idx: u32, now: u64) {
-        let cell = self.cell(idx);
+        let cell = self.deadlines.get(idx);
         let fresh = now.saturating_add(self.period);
         // A plain store, not an RMW: of two readers racing, the one that
         // read the clock first may store last, leaving a deadline short by
