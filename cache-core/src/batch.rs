@@ -22,6 +22,7 @@ use futures_util::FutureExt;
 use tokio::runtime::Handle;
 
 use crate::flight::{Outcome, SharedError};
+use crate::load::TierKey;
 use crate::observe::LoadOutcome;
 use crate::store::{Claim, Placeholder, Store};
 use crate::sync::{Mutex, lock};
@@ -384,6 +385,14 @@ where
                 }
                 wanted
             });
+            // A tier first: keys found there are answered from it.
+            #[cfg(feature = "tier")]
+            let tier_keys = match &store.tier {
+                Some(link) => tier_lookup(&store, link, &mut batch.held).await,
+                None => Vec::new(),
+            };
+            #[cfg(not(feature = "tier"))]
+            let tier_keys: Vec<TierKey> = Vec::new();
             if batch.held.is_empty() {
                 return;
             }
@@ -408,13 +417,17 @@ where
                 Ok(Ok(mut values)) => {
                     // One value for the store and one for the waiters, and
                     // its weight, made here: never under the store's lock.
-                    let answers: Vec<Option<(V, V, u32)>> = batch
+                    // With a tier, each value's write to it too.
+                    let mut tier_keys = tier_keys.into_iter();
+                    let answers: Vec<_> = batch
                         .held
                         .iter()
                         .map(|(key, _)| {
+                            let tiered = tier_keys.next().flatten();
                             values.remove(key).map(|value| {
                                 let weight = store.weigh(key, &value);
-                                (value.clone(), value, weight)
+                                let write = loaded_write(&store, tiered, &value);
+                                (value.clone(), value, weight, write)
                             })
                         })
                         .collect();
@@ -432,21 +445,35 @@ where
                     let mut found = Vec::new();
                     let mut wake = Vec::new();
                     let mut absent = Vec::new();
+                    let mut writes = Vec::new();
                     for ((_, lead), answer) in leads.iter().zip(answers) {
                         match answer {
-                            Some((stored, handed, weight)) => {
+                            Some((stored, handed, weight, write)) => {
                                 found.push((lead, stored, weight));
                                 wake.push((lead, handed));
+                                writes.push(write);
                             }
                             None => absent.push(lead),
                         }
                     }
                     // One lock for the whole batch, then the wake-ups.
-                    store.resolve_all(found, store.config.default_ttl);
+                    let current = store.resolve_all(found, store.config.default_ttl);
                     for (lead, value) in wake {
                         lead.flight.finish(Outcome::Value(value));
                     }
                     store.fail(absent, || Outcome::Absent);
+                    // Values cut off meanwhile (an invalidation, say) do
+                    // not go to the tier.
+                    #[cfg(feature = "tier")]
+                    if let Some(link) = &store.tier {
+                        for (write, current) in writes.into_iter().zip(current) {
+                            if let (Some(write), true) = (write, current) {
+                                link.write(&store.config.name, write);
+                            }
+                        }
+                    }
+                    #[cfg(not(feature = "tier"))]
+                    let _ = (writes, current);
                 }
                 Err(failure) => {
                     counters.load_errors.inc();
@@ -455,6 +482,63 @@ where
             }
         });
     }
+}
+
+/// A loaded value's write to the tier; none without one.
+#[cfg(feature = "tier")]
+fn loaded_write<K, V, S>(store: &Store<K, V, S>, key: TierKey, value: &V) -> Option<crate::TierWrite> {
+    let link = store.tier.as_ref()?;
+    Some(link.put(&store.counters, key?, value, store.config.default_ttl, crate::PutKind::Loaded))
+}
+
+#[cfg(not(feature = "tier"))]
+fn loaded_write<K, V, S>(_: &Store<K, V, S>, _: TierKey, _: &V) -> Option<std::convert::Infallible> {
+    None
+}
+
+/// Looks the batch's keys up in the tier (one round trip) and answers those
+/// found there; the rest stay in `held`. Returns their keys as the tier
+/// knows them, in `held`'s order (`None` for a key that does not encode).
+#[cfg(feature = "tier")]
+async fn tier_lookup<K, V, S>(
+    store: &Store<K, V, S>,
+    link: &crate::tier::Link<K, V>,
+    held: &mut Vec<(K, Placeholder<V>)>,
+) -> Vec<TierKey>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: BuildHasher,
+{
+    let counters = &store.counters;
+    let keys: Vec<Option<Vec<u8>>> = held.iter().map(|(key, _)| link.key(counters, key)).collect();
+    let asked: Vec<Vec<u8>> = keys.iter().flatten().cloned().collect();
+    let mut found = link.lookup(&store.config.name, counters, &asked).await.into_iter();
+    let ttl = store.config.default_ttl;
+    // User code (`Clone`, the weigher) while every placeholder is held.
+    let answers: Vec<_> = held
+        .iter()
+        .zip(&keys)
+        .map(|((key, _), encoded)| {
+            let (value, left) = encoded.as_ref().and_then(|_| found.next().flatten())?;
+            let weight = store.weigh(key, &value);
+            Some((value.clone(), value, weight, crate::tier::shorter(ttl, left)))
+        })
+        .collect();
+    let mut missed = Vec::with_capacity(keys.len());
+    for ((key, lead), (encoded, answer)) in std::mem::take(held).into_iter().zip(keys.into_iter().zip(answers)) {
+        match answer {
+            Some((stored, handed, weight, ttl)) => {
+                store.resolve(&lead, stored, ttl, weight);
+                lead.flight.finish(Outcome::Value(handed));
+            }
+            None => {
+                held.push((key, lead));
+                missed.push(encoded);
+            }
+        }
+    }
+    missed
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::listen::{Listener, RemovalCause, Weigher};
-use crate::store::Config;
+use crate::store::{Config, Store};
 use crate::{Cache, DefaultHasher};
 
 /// Which entry a full cache evicts: see [`CacheBuilder::policy`].
@@ -89,6 +89,9 @@ pub struct CacheBuilder<K, V, S = DefaultHasher> {
     /// Whether `max_size` or `unbounded` was called: with `max_weight`,
     /// the default size bound does not apply.
     sized: bool,
+    /// The shared second level, with `tier`.
+    #[cfg(feature = "tier")]
+    tier: Option<crate::tier::Link<K, V>>,
     _types: PhantomData<fn() -> (K, V)>,
 }
 
@@ -120,6 +123,8 @@ impl<K, V> Default for CacheBuilder<K, V> {
             listener: None,
             weigher: None,
             sized: false,
+            #[cfg(feature = "tier")]
+            tier: None,
             _types: PhantomData,
         }
     }
@@ -158,6 +163,8 @@ impl<K, V, S> CacheBuilder<K, V, S> {
             listener: self.listener,
             weigher: self.weigher,
             sized: self.sized,
+            #[cfg(feature = "tier")]
+            tier: self.tier,
             _types: PhantomData,
         }
     }
@@ -553,6 +560,49 @@ impl<K, V, S> CacheBuilder<K, V, S> {
         self
     }
 
+    /// Puts a shared second level behind the cache: async-cache's
+    /// `RedisTier` (feature `redis`), shared by every replica of a
+    /// service. `get_or_load`, `try_get_or_load`, `fetch`, `Batched` and
+    /// warmup look here after a local miss (one round trip per load or
+    /// batch) and only then load; a loaded value goes to both levels.
+    /// `insert`, `remove` and `clear` write through, and other replicas
+    /// drop their copies. `get`, `peek`, `contains_key` and `iter` stay
+    /// local and never wait on the network. Entries are found by the
+    /// cache's [`name`](Self::name): replicas of one cache share a name.
+    ///
+    /// Keys and values cross in postcard, so their serde forms must stay
+    /// compatible across the replicas' builds. A tier that fails or is
+    /// slow is left out (`metrics().tier_errors`), never waited on past
+    /// its bound.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "redis")]
+    /// # async fn run() -> Result<(), async_cache::TierError> {
+    /// use std::time::Duration;
+    /// use async_cache::{Cache, RedisTier};
+    ///
+    /// let tier = RedisTier::connect("redis://127.0.0.1:6379").await?;
+    /// let users: Cache<u64, String> = Cache::builder()
+    ///     .max_size(10_000)
+    ///     .default_ttl(Duration::from_secs(300))
+    ///     .name("users")
+    ///     .tier(tier.clone())
+    ///     .build();
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "tier")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn tier(mut self, tier: impl crate::Tier) -> Self
+    where
+        K: serde::Serialize + serde::de::DeserializeOwned,
+        V: serde::Serialize + serde::de::DeserializeOwned,
+    {
+        self.tier = Some(crate::tier::link(Arc::new(tier)));
+        self
+    }
+
     /// Builds the cache.
     ///
     /// # Examples
@@ -580,6 +630,12 @@ impl<K, V, S> CacheBuilder<K, V, S> {
                 config.max_size = config.max_size.min(usize::try_from(config.max_weight).unwrap_or(usize::MAX));
             }
         }
-        Cache::from_parts(config, self.listener, self.weigher, self.hasher)
+        #[allow(unused_mut)]
+        let mut store = Store::new(config, self.listener, self.weigher, self.hasher);
+        #[cfg(feature = "tier")]
+        {
+            store.tier = self.tier;
+        }
+        Cache::from_store(store)
     }
 }

@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use crate::DefaultHasher;
 use crate::builder::CacheBuilder;
-use crate::listen::{Listener, Weigher};
 use crate::observe::{LoadEvent, ObserverId};
 use crate::stats::Metrics;
-use crate::store::{Config, Store};
+use crate::store::Store;
 
 /// How often the maintenance task of a cache with a listener runs.
 const MAINTENANCE_EVERY: Duration = Duration::from_millis(500);
@@ -107,16 +106,16 @@ where
     V: Clone + Send + Sync + 'static,
     S: BuildHasher + Send + Sync + 'static,
 {
-    pub(crate) fn from_parts(
-        config: Config,
-        listener: Option<Listener<K, V>>,
-        weigher: Option<Weigher<K, V>>,
-        hasher: S,
-    ) -> Self {
-        let listening = listener.is_some();
-        let cache = Cache { store: Arc::new(Store::new(config, listener, weigher, hasher)) };
+    pub(crate) fn from_store(store: Store<K, V, S>) -> Self {
+        let listening = store.listening();
+        let cache = Cache { store: Arc::new(store) };
         if listening {
             cache.maintain_in_background();
+        }
+        #[cfg(feature = "tier")]
+        if let Some(link) = &cache.store.tier {
+            let replica = Arc::new(crate::tier::Attached::new(&cache.store, link));
+            link.attach(&cache.store.config.name, replica);
         }
         cache
     }
@@ -253,6 +252,17 @@ where
     /// # }
     /// ```
     pub fn insert_with_ttl(&self, key: K, value: V, ttl: Option<Duration>) {
+        // A tiered insert encodes first (user `Serialize`: if it panics,
+        // nothing has changed), then stores, then queues the write.
+        #[cfg(feature = "tier")]
+        if let Some(link) = &self.store.tier {
+            let write = link.put_of(&self.store.counters, &key, &value, ttl, crate::PutKind::Insert);
+            self.store.insert(self.store.hash(&key), key, value, ttl);
+            if let Some(write) = write {
+                link.write(&self.store.config.name, write);
+            }
+            return;
+        }
         self.store.insert(self.store.hash(&key), key, value, ttl);
     }
 
@@ -275,6 +285,15 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
+        #[cfg(feature = "tier")]
+        if let Some(link) = &self.store.tier {
+            let encoded = link.borrowed_key(&self.store.counters, key);
+            let removed = self.store.remove(self.store.hash(key), key);
+            if let Some(key) = encoded {
+                link.write(&self.store.config.name, crate::TierWrite::Remove { key, from: link.id });
+            }
+            return removed;
+        }
         self.store.remove(self.store.hash(key), key)
     }
 
@@ -295,6 +314,10 @@ where
     /// ```
     pub fn clear(&self) {
         self.store.clear();
+        #[cfg(feature = "tier")]
+        if let Some(link) = &self.store.tier {
+            link.write(&self.store.config.name, crate::TierWrite::Clear { from: link.id });
+        }
     }
 
     /// Copies of the live entries, in no particular order. Weakly

@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::Cache;
 use crate::flight::{Flight, Outcome};
-use crate::load::{Errors, Joined, Leader};
+use crate::load::{Errors, Joined, Leader, TierKey};
 use crate::store::{Claim, Entry, Placeholder};
 
 /// A placeholder handed to a load task: abandoned (waking its waiters) if
@@ -126,6 +126,7 @@ where
             }
             return Ok(value);
         }
+        let tiered = self.tier_key(&key);
         let mut key = Some(key);
         let mut load = Some(load);
         loop {
@@ -135,7 +136,7 @@ where
                 Claim::Lead(lead) => {
                     let flight = Arc::clone(&lead.flight);
                     let load = load.take().expect("a caller leads at most once");
-                    (flight, Some(self.spawn_load(lead, load)))
+                    (flight, Some(self.spawn_load(lead, tiered.clone(), load)))
                 }
             };
             let led = task.is_some();
@@ -209,7 +210,7 @@ where
     }
 
     /// Runs `load` as a task that leads the flight of `lead`.
-    fn spawn_load<F, Fut, E>(&self, lead: Placeholder<V>, load: F) -> JoinHandle<()>
+    fn spawn_load<F, Fut, E>(&self, lead: Placeholder<V>, tiered: TierKey, load: F) -> JoinHandle<()>
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<V, E>> + Send + 'static,
@@ -224,10 +225,8 @@ where
             let cache = &handed.cache;
             let store = &*cache.store;
             let leader = Leader { store, lead: handed.lead.take() };
-            store.counters.loads.inc();
-            let loaded = cache.timed(load(), Errors::Shared).await;
             // Its callers get the answer through the flight.
-            let _ = cache.end_lead(leader, loaded, store.config.default_ttl, Errors::Shared);
+            let _ = cache.lead(leader, tiered, store.config.default_ttl, Errors::Shared, load).await;
         })
     }
 
@@ -247,7 +246,19 @@ where
             store.counters.refreshes.inc();
             store.counters.loads.inc();
             match cache.timed(load(), Errors::Shared).await {
-                Ok(value) => store.refreshed(hash, key, entry, value, store.config.default_ttl),
+                Ok(value) => {
+                    let ttl = store.config.default_ttl;
+                    // Encoded before it is stored: no `V: Clone` for the tier.
+                    #[cfg(feature = "tier")]
+                    let write = store.tier.as_ref().map(|link| {
+                        (link, link.put_of(&store.counters, &key, &value, ttl, crate::tier::PutKind::Refreshed))
+                    });
+                    let _current = store.refreshed(hash, key, entry, value, ttl);
+                    #[cfg(feature = "tier")]
+                    if let (true, Some((link, Some(write)))) = (_current, write) {
+                        link.write(&store.config.name, write);
+                    }
+                }
                 Err(_) => store.counters.load_errors.inc(),
             }
         });

@@ -22,6 +22,8 @@ mod persist;
 mod stats;
 mod store;
 mod sync;
+#[cfg(feature = "tier")]
+mod tier;
 mod time;
 mod warmup;
 
@@ -35,6 +37,8 @@ pub use crate::persist::{
     AutosaveHandle, Backend, BackendError, LoadReport, PackedRecords, Record, RecordRef, SaveReport, Snapshot,
 };
 pub use crate::stats::Metrics;
+#[cfg(feature = "tier")]
+pub use crate::tier::{PutKind, Replica, Tier, TierFault, TierWrite};
 pub use crate::warmup::WARMUP_CONCURRENCY;
 
 /// The hasher a [`Cache`] uses unless [`CacheBuilder::hasher`] sets

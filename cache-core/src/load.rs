@@ -34,6 +34,9 @@ pub(crate) enum Errors {
     Nothing,
 }
 
+/// A key encoded for the cache's tier; `None` without one.
+pub(crate) type TierKey = Option<Vec<u8>>;
+
 /// A failed load, as `load` returns it.
 pub(crate) enum Failure<E> {
     Shared(Arc<E>),
@@ -97,14 +100,16 @@ pub(crate) struct Leader<'a, K, V, S> {
 }
 
 impl<K: Hash + Eq, V: Clone, S: BuildHasher> Leader<'_, K, V, S> {
-    fn succeed(mut self, value: &V, ttl: Option<Duration>) {
+    /// Stores `value` and hands it to the waiters; whether it was still
+    /// current (see `Store::resolve`).
+    fn succeed(mut self, value: &V, ttl: Option<Duration>) -> bool {
         // User code first (the weigher, `Clone`), while this guard still
         // holds the placeholder: if it panics, the flight is abandoned and a
         // waiter takes the load over.
         let weight = self.store.weigh_lead(self.lead.as_ref().expect("a leader finishes once"), value);
         let stored = value.clone();
         let lead = self.lead.take().expect("a leader finishes once");
-        self.store.resolve(&lead, stored, ttl, weight);
+        let current = self.store.resolve(&lead, stored, ttl, weight);
         // The placeholder is gone, so nobody can join any more: with no
         // other handle on the flight there is nobody to hand a copy to.
         if Arc::strong_count(&lead.flight) > 1 {
@@ -118,6 +123,7 @@ impl<K: Hash + Eq, V: Clone, S: BuildHasher> Leader<'_, K, V, S> {
                 }
             }
         }
+        current
     }
 
     fn fail(mut self, outcome: impl Fn() -> Outcome<V>) {
@@ -363,6 +369,7 @@ where
         if let Some(value) = found {
             return Ok(value);
         }
+        let tiered = self.tier_key(&key);
         let mut key = Some(key);
         let mut load = Some(load);
         loop {
@@ -372,10 +379,8 @@ where
                     // The guard first: it ends the flight if the load panics
                     // or this caller is dropped mid-load.
                     let leader = Leader { store, lead: Some(placeholder) };
-                    store.counters.loads.inc();
                     let load = load.take().expect("a caller leads at most once");
-                    let loaded = self.timed(load(), errors).await;
-                    return self.end_lead(leader, loaded, ttl, errors);
+                    return self.lead(leader, tiered, ttl, errors, load).await;
                 }
                 Claim::Join(flight) => match Joined::from(flight.wait().await, errors) {
                     Joined::Served(answer) => {
@@ -395,28 +400,49 @@ where
         }
     }
 
-    /// Ends a flight this caller led with what its loader returned: the
-    /// value is stored and handed to every waiter; an error is handed to
-    /// them (or each tries on its own, see [`Errors`]). Not async: the
-    /// loader is awaited inline by the caller, without a nested future.
-    pub(crate) fn end_lead<E>(
+    /// Runs a flight this caller leads: the tier first, if the cache has
+    /// one and `tiered` is the key there; then the loader. The value is
+    /// stored and handed to every waiter (and written to the tier if it
+    /// came from the loader and nothing cut it off meanwhile); an error is
+    /// handed to them (or each tries on its own, see [`Errors`]).
+    pub(crate) async fn lead<F, Fut, E>(
         &self,
         leader: Leader<'_, K, V, S>,
-        loaded: Result<V, E>,
+        tiered: TierKey,
         ttl: Option<Duration>,
         errors: Errors,
+        load: F,
     ) -> Result<V, Failure<E>>
     where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
         E: Send + Sync + 'static,
     {
-        match loaded {
+        let store = &*self.store;
+        #[cfg(not(feature = "tier"))]
+        let _ = tiered;
+        #[cfg(feature = "tier")]
+        if let (Some(link), Some(key)) = (&store.tier, &tiered) {
+            let found = link.lookup(&store.config.name, &store.counters, std::slice::from_ref(key)).await;
+            if let Some(Some((value, left))) = found.into_iter().next() {
+                leader.succeed(&value, crate::tier::shorter(ttl, left));
+                return Ok(value);
+            }
+        }
+        store.counters.loads.inc();
+        match self.timed(load(), errors).await {
             Ok(value) => {
-                leader.succeed(&value, ttl);
+                let _current = leader.succeed(&value, ttl);
+                #[cfg(feature = "tier")]
+                if let (true, Some(link), Some(key)) = (_current, &store.tier, tiered) {
+                    let write = link.put(&store.counters, key, &value, ttl, crate::tier::PutKind::Loaded);
+                    link.write(&store.config.name, write);
+                }
                 Ok(value)
             }
             Err(error) => {
                 if errors != Errors::Nothing {
-                    self.store.counters.load_errors.inc();
+                    store.counters.load_errors.inc();
                 }
                 match errors {
                     Errors::Shared | Errors::Nothing => {
@@ -431,6 +457,18 @@ where
                 }
             }
         }
+    }
+
+    /// The key as the tier knows it, if the cache has a tier (and the key
+    /// encodes): made before a claim moves the key into the store.
+    #[inline]
+    pub(crate) fn tier_key(&self, key: &K) -> TierKey {
+        #[cfg(feature = "tier")]
+        if let Some(link) = &self.store.tier {
+            return link.key(&self.store.counters, key);
+        }
+        let _ = key;
+        None
     }
 
     /// A waiter's own attempt after a failed flight whose error it cannot

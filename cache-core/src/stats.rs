@@ -73,6 +73,14 @@ pub struct Metrics {
     /// (see [`stale_for`](crate::CacheBuilder::stale_for)): because the
     /// load failed, or outlasted [`load_timeout`](crate::CacheBuilder::load_timeout).
     pub stale_served: u64,
+    /// Values found in the shared tier (see [`CacheBuilder::tier`](crate::CacheBuilder::tier))
+    /// after a local miss: loads that did not run.
+    pub tier_hits: u64,
+    /// Keys looked up in the tier and not found there (they were loaded).
+    pub tier_misses: u64,
+    /// Tier calls that failed or timed out, writes that did not reach it,
+    /// and values in it that did not decode. The cache went on without it.
+    pub tier_errors: u64,
 }
 
 impl Metrics {
@@ -125,6 +133,9 @@ pub(crate) struct Counters {
     pub(crate) listener_panics: Counter,
     pub(crate) refreshes: Counter,
     pub(crate) stale_served: Counter,
+    pub(crate) tier_hits: Counter,
+    pub(crate) tier_misses: Counter,
+    pub(crate) tier_errors: Counter,
     baseline: Mutex<Metrics>,
 }
 
@@ -149,6 +160,9 @@ impl Counters {
             listener_panics: self.listener_panics.get(),
             refreshes: self.refreshes.get(),
             stale_served: self.stale_served.get(),
+            tier_hits: self.tier_hits.get(),
+            tier_misses: self.tier_misses.get(),
+            tier_errors: self.tier_errors.get(),
         }
     }
 
@@ -168,6 +182,9 @@ impl Counters {
             listener_panics: totals.listener_panics.saturating_sub(base.listener_panics),
             refreshes: totals.refreshes.saturating_sub(base.refreshes),
             stale_served: totals.stale_served.saturating_sub(base.stale_served),
+            tier_hits: totals.tier_hits.saturating_sub(base.tier_hits),
+            tier_misses: totals.tier_misses.saturating_sub(base.tier_misses),
+            tier_errors: totals.tier_errors.saturating_sub(base.tier_errors),
             ..totals
         }
     }

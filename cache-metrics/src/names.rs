@@ -33,6 +33,13 @@ pub const LISTENER_PANICS: &str = "cache_listener_panics_total";
 pub const REFRESHES: &str = "cache_refreshes_total";
 /// `fetch` callers served a stale value, `stale_for` (counter).
 pub const STALE_SERVED: &str = "cache_stale_served_total";
+/// Values found in the shared (Redis) tier after a local miss (counter).
+pub const TIER_HITS: &str = "cache_tier_hits_total";
+/// Keys looked up in the tier and not found there (counter).
+pub const TIER_MISSES: &str = "cache_tier_misses_total";
+/// Tier calls that failed or timed out, writes that did not reach it and
+/// values that did not decode (counter).
+pub const TIER_ERRORS: &str = "cache_tier_errors_total";
 /// Hits over lookups since the previous publication (gauge).
 pub const HIT_RATIO: &str = "cache_hit_ratio";
 /// How long each loader run took, one observation per `cache_loads_total`

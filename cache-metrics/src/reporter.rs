@@ -168,6 +168,13 @@ fn describe() {
     describe_counter!(names::LISTENER_PANICS, Unit::Count, "Panics caught in the removal listener.");
     describe_counter!(names::REFRESHES, Unit::Count, "Background reloads started by refresh_after.");
     describe_counter!(names::STALE_SERVED, Unit::Count, "fetch callers served a stale value (failed or slow load).");
+    describe_counter!(names::TIER_HITS, Unit::Count, "Local misses served from the shared (Redis) tier.");
+    describe_counter!(names::TIER_MISSES, Unit::Count, "Keys looked up in the shared tier and not found there.");
+    describe_counter!(
+        names::TIER_ERRORS,
+        Unit::Count,
+        "Shared-tier calls that failed or timed out, writes that did not reach it, values that did not decode."
+    );
     describe_gauge!(names::HIT_RATIO, "Hits over lookups since the previous publication (about the last second).");
     describe_histogram!(names::LOAD_DURATION, Unit::Seconds, "How long each loader run took.");
     describe_histogram!(names::BATCH_SIZE, Unit::Count, "Keys per load_batch call.");
@@ -187,6 +194,9 @@ struct Handles {
     listener_panics: Counter,
     refreshes: Counter,
     stale_served: Counter,
+    tier_hits: Counter,
+    tier_misses: Counter,
+    tier_errors: Counter,
     size: Gauge,
     max_size: Gauge,
     weight: Gauge,
@@ -220,6 +230,9 @@ impl Handles {
             listener_panics: counter(names::LISTENER_PANICS),
             refreshes: counter(names::REFRESHES),
             stale_served: counter(names::STALE_SERVED),
+            tier_hits: counter(names::TIER_HITS),
+            tier_misses: counter(names::TIER_MISSES),
+            tier_errors: counter(names::TIER_ERRORS),
             size: gauge(names::SIZE),
             max_size: gauge(names::MAX_SIZE),
             weight: gauge(names::WEIGHT),
@@ -242,6 +255,9 @@ impl Handles {
         self.listener_panics.absolute(m.listener_panics);
         self.refreshes.absolute(m.refreshes);
         self.stale_served.absolute(m.stale_served);
+        self.tier_hits.absolute(m.tier_hits);
+        self.tier_misses.absolute(m.tier_misses);
+        self.tier_errors.absolute(m.tier_errors);
         self.size.set(m.size as f64);
         if let Some(max) = m.max_size {
             self.max_size.set(max as f64);

@@ -174,6 +174,9 @@ pub(crate) struct Store<K, V, S = DefaultHasher> {
     /// Saves of this cache run one at a time.
     #[cfg(feature = "persist")]
     pub(crate) save_lock: tokio::sync::Mutex<()>,
+    /// The shared second level, with `CacheBuilder::tier`.
+    #[cfg(feature = "tier")]
+    pub(crate) tier: Option<crate::tier::Link<K, V>>,
 }
 
 #[inline]
@@ -229,7 +232,14 @@ impl<K, V, S> Store<K, V, S> {
             weigher,
             #[cfg(feature = "persist")]
             save_lock: tokio::sync::Mutex::new(()),
+            #[cfg(feature = "tier")]
+            tier: None,
         }
+    }
+
+    /// Whether a removal listener is set.
+    pub(crate) fn listening(&self) -> bool {
+        self.listener.is_some()
     }
 
     #[inline]
@@ -760,17 +770,21 @@ impl<K, V, S> Store<K, V, S> {
     /// Turns the leader's placeholder into `value`, if it is still there:
     /// a `remove`, `insert` or `clear` during the load wins.
     /// `weight` is [`weigh_lead`](Self::weigh_lead)'s.
-    pub(crate) fn resolve(&self, lead: &Placeholder<V>, value: V, ttl: Option<Duration>, weight: u32) {
+    /// Returns whether the placeholder was still the key's (the value was
+    /// not cut off by a write, a removal or a clear).
+    pub(crate) fn resolve(&self, lead: &Placeholder<V>, value: V, ttl: Option<Duration>, weight: u32) -> bool {
         let expires = self.deadline(ttl);
         let refused = self.refusal(ttl, weight);
-        Self::drop_leftover(
-            self.write(Handoff::Batched, |p| self.resolve_locked(p, lead, value, expires, refused, weight)),
-        );
+        let resolved = self.write(Handoff::Batched, |p| self.resolve_locked(p, lead, value, expires, refused, weight));
+        let current = resolved.is_ok();
+        Self::drop_leftover(resolved);
+        current
     }
 
     /// [`resolve`](Self::resolve) for many placeholders under one lock.
     /// The values are made before locking: no user `Clone` under the lock.
-    pub(crate) fn resolve_all(&self, resolved: Vec<(&Placeholder<V>, V, u32)>, ttl: Option<Duration>) {
+    /// Returns, for each, whether it was still current.
+    pub(crate) fn resolve_all(&self, resolved: Vec<(&Placeholder<V>, V, u32)>, ttl: Option<Duration>) -> Vec<bool> {
         let expires = self.deadline(ttl);
         let leftovers: Vec<_> = self.write(Handoff::Batched, |p| {
             resolved
@@ -780,7 +794,14 @@ impl<K, V, S> Store<K, V, S> {
                 })
                 .collect()
         });
-        leftovers.into_iter().for_each(Self::drop_leftover);
+        leftovers
+            .into_iter()
+            .map(|leftover| {
+                let current = leftover.is_ok();
+                Self::drop_leftover(leftover);
+                current
+            })
+            .collect()
     }
 
     /// Drops what [`resolve_locked`](Self::resolve_locked) handed back, after
@@ -1095,15 +1116,18 @@ where
     /// Stores a refresh's value for `key` if `entry`, the one it
     /// refreshed, is still there: a write, removal or expiry meanwhile wins
     /// (as over a load's placeholder).
-    pub(crate) fn refreshed(&self, hash: u64, key: K, entry: Entry, value: V, ttl: Option<Duration>) {
+    ///
+    /// Returns whether the entry was still there to replace.
+    pub(crate) fn refreshed(&self, hash: u64, key: K, entry: Entry, value: V, ttl: Option<Duration>) -> bool {
         let weight = self.weigh(&key, &value);
-        let leftover = self.write(Handoff::Batched, |p| {
+        let (current, leftover) = self.write(Handoff::Batched, |p| {
             let current = self.find(hash, &key, &p.locked).map(|(_, idx)| idx) == Some(entry.idx)
                 && self.slot(entry.idx).meta.load(Ordering::Relaxed) == entry.meta;
             if !current {
-                return Some((key, value, None));
+                return (false, Some((key, value, None)));
             }
-            self.insert_locked(p, hash, key, value, ttl, weight).map(|(key, value, cause)| (key, value, Some(cause)))
+            let leftover = self.insert_locked(p, hash, key, value, ttl, weight);
+            (true, leftover.map(|(key, value, cause)| (key, value, Some(cause))))
         });
         if let Some((key, value, cause)) = leftover {
             if let Some(cause) = cause {
@@ -1111,6 +1135,7 @@ where
             }
             drop_quietly([(key, value)]);
         }
+        current
     }
 
     /// A copy of the stale value `flight`'s load replaces, while the cache
