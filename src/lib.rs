@@ -25,6 +25,12 @@ pub use cache_backends::SqliteBackend;
 pub use cache_backends::{
     AutosaveHandle, Backend, BackendError, LoadReport, PackedRecords, Record, RecordRef, SaveReport, Snapshot,
 };
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use cache_backends::{RedisTier, TierError};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use cache_core::{PutKind, Replica, Tier, TierFault, TierWrite};
 
 /// Persistence: the [`Backend`] trait, its reports and errors, and the
 /// backends enabled by the `file`, `sled` and `sqlite` features.

@@ -68,6 +68,8 @@ async fn blocking<T: Send + 'static>(
 
 #[cfg(feature = "file")]
 mod file;
+#[cfg(feature = "redis")]
+mod redis;
 #[cfg(feature = "sled")]
 mod sled;
 #[cfg(feature = "sqlite")]
@@ -82,6 +84,8 @@ pub use cache_core::{
 
 #[cfg(feature = "file")]
 pub use crate::file::FileBackend;
+#[cfg(feature = "redis")]
+pub use crate::redis::{DEFAULT_TIMEOUT, RedisTier, SKIP_AFTER_FAILURE, TierError};
 #[cfg(feature = "sled")]
 pub use crate::sled::SledBackend;
 #[cfg(feature = "sqlite")]

@@ -2,5 +2,5 @@
 fn main() {
     println!("cargo::rustc-cfg=shuttle");
     // cache-core's features, never enabled in this build.
-    println!("cargo::rustc-check-cfg=cfg(feature, values(\"persist\"))");
+    println!("cargo::rustc-check-cfg=cfg(feature, values(\"persist\", \"tier\"))");
 }

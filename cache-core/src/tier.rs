@@ -49,7 +49,8 @@ use crate::store::Store;
 pub trait Tier: fmt::Debug + Send + Sync + 'static {
     /// The values stored for `keys` in the cache named `cache`, one per key
     /// and in order (`None`: not there), in one round trip.
-    fn get<'a>(&'a self, cache: &'a str, keys: &'a [Vec<u8>]) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, TierFault>>;
+    fn get<'a>(&'a self, cache: &'a str, keys: &'a [Vec<u8>])
+    -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, TierFault>>;
 
     /// Queues a write and returns at once. Writes reach the tier in the
     /// order they were queued; one that cannot is reported to its replica
@@ -273,7 +274,14 @@ impl<K, V> Link<K, V> {
     /// The write that puts `value` under the encoded `key`: a `Remove` if
     /// the value does not encode or its TTL is zero (the tier must not keep
     /// an older value).
-    pub(crate) fn put(&self, counters: &Counters, key: Vec<u8>, value: &V, ttl: Option<Duration>, kind: PutKind) -> TierWrite {
+    pub(crate) fn put(
+        &self,
+        counters: &Counters,
+        key: Vec<u8>,
+        value: &V,
+        ttl: Option<Duration>,
+        kind: PutKind,
+    ) -> TierWrite {
         let from = self.id;
         let value = if ttl.is_some_and(|ttl| ttl.is_zero()) { None } else { self.value(counters, value, ttl) };
         match value {
