@@ -239,6 +239,48 @@ async fn prometheus_text_shows_the_counters() {
     assert!(text.contains(r#"cache_load_duration_seconds{cache="accounts",quantile="0.5"}"#), "{text}");
 }
 
+/// The tier's counters, through Prometheus, against the machine's Redis
+/// (127.0.0.1:6379; `.ci/run` starts one if none answers).
+#[tokio::test]
+async fn prometheus_text_shows_the_tier_counters() {
+    let tier = async_cache::RedisTier::connect("redis://127.0.0.1:6379")
+        .await
+        .expect("this test needs Redis on 127.0.0.1:6379: redis-server --port 6379 --save '' --daemonize yes")
+        .with_prefix(format!("async-cache-test:metrics:{}", std::process::id()));
+    tier.ready().await.unwrap();
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let build = || Cache::<u64, String>::builder().name("tiered").tier(tier.clone()).build();
+    let (writer, reader) = (build(), build());
+    let reporter = metrics::with_local_recorder(&recorder, || register(&reader));
+    writer.insert(1, "in redis".into());
+    // Written in the background: a tier hit once it is there (a miss
+    // before that loads, and is written over again).
+    for _ in 0..1_000 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if reader.get_or_load(1, || async { "loaded".to_string() }).await == "in redis" {
+            break;
+        }
+        reader.remove(&1);
+        writer.insert(1, "in redis".into());
+    }
+    assert_eq!(reader.metrics().tier_hits, 1);
+    reader.get_or_load(2, || async { "loaded".to_string() }).await;
+    reporter.publish();
+    let text = handle.render();
+    let value = |line_start: &str| -> f64 {
+        let line =
+            text.lines().find(|l| l.starts_with(line_start)).unwrap_or_else(|| panic!("no `{line_start}` in\n{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let m = reader.metrics();
+    assert_eq!(value(r#"cache_tier_hits_total{cache="tiered"}"#), m.tier_hits as f64);
+    assert_eq!(value(r#"cache_tier_misses_total{cache="tiered"}"#), m.tier_misses as f64);
+    assert!(m.tier_misses >= 1);
+    assert_eq!(value(r#"cache_tier_errors_total{cache="tiered"}"#), 0.0);
+    assert!(text.contains("# TYPE cache_tier_errors_total counter"), "{text}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn register_publishes_at_once() {
     let recorder = DebuggingRecorder::new();
