@@ -578,7 +578,6 @@ impl<K, V, S> CacheBuilder<K, V, S> {
     /// # Examples
     ///
     /// ```no_run
-    /// # #[cfg(feature = "redis")]
     /// # async fn run() -> Result<(), async_cache::TierError> {
     /// use std::time::Duration;
     /// use async_cache::{Cache, RedisTier};

@@ -214,7 +214,9 @@ where
 
     /// Stores `value` with the default TTL, replacing any value (and any load
     /// in flight: its result is then not stored). Past `max_size` an entry
-    /// is evicted, as the cache's [`Policy`](crate::Policy) decides.
+    /// is evicted, as the cache's [`Policy`](crate::Policy) decides. With a
+    /// tier (`CacheBuilder::tier`), it is written through (queued: the
+    /// call does not wait) and other replicas drop their copies.
     ///
     /// # Examples
     ///
@@ -270,6 +272,13 @@ where
     /// cut off from the cache: its waiters still get its value, but it is not
     /// stored.
     ///
+    /// With a tier (`CacheBuilder::tier`), the removal is written
+    /// through and every other replica drops its copy, whether or not this
+    /// one held the key. The tier knows keys by their serde form, so `key`
+    /// must then be a `&K`, a `&str` or a `&[u8]` (the forms `String`,
+    /// `Vec<u8>` and their kin borrow as); another borrowed form removes
+    /// locally only and counts a `tier_error`.
+    ///
     /// # Examples
     ///
     /// ```
@@ -298,7 +307,8 @@ where
     }
 
     /// Drops every entry and cuts off every load in flight. Counters keep
-    /// counting.
+    /// counting. With a tier (`CacheBuilder::tier`), the cache's keys
+    /// in it are deleted too, and every other replica drops its entries.
     ///
     /// # Examples
     ///

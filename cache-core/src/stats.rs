@@ -73,7 +73,7 @@ pub struct Metrics {
     /// (see [`stale_for`](crate::CacheBuilder::stale_for)): because the
     /// load failed, or outlasted [`load_timeout`](crate::CacheBuilder::load_timeout).
     pub stale_served: u64,
-    /// Values found in the shared tier (see [`CacheBuilder::tier`](crate::CacheBuilder::tier))
+    /// Values found in the shared tier (see `CacheBuilder::tier`)
     /// after a local miss: loads that did not run.
     pub tier_hits: u64,
     /// Keys looked up in the tier and not found there (they were loaded).

@@ -37,7 +37,6 @@ use crate::store::Store;
 /// # Examples
 ///
 /// ```no_run
-/// # #[cfg(feature = "redis")]
 /// # async fn run() -> Result<(), async_cache::TierError> {
 /// use std::time::Duration;
 /// use async_cache::{Cache, RedisTier};
