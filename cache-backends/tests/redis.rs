@@ -496,3 +496,36 @@ async fn a_stalled_redis_costs_a_load_its_timeout() {
     })
     .await;
 }
+
+static MACRO_TIER: std::sync::OnceLock<RedisTier> = std::sync::OnceLock::new();
+static PRICE_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[async_cache::cached(ttl = 60, name = "prices", tier = MACRO_TIER.get().expect("connected first").clone())]
+async fn price(id: u64) -> u64 {
+    PRICE_RUNS.fetch_add(1, Ordering::Relaxed);
+    id * 10
+}
+
+#[tokio::test]
+async fn a_cached_function_shares_its_tier_and_invalidates_every_replica() {
+    bounded(async {
+        let a = tier("macro").await;
+        MACRO_TIER.set(a.clone()).unwrap();
+        assert_eq!(price(1).await, 10);
+        let key = {
+            let mut full = format!("{}:prices:", a.prefix()).into_bytes();
+            full.extend(postcard::to_allocvec(&(1u64,)).unwrap());
+            full
+        };
+        written(URL, &key).await;
+        // Another replica of the function's cache: its key type is `(u64,)`.
+        let other: Cache<(u64,), u64> = Cache::builder().name("prices").tier(replica_of(&a).await).build();
+        assert_eq!(other.get_or_load((1,), || async { 0 }).await, 10);
+        assert_eq!(other.metrics().tier_hits, 1);
+        price_invalidate(1);
+        assert!(eventually(Duration::from_secs(1), || other.get(&(1,)).is_none()).await.is_some());
+        assert_eq!(price(1).await, 10);
+        assert_eq!(PRICE_RUNS.load(Ordering::Relaxed), 2, "invalidated, then loaded again");
+    })
+    .await;
+}

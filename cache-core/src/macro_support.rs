@@ -25,7 +25,12 @@ macro_rules! __async_cache_site {
     ($id:expr, $key:ty, $value:ty, $name:expr, $settings:expr) => {{
         static SITE: $crate::__private::Site<&'static $crate::__private::Cache<$key, $value>> =
             $crate::__private::Site::new();
-        $crate::__private::cache(&SITE, $id, $name, || $settings)
+        $crate::__private::cache(&SITE, $id, $name, || $settings, ::core::convert::identity)
+    }};
+    ($id:expr, $key:ty, $value:ty, $name:expr, $settings:expr, tier = $tier:expr) => {{
+        static SITE: $crate::__private::Site<&'static $crate::__private::Cache<$key, $value>> =
+            $crate::__private::Site::new();
+        $crate::__private::cache(&SITE, $id, $name, || $settings, |builder| $crate::__private::tiered(builder, $tier))
     }};
 }
 
@@ -73,11 +78,14 @@ use crate::load::{Errors, Failure};
 /// impl block, where a companion cannot be named without `Self::`. Each item
 /// keeps the result in its own `site`: after the first call this is one
 /// atomic load.
+///
+/// `finish` has the last word on the builder (`tier = ..` sets the tier).
 pub fn cache<K: CachedKey, V: CachedValue>(
     site: &'static OnceLock<&'static Cache<K, V>>,
     id: &'static str,
     name: &'static str,
     settings: impl FnOnce() -> Settings,
+    finish: impl FnOnce(CacheBuilder<K, V>) -> CacheBuilder<K, V>,
 ) -> &'static Cache<K, V> {
     site.get_or_init(|| {
         type Registry = Mutex<HashMap<&'static str, &'static (dyn Any + Send + Sync)>>;
@@ -96,10 +104,20 @@ pub fn cache<K: CachedKey, V: CachedValue>(
                     builder = set(builder, setting);
                 }
             }
-            Box::leak(Box::new(builder.build()))
+            Box::leak(Box::new(finish(builder).build()))
         });
         cache.downcast_ref().expect("one #[cached] site, one key and value type")
     })
+}
+
+/// `#[cached(tier = <expr>)]`: the builder with that tier.
+#[cfg(feature = "tier")]
+pub fn tiered<K, V>(builder: CacheBuilder<K, V>, tier: impl crate::Tier) -> CacheBuilder<K, V>
+where
+    K: serde::Serialize + serde::de::DeserializeOwned,
+    V: serde::Serialize + serde::de::DeserializeOwned,
+{
+    builder.tier(tier)
 }
 
 /// What `#[cached(maxsize = <expr>)]` accepts: a whole number of entries.

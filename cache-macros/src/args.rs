@@ -5,7 +5,7 @@ use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream};
 use syn::{Error, Expr, Ident, Lit, LitStr, Path, Result, Token, Type};
 
-const KNOWN: &str = "maxsize, unbounded, ttl, policy, name, skip(...), key, key_type, refresh_after, stale_for, load_timeout_ms, cache_none, cache_err_for, crate";
+const KNOWN: &str = "maxsize, unbounded, ttl, policy, name, skip(...), key, key_type, refresh_after, stale_for, load_timeout_ms, cache_none, cache_err_for, tier, crate";
 
 /// A TTL in whole or fractional seconds (a literal, checked positive and
 /// finite here), or any expression, evaluated once at first use.
@@ -53,6 +53,9 @@ pub(crate) struct Args {
     pub(crate) cache_none: Option<Ident>,
     /// `cache_err_for = <seconds>`: `Err` results are cached that long.
     pub(crate) cache_err_for: Option<(Ident, Ttl)>,
+    /// `tier = <expr>`: the cache's shared second level (a `RedisTier`),
+    /// evaluated when the cache is first built.
+    pub(crate) tier: Option<Expr>,
 }
 
 impl Parse for Args {
@@ -183,6 +186,10 @@ impl Args {
             "key_type" => {
                 input.parse::<Token![=]>()?;
                 given.key_type = Some((name, input.parse()?));
+            }
+            "tier" => {
+                input.parse::<Token![=]>()?;
+                self.tier = Some(input.parse()?);
             }
             "crate" => {
                 input.parse::<Token![=]>()?;

@@ -322,7 +322,11 @@ fn site(
             load_timeout: #load_timeout,
         }
     };
-    quote!(#private::site!(::std::concat!(::std::module_path!(), #id), #key_type, #value_type, #name, #settings))
+    let id = quote!(::std::concat!(::std::module_path!(), #id));
+    match &args.tier {
+        Some(tier) => quote!(#private::site!(#id, #key_type, #value_type, #name, #settings, tier = #tier)),
+        None => quote!(#private::site!(#id, #key_type, #value_type, #name, #settings)),
+    }
 }
 
 /// With `cache_none` or `cache_err_for`: the expression that finds the
