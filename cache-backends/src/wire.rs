@@ -21,6 +21,7 @@ struct Decoding {
 }
 
 /// Expiry as wall-clock parts; times before 1970 count as 1970 (long past).
+#[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
 pub(crate) fn to_parts(at: SystemTime) -> WallClock {
     let since = at.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
     (since.as_secs(), since.subsec_nanos())

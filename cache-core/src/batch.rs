@@ -22,7 +22,6 @@ use futures_util::FutureExt;
 use tokio::runtime::Handle;
 
 use crate::flight::{Outcome, SharedError};
-use crate::load::TierKey;
 use crate::observe::LoadOutcome;
 use crate::store::{Claim, Placeholder, Store};
 use crate::sync::{Mutex, lock};
@@ -392,7 +391,7 @@ where
                 None => Vec::new(),
             };
             #[cfg(not(feature = "tier"))]
-            let tier_keys: Vec<TierKey> = Vec::new();
+            let tier_keys: Vec<Option<Vec<u8>>> = Vec::new();
             if batch.held.is_empty() {
                 return;
             }
@@ -486,13 +485,13 @@ where
 
 /// A loaded value's write to the tier; none without one.
 #[cfg(feature = "tier")]
-fn loaded_write<K, V, S>(store: &Store<K, V, S>, key: TierKey, value: &V) -> Option<crate::TierWrite> {
+fn loaded_write<K, V, S>(store: &Store<K, V, S>, key: Option<Vec<u8>>, value: &V) -> Option<crate::TierWrite> {
     let link = store.tier.as_ref()?;
     Some(link.put(&store.counters, key?, value, store.config.default_ttl, crate::PutKind::Loaded))
 }
 
 #[cfg(not(feature = "tier"))]
-fn loaded_write<K, V, S>(_: &Store<K, V, S>, _: TierKey, _: &V) -> Option<std::convert::Infallible> {
+fn loaded_write<K, V, S>(_: &Store<K, V, S>, _: Option<Vec<u8>>, _: &V) -> Option<std::convert::Infallible> {
     None
 }
 
@@ -504,7 +503,7 @@ async fn tier_lookup<K, V, S>(
     store: &Store<K, V, S>,
     link: &crate::tier::Link<K, V>,
     held: &mut Vec<(K, Placeholder<V>)>,
-) -> Vec<TierKey>
+) -> Vec<Option<Vec<u8>>>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,

@@ -254,18 +254,24 @@ where
     /// # }
     /// ```
     pub fn insert_with_ttl(&self, key: K, value: V, ttl: Option<Duration>) {
-        // A tiered insert encodes first (user `Serialize`: if it panics,
-        // nothing has changed), then stores, then queues the write.
         #[cfg(feature = "tier")]
         if let Some(link) = &self.store.tier {
-            let write = link.put_of(&self.store.counters, &key, &value, ttl, crate::PutKind::Insert);
-            self.store.insert(self.store.hash(&key), key, value, ttl);
-            if let Some(write) = write {
-                link.write(&self.store.config.name, write);
-            }
-            return;
+            return self.insert_tiered(link, key, value, ttl);
         }
         self.store.insert(self.store.hash(&key), key, value, ttl);
+    }
+
+    /// A tiered insert encodes first (user `Serialize`: if it panics,
+    /// nothing has changed), then stores, then queues the write. Out of
+    /// line: the untiered insert stays small.
+    #[cfg(feature = "tier")]
+    #[inline(never)]
+    fn insert_tiered(&self, link: &crate::tier::Link<K, V>, key: K, value: V, ttl: Option<Duration>) {
+        let write = link.put_of(&self.store.counters, &key, &value, ttl, crate::PutKind::Insert);
+        self.store.insert(self.store.hash(&key), key, value, ttl);
+        if let Some(write) = write {
+            link.write(&self.store.config.name, write);
+        }
     }
 
     /// Removes `key`, returning its live value. A load in flight for `key` is

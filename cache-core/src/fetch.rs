@@ -225,8 +225,19 @@ where
             let cache = &handed.cache;
             let store = &*cache.store;
             let leader = Leader { store, lead: handed.lead.take() };
+            let ttl = store.config.default_ttl;
             // Its callers get the answer through the flight.
-            let _ = cache.lead(leader, tiered, store.config.default_ttl, Errors::Shared, load).await;
+            #[cfg(feature = "tier")]
+            let leader = match &tiered {
+                Some(key) => match cache.serve_from_tier(leader, key, ttl).await {
+                    Ok(_) => return,
+                    Err(leader) => leader,
+                },
+                None => leader,
+            };
+            store.counters.loads.inc();
+            let loaded = cache.timed(load(), Errors::Shared).await;
+            let _ = cache.end_lead(leader, loaded, ttl, Errors::Shared, tiered);
         })
     }
 

@@ -34,8 +34,13 @@ pub(crate) enum Errors {
     Nothing,
 }
 
-/// A key encoded for the cache's tier; `None` without one.
+/// A key encoded for the cache's tier; `None` without one. Nothing at all
+/// without the feature: the miss path carries no field for it.
+#[cfg(feature = "tier")]
 pub(crate) type TierKey = Option<Vec<u8>>;
+#[cfg(not(feature = "tier"))]
+#[derive(Clone)]
+pub(crate) struct TierKey;
 
 /// A failed load, as `load` returns it.
 pub(crate) enum Failure<E> {
@@ -101,7 +106,9 @@ pub(crate) struct Leader<'a, K, V, S> {
 
 impl<K: Hash + Eq, V: Clone, S: BuildHasher> Leader<'_, K, V, S> {
     /// Stores `value` and hands it to the waiters; whether it was still
-    /// current (see `Store::resolve`).
+    /// current (see `Store::resolve`). Inlined: with the tier a second
+    /// caller made LLVM keep it out of line, at 46 instructions a miss.
+    #[inline(always)]
     fn succeed(mut self, value: &V, ttl: Option<Duration>) -> bool {
         // User code first (the weigher, `Clone`), while this guard still
         // holds the placeholder: if it panics, the flight is abandoned and a
@@ -379,8 +386,18 @@ where
                     // The guard first: it ends the flight if the load panics
                     // or this caller is dropped mid-load.
                     let leader = Leader { store, lead: Some(placeholder) };
+                    #[cfg(feature = "tier")]
+                    let leader = match &tiered {
+                        Some(key) => match self.serve_from_tier(leader, key, ttl).await {
+                            Ok(value) => return Ok(value),
+                            Err(leader) => leader,
+                        },
+                        None => leader,
+                    };
+                    store.counters.loads.inc();
                     let load = load.take().expect("a caller leads at most once");
-                    return self.lead(leader, tiered, ttl, errors, load).await;
+                    let loaded = self.timed(load(), errors).await;
+                    return self.end_lead(leader, loaded, ttl, errors, tiered);
                 }
                 Claim::Join(flight) => match Joined::from(flight.wait().await, errors) {
                     Joined::Served(answer) => {
@@ -400,49 +417,59 @@ where
         }
     }
 
-    /// Runs a flight this caller leads: the tier first, if the cache has
-    /// one and `tiered` is the key there; then the loader. The value is
-    /// stored and handed to every waiter (and written to the tier if it
-    /// came from the loader and nothing cut it off meanwhile); an error is
-    /// handed to them (or each tries on its own, see [`Errors`]).
-    pub(crate) async fn lead<F, Fut, E>(
+    /// Looks for a flight's value in the tier: found, it is stored and
+    /// handed to the waiters; if not, the leader comes back to load.
+    #[cfg(feature = "tier")]
+    pub(crate) async fn serve_from_tier<'a>(
+        &self,
+        leader: Leader<'a, K, V, S>,
+        tiered: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<V, Leader<'a, K, V, S>> {
+        let store = &*self.store;
+        let Some(link) = &store.tier else { return Err(leader) };
+        let key = [tiered.to_vec()];
+        match link.lookup(&store.config.name, &store.counters, &key).await.pop().flatten() {
+            Some((value, left)) => {
+                leader.succeed(&value, crate::tier::shorter(ttl, left));
+                Ok(value)
+            }
+            None => Err(leader),
+        }
+    }
+
+    /// Ends a flight this caller led with what its loader returned: the
+    /// value is stored and handed to every waiter (and written to the tier,
+    /// if the cache has one and no write or invalidation cut the load off);
+    /// an error is handed to them (or each tries on its own, see
+    /// [`Errors`]). Not async: the loader is awaited inline by the caller,
+    /// without a nested future.
+    pub(crate) fn end_lead<E>(
         &self,
         leader: Leader<'_, K, V, S>,
-        tiered: TierKey,
+        loaded: Result<V, E>,
         ttl: Option<Duration>,
         errors: Errors,
-        load: F,
+        tiered: TierKey,
     ) -> Result<V, Failure<E>>
     where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<V, E>>,
         E: Send + Sync + 'static,
     {
-        let store = &*self.store;
-        #[cfg(not(feature = "tier"))]
-        let _ = tiered;
-        #[cfg(feature = "tier")]
-        if let (Some(link), Some(key)) = (&store.tier, &tiered) {
-            let found = link.lookup(&store.config.name, &store.counters, std::slice::from_ref(key)).await;
-            if let Some(Some((value, left))) = found.into_iter().next() {
-                leader.succeed(&value, crate::tier::shorter(ttl, left));
-                return Ok(value);
-            }
-        }
-        store.counters.loads.inc();
-        match self.timed(load(), errors).await {
+        match loaded {
             Ok(value) => {
                 let _current = leader.succeed(&value, ttl);
                 #[cfg(feature = "tier")]
-                if let (true, Some(link), Some(key)) = (_current, &store.tier, tiered) {
-                    let write = link.put(&store.counters, key, &value, ttl, crate::tier::PutKind::Loaded);
-                    link.write(&store.config.name, write);
+                if let (true, Some(link), Some(key)) = (_current, &self.store.tier, tiered) {
+                    let write = link.put(&self.store.counters, key, &value, ttl, crate::tier::PutKind::Loaded);
+                    link.write(&self.store.config.name, write);
                 }
+                #[cfg(not(feature = "tier"))]
+                let _ = tiered;
                 Ok(value)
             }
             Err(error) => {
                 if errors != Errors::Nothing {
-                    store.counters.load_errors.inc();
+                    self.store.counters.load_errors.inc();
                 }
                 match errors {
                     Errors::Shared | Errors::Nothing => {
@@ -464,11 +491,12 @@ where
     #[inline]
     pub(crate) fn tier_key(&self, key: &K) -> TierKey {
         #[cfg(feature = "tier")]
-        if let Some(link) = &self.store.tier {
-            return link.key(&self.store.counters, key);
+        return self.store.tier.as_ref().and_then(|link| link.key(&self.store.counters, key));
+        #[cfg(not(feature = "tier"))]
+        {
+            let _ = key;
+            TierKey
         }
-        let _ = key;
-        None
     }
 
     /// A waiter's own attempt after a failed flight whose error it cannot
