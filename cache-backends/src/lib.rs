@@ -85,7 +85,7 @@ pub use cache_core::{
 #[cfg(feature = "file")]
 pub use crate::file::FileBackend;
 #[cfg(feature = "redis")]
-pub use crate::redis::{DEFAULT_TIMEOUT, RedisTier, SKIP_AFTER_FAILURE, TierError};
+pub use crate::redis::{DEFAULT_TIMEOUT, MAX_QUEUED, RedisTier, SKIP_AFTER_FAILURE, TierError};
 #[cfg(feature = "sled")]
 pub use crate::sled::SledBackend;
 #[cfg(feature = "sqlite")]

@@ -6,11 +6,12 @@
 //!   connection, each bounded by the tier's timeout; after a failure, reads
 //!   are skipped for [`SKIP_AFTER_FAILURE`] so that a down Redis costs a
 //!   miss nothing;
-//! - writes through one queue and one writer task, in pipelines, so a
-//!   write never waits on the network and writes reach Redis in the order
-//!   they were queued; a write that fails marks its cache, whose keys in
-//!   Redis are deleted (and every replica told to drop its copies) once
-//!   Redis answers again: what it held may be older than what was written;
+//! - writes through one queue (at most [`MAX_QUEUED`]) and one writer task,
+//!   in pipelines, so a write never waits on the network and writes reach
+//!   Redis in the order they were queued; a write that fails (or finds the
+//!   queue full) marks its cache, whose keys in Redis are deleted (and
+//!   every replica told to drop its copies) once Redis answers again: what
+//!   it held may be older than what was written;
 //! - invalidations: one subscriber task per prefix, on its own connection
 //!   (`PSUBSCRIBE <prefix>:*`), reconnected with backoff; every time it
 //!   (re)subscribes, the caches attached to it drop their entries, since
@@ -18,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -43,6 +44,9 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from
 const PIPELINE: usize = 512;
 /// Keys deleted per `SCAN` step of a clear.
 const SCAN_COUNT: usize = 1_000;
+/// Writes queued at most: past it (Redis stalled, say) a write is dropped
+/// like one that failed, so a slow Redis costs no unbounded memory.
+pub const MAX_QUEUED: usize = 100_000;
 
 /// Why [`RedisTier::connect`] failed.
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +134,11 @@ struct Shared {
     client: Client,
     commands: ConnectionManager,
     writes: mpsc::UnboundedSender<Queued>,
+    /// Writes in `writes`, bounded by [`MAX_QUEUED`].
+    queued: AtomicUsize,
+    /// Caches with writes that did not reach Redis, by prefix and name:
+    /// their keys there are deleted once it answers.
+    lost: Mutex<Vec<(Arc<Prefix>, Arc<str>)>>,
     /// Reads are skipped until then (milliseconds since `epoch`).
     skip_until: AtomicU64,
     epoch: Instant,
@@ -202,6 +211,8 @@ impl RedisTier {
             client,
             commands,
             writes,
+            queued: AtomicUsize::new(0),
+            lost: Mutex::default(),
             skip_until: AtomicU64::new(0),
             epoch: Instant::now(),
             runtime,
@@ -303,6 +314,26 @@ impl Shared {
     fn failed(&self) {
         let until = self.now().saturating_add(SKIP_AFTER_FAILURE.as_millis() as u64);
         self.skip_until.store(until, Ordering::Relaxed);
+    }
+
+    /// A write that did not reach Redis: counted by the replica that made
+    /// it, and its cache's keys in Redis are deleted once it answers (they
+    /// may hold what the write replaced).
+    fn lose(&self, prefix: &Arc<Prefix>, cache: &Arc<str>, write: &TierWrite) {
+        let from = match write {
+            TierWrite::Put { from, .. } | TierWrite::Remove { from, .. } | TierWrite::Clear { from } => *from,
+            _ => 0,
+        };
+        prefix.replicas(cache).iter().filter(|replica| replica.id() == from).for_each(|replica| replica.write_failed());
+        let mut lost = self.lost.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !lost.iter().any(|(p, c)| Arc::ptr_eq(p, prefix) && c == cache) {
+            lost.push((Arc::clone(prefix), Arc::clone(cache)));
+        }
+    }
+
+    /// The caches with lost writes, taken to be undone.
+    fn take_lost(&self) -> Vec<(Arc<Prefix>, Arc<str>)> {
+        std::mem::take(&mut *self.lost.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 }
 
@@ -428,53 +459,59 @@ async fn subscribe_loop(client: Client, prefix: Weak<Prefix>, mut stopped: onesh
     }
 }
 
-/// The writer: sends queued writes in order, in pipelines. Caches whose
-/// writes did not reach Redis are cleared there (and on every replica)
-/// once it answers again.
+/// The writer: sends queued writes in order, in pipelines.
+///
+/// Caches with lost writes (see `Shared::lose`) are undone first: every
+/// write of theirs still queued is dropped (it may be older than the lost
+/// one), then their keys in Redis are deleted and every replica told. What
+/// is queued after that is newer than the lost write, and goes as usual.
+/// Until the deletion succeeds (retried with backoff), their writes keep
+/// being dropped: a key missing from Redis is a miss; a stale one would be
+/// served.
 async fn write_loop(shared: Weak<Shared>, mut queue: mpsc::UnboundedReceiver<Queued>) {
-    // Caches with lost writes, by prefix and name.
-    let mut lost: Vec<(Arc<Prefix>, Arc<str>)> = Vec::new();
     let mut backoff = BACKOFF.0;
     let mut batch = Vec::with_capacity(PIPELINE);
     loop {
-        if lost.is_empty() {
-            if queue.recv_many(&mut batch, PIPELINE).await == 0 {
-                return;
+        let Some(undoing) = shared.upgrade().map(|s| !s.lost.lock().unwrap_or_else(|p| p.into_inner()).is_empty())
+        else {
+            return;
+        };
+        let received = if undoing {
+            tokio::select! {
+                received = queue.recv_many(&mut batch, PIPELINE) => received,
+                _ = tokio::time::sleep(backoff) => usize::MAX,
             }
         } else {
-            tokio::select! {
-                received = queue.recv_many(&mut batch, PIPELINE) => if received == 0 { return },
-                _ = tokio::time::sleep(backoff) => {}
-            }
-        }
-        let Some(shared) = shared.upgrade() else { return };
+            queue.recv_many(&mut batch, PIPELINE).await
+        };
+        let Some(shared) = shared.upgrade().filter(|_| received != 0) else { return };
         let mut connection = shared.commands.clone();
-        drop(shared);
+        let lost = shared.take_lost();
         if !lost.is_empty() {
-            let mut still = Vec::new();
-            for (prefix, cache) in lost.drain(..) {
+            while let Ok(queued) = queue.try_recv() {
+                batch.push(queued);
+            }
+        }
+        shared.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+        if !lost.is_empty() {
+            let is_lost = |q: &Queued| lost.iter().any(|(p, c)| Arc::ptr_eq(p, &q.prefix) && *c == q.cache);
+            for dropped in batch.extract_if(.., |queued| is_lost(queued)) {
+                shared.lose(&dropped.prefix, &dropped.cache, &dropped.write);
+            }
+            let mut undone = true;
+            for (prefix, cache) in lost {
+                // Every replica (the writer too: `from` 0) drops its copies.
                 if clear(&mut connection, &prefix, &cache, 0).await.is_err() {
-                    still.push((prefix, cache));
+                    undone = false;
+                    shared.lose(&prefix, &cache, &TierWrite::Clear { from: 0 });
                 }
             }
-            lost = still;
-            backoff = if lost.is_empty() { BACKOFF.0 } else { (backoff * 2).min(BACKOFF.1) };
+            backoff = if undone { BACKOFF.0 } else { (backoff * 2).min(BACKOFF.1) };
         }
-        let failed = if lost.is_empty() { send(&mut connection, &batch).await } else { Err(0) };
-        if let Err(first) = failed {
-            for queued in batch.drain(first..) {
-                let from = match &queued.write {
-                    TierWrite::Put { from, .. } | TierWrite::Remove { from, .. } | TierWrite::Clear { from } => *from,
-                    _ => 0,
-                };
-                for replica in queued.prefix.replicas(&queued.cache) {
-                    if replica.id() == from {
-                        replica.write_failed();
-                    }
-                }
-                let known = lost.iter().any(|(p, c)| Arc::ptr_eq(p, &queued.prefix) && *c == queued.cache);
-                if !known {
-                    lost.push((queued.prefix, queued.cache));
+        for chunk in batch.chunks(PIPELINE) {
+            if let Err(first) = send(&mut connection, chunk).await {
+                for failed in &chunk[first..] {
+                    shared.lose(&failed.prefix, &failed.cache, &failed.write);
                 }
             }
         }
@@ -624,9 +661,14 @@ impl Tier for RedisTier {
     }
 
     fn write(&self, cache: &str, write: TierWrite) {
+        let cache = Arc::from(cache);
+        if self.shared.queued.fetch_add(1, Ordering::Relaxed) >= MAX_QUEUED {
+            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+            return self.shared.lose(&self.prefix, &cache, &write);
+        }
         // The writer ends only when the last handle is gone, so this send
         // cannot fail while `self` exists.
-        let _ = self.shared.writes.send(Queued { prefix: Arc::clone(&self.prefix), cache: Arc::from(cache), write });
+        let _ = self.shared.writes.send(Queued { prefix: Arc::clone(&self.prefix), cache, write });
     }
 
     fn attach(&self, cache: &str, replica: Weak<dyn Replica>) {

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_cache::{Cache, RedisTier, TierError};
-use cache_backends::SKIP_AFTER_FAILURE;
+use cache_backends::{MAX_QUEUED, SKIP_AFTER_FAILURE};
 use redis::AsyncCommands;
 
 const URL: &str = "redis://127.0.0.1:6379";
@@ -495,6 +495,55 @@ async fn a_stalled_redis_costs_a_load_its_timeout() {
         drop(server);
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_redis_does_not_grow_the_write_queue_without_bound() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let port = spare_port();
+        let url = format!("redis://127.0.0.1:{port}");
+        let server = Server::start(port, dir.path()).await;
+        let a = tier_at(&url, "queue").await;
+        let one: Cache<u64, u64> = Cache::builder().name("n").max_size(10).tier(a.clone()).build();
+        pause(&server, true);
+        let writes = MAX_QUEUED as u64 + 50_000;
+        for k in 0..writes {
+            one.insert(k, k);
+        }
+        // At most MAX_QUEUED wait (plus one pipeline the writer holds): the
+        // rest were dropped at once, and counted.
+        let dropped = one.metrics().tier_errors;
+        assert!(dropped >= writes - MAX_QUEUED as u64 - 512, "{dropped} of {writes} dropped");
+        pause(&server, false);
+        // Once Redis answers, the cache's keys there are deleted: none of
+        // them (those written before the drop included) is left.
+        let mut raw = raw(&url).await;
+        let pattern = format!("{}:n:*", a.prefix());
+        let mut cleared = false;
+        for _ in 0..2_000 {
+            let left: Vec<Vec<u8>> = raw.keys(&pattern).await.unwrap();
+            if left.is_empty() {
+                cleared = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(cleared, "keys of a cache with dropped writes stayed in Redis");
+        // And the writes queued before the drop (older than it) are not
+        // sent after the deletion: the keys stay gone.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let left: Vec<Vec<u8>> = raw.keys(&pattern).await.unwrap();
+        assert!(left.is_empty(), "{} keys came back after the deletion", left.len());
+        drop(server);
+    })
+    .await;
+}
+
+/// SIGSTOP: the connections stay open, nothing answers.
+fn pause(server: &Server, paused: bool) {
+    let signal = if paused { "-STOP" } else { "-CONT" };
+    assert!(Command::new("kill").args([signal, &server.0.id().to_string()]).status().unwrap().success());
 }
 
 static MACRO_TIER: std::sync::OnceLock<RedisTier> = std::sync::OnceLock::new();
