@@ -248,19 +248,13 @@ async fn replica(prefix: &str) {
     }
 }
 
-/// Puts `report` into BENCHMARKS.md between the tier markers (kept by the
-/// compare bench's rewrite of the file).
+/// Puts `report` into BENCHMARKS.md as its `tier` section.
 fn write_report(report: &str) {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../BENCHMARKS.md");
     let doc = std::fs::read_to_string(&path).unwrap_or_default();
-    let (begin, end) = (benches::TIER_BEGIN, benches::TIER_END);
-    let section = format!(
-        "{begin}\n## The Redis tier\n\nOn the machine's Redis (127.0.0.1:6379, loopback), `cargo bench -p benches --bench tier`.\n\n{report}{end}\n"
+    let body = format!(
+        "## The Redis tier\n\nOn the machine's Redis (127.0.0.1:6379, loopback), `cargo bench -p benches --bench tier`.\n\n{report}"
     );
-    let doc = match (doc.find(begin), doc.find(end)) {
-        (Some(b), Some(e)) => format!("{}{section}{}", &doc[..b], &doc[e + end.len()..].trim_start_matches('\n')),
-        _ => format!("{}\n{section}", doc.trim_end()),
-    };
-    std::fs::write(&path, doc).unwrap();
+    std::fs::write(&path, benches::with_section(&doc, "tier", &body)).unwrap();
     println!("wrote the tier section of BENCHMARKS.md");
 }

@@ -93,12 +93,8 @@ impl Report {
             doc.push_str(section);
             doc.push('\n');
         }
-        // The tier bench's section, as it last wrote it.
-        let old = std::fs::read_to_string(root.join("BENCHMARKS.md")).unwrap_or_default();
-        if let (Some(begin), Some(end)) = (old.find(benches::TIER_BEGIN), old.find(benches::TIER_END)) {
-            doc.push_str(&old[begin..end + benches::TIER_END.len()]);
-            doc.push('\n');
-        }
+        // The sections other benches wrote, as they last wrote them.
+        doc.push_str(&benches::sections(&std::fs::read_to_string(root.join("BENCHMARKS.md")).unwrap_or_default()));
         std::fs::write(root.join("BENCHMARKS.md"), doc).unwrap();
         println!("wrote BENCHMARKS.md and docs/bench-*.svg");
     }
