@@ -5,10 +5,11 @@
 //! ```sh
 //! cargo build --release -p benches --example instructions
 //! valgrind --tool=callgrind --callgrind-out-file=/dev/null \
-//!     target/release/examples/instructions hit    # or insert, miss
+//!     target/release/examples/instructions hit    # or insert, miss, save
 //! ```
 //!
-//! Each runs 200,000 operations (`hit` first fills 10,000 entries).
+//! Each runs 200,000 operations (`hit` first fills 10,000 entries); `save`
+//! saves the persistence bench's 100,000 entries to a file once.
 
 use std::sync::Arc;
 
@@ -48,8 +49,21 @@ fn main() {
                 }
             });
         }
+        "save" => {
+            // The persistence bench's cache, saved once to a file.
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().expect("a runtime");
+            let cache: Cache<u64, String> =
+                Cache::builder().max_size(100_000).default_ttl(std::time::Duration::from_secs(3_600)).build();
+            for k in 0..100_000u64 {
+                cache.insert(k, format!("{k:0>100}"));
+            }
+            let dir = std::env::temp_dir().join(format!("instructions-save-{}", std::process::id()));
+            let backend = async_cache::FileBackend::new(&dir);
+            runtime.block_on(cache.save_to_backend(&backend)).expect("saved");
+            let _ = std::fs::remove_file(&dir);
+        }
         other => {
-            eprintln!("unknown workload {other:?}: hit, insert or miss");
+            eprintln!("unknown workload {other:?}: hit, insert, miss or save");
             std::process::exit(2);
         }
     }

@@ -39,19 +39,12 @@ impl Clock {
         }
     }
 
-    /// The wall-clock time of a deadline, for persistence.
+    /// The clock and the wall clock read together, to turn deadlines into
+    /// wall-clock times (persistence): read once per snapshot, not once
+    /// per entry.
     #[cfg(feature = "persist")]
-    pub(crate) fn wall_clock(self, deadline: u64) -> Option<SystemTime> {
-        if deadline == NEVER {
-            return None;
-        }
-        let now = self.now();
-        let wall = SystemTime::now();
-        Some(if deadline >= now {
-            wall.checked_add(Duration::from_nanos(deadline - now)).unwrap_or(wall)
-        } else {
-            wall.checked_sub(Duration::from_nanos(now - deadline)).unwrap_or(wall)
-        })
+    pub(crate) fn walls(self) -> Walls {
+        Walls { now: self.now(), wall: SystemTime::now() }
     }
 
     /// The time left until a wall-clock expiry: `None` for "never",
@@ -72,5 +65,29 @@ mod tests {
         assert_eq!(Clock::deadline(5, Some(Duration::from_nanos(u64::MAX - 5))), NEVER);
         assert_eq!(Clock::deadline(5, Some(Duration::from_nanos(10))), 15);
         assert_eq!(Clock::deadline(5, None), NEVER);
+    }
+}
+
+/// [`Clock::walls`]: one instant on both clocks.
+#[cfg(feature = "persist")]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Walls {
+    now: u64,
+    wall: SystemTime,
+}
+
+#[cfg(feature = "persist")]
+impl Walls {
+    /// The wall-clock time of a deadline; `None` for "never".
+    pub(crate) fn at(self, deadline: u64) -> Option<SystemTime> {
+        let Walls { now, wall } = self;
+        if deadline == NEVER {
+            return None;
+        }
+        Some(if deadline >= now {
+            wall.checked_add(Duration::from_nanos(deadline - now)).unwrap_or(wall)
+        } else {
+            wall.checked_sub(Duration::from_nanos(now - deadline)).unwrap_or(wall)
+        })
     }
 }
