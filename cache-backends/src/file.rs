@@ -19,11 +19,12 @@
 //! header field and the checksum before decoding anything, reads no more
 //! than the file holds, and never writes.
 
+use std::borrow::Cow;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use cache_core::{BackendError, PackedRecords, Snapshot};
+use cache_core::{BackendError, PackedRecords, PackedStream, Snapshot};
 
 use crate::{corrupt, wire};
 
@@ -94,7 +95,13 @@ impl FileBackend {
 
 impl FileBackend {
     fn save_blocking(&self, schema: Option<&str>, records: &PackedRecords) -> Result<(), BackendError> {
-        write_snapshot(&self.path, schema, records)
+        let mut once = Some(Cow::Borrowed(records));
+        write_snapshot(&self.path, schema, || Ok(once.take()))
+    }
+
+    /// Writes each part as the cache hands it over.
+    fn save_stream_blocking(&self, schema: &str, mut parts: PackedStream) -> Result<(), BackendError> {
+        write_snapshot(&self.path, Some(schema), || Ok(parts.blocking_next()?.map(Cow::Owned)))
     }
 
     fn load_blocking(&self) -> Result<Snapshot, BackendError> {
@@ -102,32 +109,44 @@ impl FileBackend {
     }
 }
 
-blocking_backend!(FileBackend);
+blocking_backend!(FileBackend, streaming);
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> BackendError + '_ {
     move |source| BackendError::Io { path: path.to_path_buf(), source }
 }
 
-/// The file's head: the header, then the schema (the payload's first
-/// part). The records follow as packed: they are written from the cache's
-/// buffer, never copied or encoded again.
-fn head(schema: Option<&str>, records: &PackedRecords) -> Vec<u8> {
-    let mut head = vec![0; HEADER];
-    head = postcard::to_extend(&schema, head).expect("encoding into a Vec");
-    let payload_len = (head.len() - HEADER + records.as_bytes().len()) as u64;
+/// The file's head: room for the header, then the schema (the payload's
+/// first part). The records follow as packed: they are written from the
+/// cache's buffers, never copied or encoded again. The header is filled
+/// in by [`seal`] once the records are written.
+fn head(schema: Option<&str>) -> Vec<u8> {
+    postcard::to_extend(&schema, vec![0; HEADER]).expect("encoding into a Vec")
+}
+
+/// Fills in `head`'s header for `count` records and a payload of
+/// `payload_len` bytes whose CRC-32 (without the header) is `payload`.
+fn seal(head: &mut [u8], count: u64, payload_len: u64, payload: &crc32fast::Hasher) {
     head[0..8].copy_from_slice(MAGIC);
     head[8..12].copy_from_slice(&VERSION.to_le_bytes());
-    head[12..20].copy_from_slice(&(records.len() as u64).to_le_bytes());
+    head[12..20].copy_from_slice(&count.to_le_bytes());
     head[20..28].copy_from_slice(&payload_len.to_le_bytes());
-    let crc = checksum(&head[..28], &[&head[HEADER..], records.as_bytes()]);
-    head[28..32].copy_from_slice(&crc.to_le_bytes());
-    head
+    // The checksum covers the header's first 28 bytes, then the payload.
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&head[..28]);
+    crc.combine(payload);
+    head[28..32].copy_from_slice(&crc.finalize().to_le_bytes());
 }
 
 /// The whole file image, as `write_snapshot` writes it.
 #[cfg(test)]
 pub(crate) fn encode(schema: Option<&str>, records: &PackedRecords) -> Vec<u8> {
-    [head(schema, records).as_slice(), records.as_bytes()].concat()
+    let mut image = head(schema);
+    image.extend_from_slice(records.as_bytes());
+    let mut payload = crc32fast::Hasher::new();
+    payload.update(&image[HEADER..]);
+    let payload_len = (image.len() - HEADER) as u64;
+    seal(&mut image, records.len() as u64, payload_len, &payload);
+    image
 }
 
 /// CRC-32 of the header's first 28 bytes and the payload, in parts.
@@ -140,7 +159,15 @@ fn checksum(header: &[u8], payload: &[&[u8]]) -> u32 {
     hasher.finalize()
 }
 
-fn write_snapshot(path: &Path, schema: Option<&str>, records: &PackedRecords) -> Result<(), BackendError> {
+/// Writes a snapshot to a temporary file beside `path`, part by part as
+/// `next` hands them over (`Ok(None)`: the last was), then fills in the
+/// header, syncs, and renames it over `path`. An error, `next`'s
+/// included, leaves `path` as it was (the temporary file is removed).
+fn write_snapshot<'a>(
+    path: &Path,
+    schema: Option<&str>,
+    mut next: impl FnMut() -> Result<Option<Cow<'a, PackedRecords>>, BackendError>,
+) -> Result<(), BackendError> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
@@ -156,11 +183,22 @@ fn write_snapshot(path: &Path, schema: Option<&str>, records: &PackedRecords) ->
         .into_owned();
     let prefix = format!(".{name}.");
     remove_leftovers(dir, &prefix);
-    let head = head(schema, records);
     let mut temp = tempfile::Builder::new().prefix(&prefix).suffix(".tmp").tempfile_in(dir).map_err(io_error(dir))?;
-    for part in [&head, records.as_bytes()] {
-        temp.write_all(part).map_err(io_error(temp.path()))?;
+    let mut head = head(schema);
+    temp.write_all(&head).map_err(io_error(temp.path()))?;
+    let mut payload = crc32fast::Hasher::new();
+    payload.update(&head[HEADER..]);
+    let (mut count, mut payload_len) = (0u64, (head.len() - HEADER) as u64);
+    while let Some(part) = next()? {
+        let bytes = part.as_bytes();
+        temp.write_all(bytes).map_err(io_error(temp.path()))?;
+        payload.update(bytes);
+        count += part.len() as u64;
+        payload_len += bytes.len() as u64;
     }
+    seal(&mut head, count, payload_len, &payload);
+    temp.seek(SeekFrom::Start(0)).map_err(io_error(temp.path()))?;
+    temp.write_all(&head[..HEADER]).map_err(io_error(temp.path()))?;
     temp.as_file().sync_all().map_err(io_error(path))?;
     temp.persist(path).map_err(|e| io_error(path)(e.error))?;
     // The rename is only durable once the folder is.
@@ -375,7 +413,7 @@ mod tests {
     /// Saving to a folder's path is a path error, not a damaged snapshot.
     #[test]
     fn saving_to_a_folder_path_is_an_io_error() {
-        let err = write_snapshot(Path::new("/"), None, &PackedRecords::from_records(&sample())).unwrap_err();
+        let err = FileBackend::new("/").save_blocking(None, &PackedRecords::from_records(&sample())).unwrap_err();
         assert!(
             matches!(&err, BackendError::Io { source, .. } if source.kind() == io::ErrorKind::InvalidInput),
             "{err}"

@@ -15,7 +15,24 @@ fn corrupt(path: &std::path::Path, reason: impl Into<String>) -> BackendError {
 /// run on tokio's blocking pool.
 #[cfg_attr(not(any(feature = "file", feature = "sled", feature = "sqlite")), allow(unused_macros))]
 macro_rules! blocking_backend {
+    // With `streaming`, the type's `save_stream_blocking(schema, PackedStream)`
+    // writes parts as they come.
+    ($backend:ty, streaming) => {
+        blocking_backend!($backend, {
+            async fn save_stream(
+                &self,
+                schema: &str,
+                parts: cache_core::PackedStream,
+            ) -> Result<(), cache_core::BackendError> {
+                let (backend, schema) = (self.clone(), schema.to_string());
+                crate::blocking(move || backend.save_stream_blocking(&schema, parts)).await
+            }
+        });
+    };
     ($backend:ty) => {
+        blocking_backend!($backend, {});
+    };
+    ($backend:ty, { $($extra:tt)* }) => {
         #[cache_core::async_trait]
         impl cache_core::Backend for $backend {
             async fn save(&self, entries: Vec<cache_core::Record>) -> Result<(), cache_core::BackendError> {
@@ -49,6 +66,8 @@ macro_rules! blocking_backend {
                 let backend = self.clone();
                 crate::blocking(move || backend.load_blocking()).await
             }
+
+            $($extra)*
         }
     };
 }
@@ -79,7 +98,8 @@ mod sqlite;
 mod wire;
 
 pub use cache_core::{
-    AutosaveHandle, Backend, BackendError, LoadReport, PackedRecords, Record, RecordRef, SaveReport, Snapshot,
+    AutosaveHandle, Backend, BackendError, LoadReport, PackedRecords, PackedStream, Record, RecordRef, SaveReport,
+    Snapshot,
 };
 
 #[cfg(feature = "file")]

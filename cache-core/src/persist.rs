@@ -10,6 +10,7 @@ use std::error::Error;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -84,6 +85,17 @@ pub trait Backend: Send + Sync {
     async fn save_packed(&self, schema: &str, records: PackedRecords) -> Result<(), BackendError> {
         self.save_with_schema(schema, records.to_records()).await
     }
+
+    /// [`save_packed`](Backend::save_packed) from records that arrive in
+    /// parts while the cache encodes them, as the cache saves: a backend
+    /// that writes each part as it comes saves in about the longer of the
+    /// encoding and the writing, not their sum (the file backend does). If
+    /// the stream ends in an error (the cache could not encode an entry),
+    /// the snapshot must stay as it was. The default collects the parts
+    /// and calls `save_packed`.
+    async fn save_stream(&self, schema: &str, parts: PackedStream) -> Result<(), BackendError> {
+        self.save_packed(schema, parts.collect().await?).await
+    }
 }
 
 /// A stored snapshot with its schema, from [`Backend::load_with_schema`].
@@ -107,6 +119,10 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
         (**self).save_packed(schema, records).await
     }
 
+    async fn save_stream(&self, schema: &str, parts: PackedStream) -> Result<(), BackendError> {
+        (**self).save_stream(schema, parts).await
+    }
+
     async fn load(&self) -> Result<Vec<Record>, BackendError> {
         (**self).load().await
     }
@@ -128,6 +144,10 @@ impl<B: Backend + ?Sized> Backend for Box<B> {
 
     async fn save_packed(&self, schema: &str, records: PackedRecords) -> Result<(), BackendError> {
         (**self).save_packed(schema, records).await
+    }
+
+    async fn save_stream(&self, schema: &str, parts: PackedStream) -> Result<(), BackendError> {
+        (**self).save_stream(schema, parts).await
     }
 
     async fn load(&self) -> Result<Vec<Record>, BackendError> {
@@ -158,6 +178,115 @@ impl Record {
     /// This record, borrowed.
     pub fn as_ref(&self) -> RecordRef<'_> {
         RecordRef { key: &self.key, value: &self.value, expires_at: self.expires_at }
+    }
+}
+
+/// A snapshot's records in parts (about a megabyte each), as the cache
+/// encodes them: what [`Backend::save_stream`] reads.
+///
+/// # Examples
+///
+/// ```
+/// use async_cache::{PackedRecords, PackedStream, Record};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), async_cache::BackendError> {
+/// let record = Record { key: vec![1], value: vec![10], expires_at: None };
+/// // One part, for a backend's tests.
+/// let mut parts = PackedStream::from(PackedRecords::from_records(&[record.clone()]));
+/// let mut written = Vec::new();
+/// while let Some(part) = parts.next().await? {
+///     written.extend(part.to_records());
+/// }
+/// assert_eq!(written, [record]);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct PackedStream {
+    parts: tokio::sync::mpsc::Receiver<Part>,
+    /// The whole snapshot's size as the cache foresees it (0 if unknown).
+    expected_bytes: Arc<AtomicUsize>,
+}
+
+/// What a [`PackedStream`] carries.
+#[derive(Debug)]
+enum Part {
+    Records(PackedRecords),
+    End,
+}
+
+/// Parts in flight between the encoding and the backend at most.
+const PARTS_IN_FLIGHT: usize = 4;
+/// The size of a part.
+const PART_BYTES: usize = 1 << 20;
+
+impl PackedStream {
+    /// A stream, and its sending side for the cache's encoder.
+    fn channel() -> (tokio::sync::mpsc::Sender<Part>, PackedStream) {
+        let (sender, parts) = tokio::sync::mpsc::channel(PARTS_IN_FLIGHT);
+        (sender, PackedStream { parts, expected_bytes: Arc::default() })
+    }
+
+    /// The next part, or `None` after the last.
+    ///
+    /// # Errors
+    ///
+    /// The cache stopped before the last part (an entry did not encode):
+    /// save nothing. `save_to_backend` reports why.
+    pub async fn next(&mut self) -> Result<Option<PackedRecords>, BackendError> {
+        Self::part(self.parts.recv().await)
+    }
+
+    /// [`next`](Self::next) for a backend writing on a blocking thread
+    /// (`spawn_blocking`).
+    ///
+    /// # Errors
+    ///
+    /// As `next`.
+    ///
+    /// # Panics
+    ///
+    /// Called from an async task (tokio's rule for blocking receives).
+    pub fn blocking_next(&mut self) -> Result<Option<PackedRecords>, BackendError> {
+        Self::part(self.parts.blocking_recv())
+    }
+
+    fn part(part: Option<Part>) -> Result<Option<PackedRecords>, BackendError> {
+        match part {
+            Some(Part::Records(records)) => Ok(Some(records)),
+            Some(Part::End) => Ok(None),
+            None => Err(BackendError::Encode("the cache stopped encoding the snapshot; nothing was saved".into())),
+        }
+    }
+
+    /// Every part, in one buffer.
+    ///
+    /// # Errors
+    ///
+    /// As [`next`](Self::next).
+    pub async fn collect(mut self) -> Result<PackedRecords, BackendError> {
+        let mut all = PackedRecords::new();
+        while let Some(part) = self.next().await? {
+            let first = all.is_empty();
+            all.append(part);
+            if first {
+                // Room for the rest as foreseen, rather than doubling.
+                let expected = self.expected_bytes.load(Ordering::Relaxed);
+                all.bytes.reserve(expected.saturating_sub(all.bytes.len()));
+            }
+        }
+        Ok(all)
+    }
+}
+
+impl From<PackedRecords> for PackedStream {
+    /// A stream of one part.
+    fn from(records: PackedRecords) -> Self {
+        let (sender, stream) = PackedStream::channel();
+        // Room for two: neither send can fail.
+        let _ = sender.try_send(Part::Records(records));
+        let _ = sender.try_send(Part::End);
+        stream
     }
 }
 
@@ -289,6 +418,33 @@ impl PackedRecords {
     /// The records' encodings, back to back.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes
+    }
+
+    /// No records, with room for `bytes` of them.
+    fn with_capacity(bytes: usize) -> Self {
+        PackedRecords { bytes: Vec::with_capacity(bytes), len: 0 }
+    }
+
+    /// Adds `other`'s records after these.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_cache::{PackedRecords, Record};
+    ///
+    /// let one = Record { key: vec![1], value: vec![10], expires_at: None };
+    /// let two = Record { key: vec![2], value: vec![20], expires_at: None };
+    /// let mut packed = PackedRecords::from_records(&[one.clone()]);
+    /// packed.append(PackedRecords::from_records(&[two.clone()]));
+    /// assert_eq!(packed.to_records(), [one, two]);
+    /// ```
+    pub fn append(&mut self, other: PackedRecords) {
+        if self.bytes.is_empty() {
+            *self = other;
+        } else {
+            self.bytes.extend_from_slice(&other.bytes);
+            self.len += other.len;
+        }
     }
 
     /// The records, in order, borrowed from the buffer.
@@ -455,18 +611,29 @@ where
         let _one_at_a_time = self.store.save_lock.lock().await;
         // Copying and encoding run together on the blocking pool: each entry
         // is encoded where it lies, without a clone.
+        // The backend writes each part as it comes, while the rest is
+        // encoded.
+        let (sender, parts) = PackedStream::channel();
+        let expected_bytes = Arc::clone(&parts.expected_bytes);
         let store = Arc::clone(&self.store);
-        let records = tokio::task::spawn_blocking(move || {
-            let mut packing = Packing { expected: store.len(), ..Packing::default() };
+        let packer = tokio::task::spawn_blocking(move || {
+            let mut packing = Packing::new(sender, store.len(), expected_bytes);
             let walls = store.clock.walls();
             store.snapshot(|key, value, expires| packing.push(key, value, walls.at(expires)))?;
-            Ok::<_, BackendError>(packing.records)
-        })
-        .await
-        .map_err(|panic| panicked("Serialize", panic))??;
-        let written = records.len();
-        backend.save_packed(&self.schema(), records).await?;
-        Ok(SaveReport { written })
+            packing.finish()
+        });
+        let saved = backend.save_stream(&self.schema(), parts).await;
+        let packed = packer.await.map_err(|panic| panicked("Serialize", panic))?;
+        // Whichever side stopped first says why: an entry that did not
+        // encode (the backend then only saw the stream end early), or the
+        // backend (the encoder then only saw it stop reading).
+        match (packed, saved) {
+            (Ok(written), Ok(())) => Ok(SaveReport { written }),
+            (Err(Stop::Encode(error)), _) | (_, Err(error)) => Err(error),
+            (Err(Stop::Closed), Ok(())) => {
+                Err(BackendError::Encode("the backend returned before it read the whole snapshot".into()))
+            }
+        }
     }
 
     /// Loads `backend`'s snapshot into the cache, merging: saved keys
@@ -621,32 +788,75 @@ const LOAD_CHUNK: usize = 256;
 /// Packs entries as a save visits them: each key and value is encoded into
 /// a scratch buffer reused for every entry, then copied into the packed
 /// buffer, so an entry costs no allocation of its own.
-#[derive(Default)]
+/// The snapshot's encoder: records packed into parts of about
+/// [`PART_BYTES`], each sent to the backend when full.
 struct Packing {
     key: Vec<u8>,
     value: Vec<u8>,
-    records: PackedRecords,
-    /// About how many records there will be: after the first, the buffer
-    /// is sized for that many like it (not grown by doubling, copying
-    /// megabytes each time).
+    part: PackedRecords,
+    parts: tokio::sync::mpsc::Sender<Part>,
+    written: usize,
+    /// About how many records there will be, and where to say how many
+    /// bytes that makes once the first is encoded (for a backend that
+    /// collects the parts).
     expected: usize,
+    expected_bytes: Arc<AtomicUsize>,
+}
+
+/// Why the encoder stopped.
+enum Stop {
+    /// An entry did not encode.
+    Encode(BackendError),
+    /// The backend stopped reading.
+    Closed,
+}
+
+impl From<BackendError> for Stop {
+    fn from(error: BackendError) -> Self {
+        Stop::Encode(error)
+    }
 }
 
 impl Packing {
+    fn new(parts: tokio::sync::mpsc::Sender<Part>, expected: usize, expected_bytes: Arc<AtomicUsize>) -> Self {
+        Packing {
+            key: Vec::new(),
+            value: Vec::new(),
+            part: PackedRecords::with_capacity(PART_BYTES),
+            parts,
+            written: 0,
+            expected,
+            expected_bytes,
+        }
+    }
+
     fn push<K: Serialize, V: Serialize>(
         &mut self,
         key: &K,
         value: &V,
         expires_at: Option<SystemTime>,
-    ) -> Result<(), BackendError> {
+    ) -> Result<(), Stop> {
         encode_reusing(key, &mut self.key)?;
         encode_reusing(value, &mut self.value)?;
-        self.records.push(RecordRef { key: &self.key, value: &self.value, expires_at });
-        if self.records.len() == 1 {
-            let room = self.records.bytes.len().saturating_mul(self.expected) / 16 * 17;
-            self.records.bytes.reserve(room.min(1 << 30));
+        self.part.push(RecordRef { key: &self.key, value: &self.value, expires_at });
+        self.written += 1;
+        if self.written == 1 {
+            self.expected_bytes.store(self.part.bytes.len().saturating_mul(self.expected), Ordering::Relaxed);
+        }
+        if self.part.bytes.len() >= PART_BYTES {
+            let full = std::mem::replace(&mut self.part, PackedRecords::with_capacity(PART_BYTES));
+            self.parts.blocking_send(Part::Records(full)).map_err(|_| Stop::Closed)?;
         }
         Ok(())
+    }
+
+    /// Sends what is left and the end; how many records were written.
+    fn finish(self) -> Result<usize, Stop> {
+        if !self.part.is_empty() {
+            self.parts.blocking_send(Part::Records(self.part)).map_err(|_| Stop::Closed)?;
+        }
+        self.parts.blocking_send(Part::End).map_err(|_| Stop::Closed)?;
+        Ok(self.written)
     }
 }
 

@@ -1,0 +1,99 @@
+//! Saves stream: the cache hands the records over in parts of about a
+//! megabyte while it encodes the rest, and the file backend writes each as
+//! it comes. A snapshot of many parts loads back whole; one whose encoding
+//! fails after parts were written leaves the old snapshot as it was.
+
+use std::time::Duration;
+
+use async_cache::{Backend, BackendError, Cache, FileBackend, PackedRecords, PackedStream, Record};
+use serde::{Serialize, Serializer};
+
+/// A value whose `Serialize` fails for the marked ones.
+#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+struct Page {
+    text: String,
+    fails: bool,
+}
+
+impl Serialize for Page {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.fails {
+            return Err(serde::ser::Error::custom("this page does not encode"));
+        }
+        // The same bytes as a derived `Serialize`: the load's derived
+        // `Deserialize` reads them.
+        (&self.text, self.fails).serialize(serializer)
+    }
+}
+
+fn page(k: u64, fails: bool) -> Page {
+    Page { text: format!("{k:0>200}"), fails }
+}
+
+/// 30,000 pages of about 200 bytes: 6 MB, six parts or so.
+fn pages(failing: Option<u64>) -> Cache<u64, Page> {
+    let cache = Cache::builder().max_size(30_000).default_ttl(Duration::from_secs(3_600)).build();
+    for k in 0..30_000 {
+        cache.insert(k, page(k, Some(k) == failing));
+    }
+    cache
+}
+
+#[tokio::test]
+async fn a_snapshot_of_many_parts_loads_back_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = FileBackend::new(dir.path().join("pages.cache"));
+    let saved = pages(None);
+    assert_eq!(saved.save_to_backend(&backend).await.unwrap().written, 30_000);
+    assert!(std::fs::metadata(dir.path().join("pages.cache")).unwrap().len() > 5 << 20, "several parts");
+    let loaded: Cache<u64, Page> = Cache::builder().max_size(30_000).build();
+    assert_eq!(loaded.load_from_backend(&backend).await.unwrap().loaded, 30_000);
+    for k in (0..30_000).step_by(997) {
+        assert_eq!(loaded.get(&k), Some(page(k, false)));
+    }
+}
+
+#[tokio::test]
+async fn an_encoding_failure_after_parts_were_written_keeps_the_old_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pages.cache");
+    let backend = FileBackend::new(&path);
+    pages(None).save_to_backend(&backend).await.unwrap();
+    let before = std::fs::read(&path).unwrap();
+    // Coldest first: key 25,000 comes after megabytes of others were
+    // handed to the backend and written to its temporary file.
+    let failing = pages(Some(25_000));
+    let error = failing.save_to_backend(&backend).await.unwrap_err();
+    assert!(matches!(error, BackendError::Encode(_)), "{error}");
+    assert_eq!(std::fs::read(&path).unwrap(), before, "the old snapshot was touched");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(leftovers.len(), 1, "a temporary file was left: {leftovers:?}");
+}
+
+/// A backend written before streaming: it gets every part in one buffer.
+#[derive(Default)]
+struct Collecting(std::sync::Mutex<Vec<Record>>);
+
+#[async_cache::async_trait]
+impl Backend for Collecting {
+    async fn save(&self, entries: Vec<Record>) -> Result<(), BackendError> {
+        *self.0.lock().unwrap() = entries;
+        Ok(())
+    }
+
+    async fn load(&self) -> Result<Vec<Record>, BackendError> {
+        Ok(self.0.lock().unwrap().clone())
+    }
+}
+
+#[tokio::test]
+async fn a_backend_without_streaming_gets_all_the_parts() {
+    let backend = Collecting::default();
+    pages(None).save_to_backend(&backend).await.unwrap();
+    assert_eq!(backend.0.lock().unwrap().len(), 30_000);
+    // And a stream of one part, as a backend's tests build it.
+    let one = Record { key: vec![1], value: vec![2], expires_at: None };
+    let collected =
+        PackedStream::from(PackedRecords::from_records(std::slice::from_ref(&one))).collect().await.unwrap();
+    assert_eq!(collected.to_records(), [one]);
+}
