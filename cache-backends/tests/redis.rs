@@ -129,6 +129,7 @@ async fn a_miss_on_one_replica_finds_what_another_loaded() {
         assert_eq!(loads.runs(), 1);
         let m = two.metrics();
         assert_eq!((m.tier_hits, m.tier_misses, m.loads, m.tier_errors), (1, 0, 0, 0));
+        assert_eq!(m.misses, m.loads + m.coalesced + m.tier_hits, "README's identity");
         assert_eq!(one.metrics().tier_misses, 1);
         // Now local on both: `get` never goes to the network.
         assert_eq!(two.get(&7).as_deref(), Some("Ada"));
@@ -276,6 +277,7 @@ async fn a_batch_asks_redis_once_and_loads_only_what_is_missing() {
         assert_eq!(asked, (5..10).collect::<Vec<_>>(), "only the keys Redis lacked were loaded");
         let m = two.metrics();
         assert_eq!((m.tier_hits, m.tier_misses, m.batches), (5, 5, 1));
+        assert_eq!(m.misses, m.batched_keys + m.coalesced + m.tier_hits, "README's identity");
         // The loaded ones went to Redis.
         written(URL, &redis_key(&a, 9)).await;
     })
@@ -320,6 +322,7 @@ async fn single_flight_holds_across_both_levels() {
         assert_eq!(loads.runs(), 1);
         let m = one.metrics();
         assert_eq!((m.tier_misses, m.coalesced), (1, 99), "one Redis lookup, one load");
+        assert_eq!(m.misses, m.loads + m.coalesced + m.tier_hits, "README's identity");
     })
     .await;
 }
