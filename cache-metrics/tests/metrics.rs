@@ -208,6 +208,13 @@ async fn several_caches_coexist_and_publishing_stops_with_the_reporter_or_the_ca
     drop(rb);
 }
 
+/// The value on the line of Prometheus `text` that starts with `line_start`.
+fn rendered(text: &str, line_start: &str) -> f64 {
+    let line =
+        text.lines().find(|l| l.starts_with(line_start)).unwrap_or_else(|| panic!("no `{line_start}` in\n{text}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
 #[tokio::test]
 async fn prometheus_text_shows_the_counters() {
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
@@ -223,11 +230,7 @@ async fn prometheus_text_shows_the_counters() {
     reporter.publish();
 
     let text = handle.render();
-    let value = |line_start: &str| -> f64 {
-        let line =
-            text.lines().find(|l| l.starts_with(line_start)).unwrap_or_else(|| panic!("no `{line_start}` in\n{text}"));
-        line.rsplit(' ').next().unwrap().parse().unwrap()
-    };
+    let value = |line_start: &str| rendered(&text, line_start);
     assert_eq!(value(r#"cache_hits_total{cache="accounts"}"#), 3.0);
     assert_eq!(value(r#"cache_misses_total{cache="accounts"}"#), 2.0);
     assert_eq!(value(r#"cache_loads_total{cache="accounts"}"#), 1.0);
@@ -268,11 +271,7 @@ async fn prometheus_text_shows_the_tier_counters() {
     reader.get_or_load(2, || async { "loaded".to_string() }).await;
     reporter.publish();
     let text = handle.render();
-    let value = |line_start: &str| -> f64 {
-        let line =
-            text.lines().find(|l| l.starts_with(line_start)).unwrap_or_else(|| panic!("no `{line_start}` in\n{text}"));
-        line.rsplit(' ').next().unwrap().parse().unwrap()
-    };
+    let value = |line_start: &str| rendered(&text, line_start);
     let m = reader.metrics();
     assert_eq!(value(r#"cache_tier_hits_total{cache="tiered"}"#), m.tier_hits as f64);
     assert_eq!(value(r#"cache_tier_misses_total{cache="tiered"}"#), m.tier_misses as f64);
