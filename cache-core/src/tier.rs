@@ -36,14 +36,87 @@ use crate::store::Store;
 ///
 /// # Examples
 ///
-/// ```no_run
-/// # async fn run() -> Result<(), async_cache::TierError> {
-/// use std::time::Duration;
-/// use async_cache::{Cache, RedisTier};
+/// Two replicas (two caches in one process) sharing an in-memory tier:
+/// a whole implementation, without expiry or bounds.
 ///
-/// let tier = RedisTier::connect("redis://127.0.0.1:6379").await?;
-/// let users: Cache<u64, String> = Cache::builder().name("users").tier(tier).build();
-/// # Ok(()) }
+/// ```
+/// use std::collections::HashMap;
+/// use std::sync::{Arc, Mutex, Weak};
+/// use async_cache::{Cache, Replica, Tier, TierFault, TierWrite};
+/// use futures_util::future::BoxFuture;
+///
+/// #[derive(Debug, Default, Clone)]
+/// struct Shared(Arc<Inner>);
+///
+/// #[derive(Default)]
+/// struct Inner {
+///     values: Mutex<HashMap<(String, Vec<u8>), Vec<u8>>>,
+///     replicas: Mutex<Vec<(String, Weak<dyn Replica>)>>,
+/// }
+///
+/// impl std::fmt::Debug for Inner {
+///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+///         f.write_str("Inner")
+///     }
+/// }
+///
+/// impl Shared {
+///     /// Every replica of `cache` but `from`.
+///     fn others(&self, cache: &str, from: u64) -> Vec<Arc<dyn Replica>> {
+///         let replicas = self.0.replicas.lock().unwrap();
+///         let live = replicas.iter().filter(|(name, _)| name == cache).filter_map(|(_, r)| r.upgrade());
+///         live.filter(|replica| replica.id() != from).collect()
+///     }
+/// }
+///
+/// impl Tier for Shared {
+///     fn get<'a>(&'a self, cache: &'a str, keys: &'a [Vec<u8>])
+///         -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, TierFault>> {
+///         let values = self.0.values.lock().unwrap();
+///         let found = keys.iter().map(|key| values.get(&(cache.to_string(), key.clone())).cloned()).collect();
+///         Box::pin(async move { Ok(found) })
+///     }
+///
+///     fn write(&self, cache: &str, write: TierWrite) {
+///         let mut values = self.0.values.lock().unwrap();
+///         match write {
+///             TierWrite::Put { key, value, from, .. } => {
+///                 values.insert((cache.to_string(), key.clone()), value);
+///                 drop(values);
+///                 self.others(cache, from).iter().for_each(|replica| replica.invalidate(&key));
+///             }
+///             TierWrite::Remove { key, from } => {
+///                 values.remove(&(cache.to_string(), key.clone()));
+///                 drop(values);
+///                 self.others(cache, from).iter().for_each(|replica| replica.invalidate(&key));
+///             }
+///             TierWrite::Clear { from } => {
+///                 values.retain(|(name, _), _| name != cache);
+///                 drop(values);
+///                 self.others(cache, from).iter().for_each(|replica| replica.invalidate_all());
+///             }
+///             _ => {}
+///         }
+///     }
+///
+///     fn attach(&self, cache: &str, replica: Weak<dyn Replica>) {
+///         self.0.replicas.lock().unwrap().push((cache.to_string(), replica));
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let tier = Shared::default();
+/// let a: Cache<u64, String> = Cache::builder().name("users").tier(tier.clone()).build();
+/// let b: Cache<u64, String> = Cache::builder().name("users").tier(tier.clone()).build();
+/// a.get_or_load(1, || async { "Ada".to_string() }).await;
+/// // B's miss is served by the tier: its loader never runs.
+/// assert_eq!(b.get_or_load(1, || async { unreachable!() }).await, "Ada");
+/// assert_eq!(b.metrics().tier_hits, 1);
+/// // A's removal reaches B.
+/// a.remove(&1);
+/// assert_eq!(b.get(&1), None);
+/// # }
 /// ```
 pub trait Tier: fmt::Debug + Send + Sync + 'static {
     /// The values stored for `keys` in the cache named `cache`, one per key
@@ -63,7 +136,7 @@ pub trait Tier: fmt::Debug + Send + Sync + 'static {
     fn attach(&self, cache: &str, replica: Weak<dyn Replica>);
 }
 
-/// Why [`Tier::get`] has no answer.
+/// Why [`Tier::get`] has no answer. See [`Tier`]'s example for a tier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TierFault {
@@ -75,7 +148,8 @@ pub enum TierFault {
 }
 
 /// A write queued with [`Tier::write`]; `from` is the writing replica's
-/// [`Replica::id`], so that it does not invalidate its own entries.
+/// [`Replica::id`], so that it does not invalidate its own entries. See
+/// [`Tier`]'s example for a tier that handles them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TierWrite {
@@ -106,7 +180,8 @@ pub enum TierWrite {
     },
 }
 
-/// How a [`TierWrite::Put`] meets what is already in the tier.
+/// How a [`TierWrite::Put`] meets what is already in the tier (see
+/// [`Tier`]'s example).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PutKind {
@@ -120,7 +195,8 @@ pub enum PutKind {
     Refreshed,
 }
 
-/// A local cache attached to a [`Tier`], as the tier sees it.
+/// A local cache attached to a [`Tier`], as the tier sees it (see
+/// [`Tier`]'s example: the tier tells replicas what others changed).
 pub trait Replica: Send + Sync {
     /// Tells this replica's writes from others'.
     fn id(&self) -> u64;
