@@ -627,7 +627,7 @@ impl Tier for RedisTier {
     fn get<'a>(
         &'a self,
         cache: &'a str,
-        keys: &'a [Vec<u8>],
+        keys: &'a [&'a [u8]],
     ) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, TierFault>> {
         Box::pin(async move {
             if keys.is_empty() {

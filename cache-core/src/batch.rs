@@ -511,7 +511,7 @@ where
 {
     let counters = &store.counters;
     let keys: Vec<Option<Vec<u8>>> = held.iter().map(|(key, _)| link.key(counters, key)).collect();
-    let asked: Vec<Vec<u8>> = keys.iter().flatten().cloned().collect();
+    let asked: Vec<&[u8]> = keys.iter().flatten().map(Vec::as_slice).collect();
     let mut found = link.lookup(&store.config.name, counters, &asked).await.into_iter();
     let ttl = store.config.default_ttl;
     // User code (`Clone`, the weigher) while every placeholder is held.

@@ -228,13 +228,7 @@ where
             let ttl = store.config.default_ttl;
             // Its callers get the answer through the flight.
             #[cfg(feature = "tier")]
-            let leader = match &tiered {
-                Some(key) => match cache.serve_from_tier(leader, key, ttl).await {
-                    Ok(_) => return,
-                    Err(leader) => leader,
-                },
-                None => leader,
-            };
+            let Err(leader) = cache.serve_from_tier(leader, &tiered, ttl).await else { return };
             store.counters.loads.inc();
             let loaded = cache.timed(load(), Errors::Shared).await;
             let _ = cache.end_lead(leader, loaded, ttl, Errors::Shared, tiered);

@@ -70,10 +70,10 @@ use crate::store::Store;
 /// }
 ///
 /// impl Tier for Shared {
-///     fn get<'a>(&'a self, cache: &'a str, keys: &'a [Vec<u8>])
+///     fn get<'a>(&'a self, cache: &'a str, keys: &'a [&'a [u8]])
 ///         -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, TierFault>> {
 ///         let values = self.0.values.lock().unwrap();
-///         let found = keys.iter().map(|key| values.get(&(cache.to_string(), key.clone())).cloned()).collect();
+///         let found = keys.iter().map(|key| values.get(&(cache.to_string(), key.to_vec())).cloned()).collect();
 ///         Box::pin(async move { Ok(found) })
 ///     }
 ///
@@ -121,8 +121,11 @@ use crate::store::Store;
 pub trait Tier: fmt::Debug + Send + Sync + 'static {
     /// The values stored for `keys` in the cache named `cache`, one per key
     /// and in order (`None`: not there), in one round trip.
-    fn get<'a>(&'a self, cache: &'a str, keys: &'a [Vec<u8>])
-    -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, TierFault>>;
+    fn get<'a>(
+        &'a self,
+        cache: &'a str,
+        keys: &'a [&'a [u8]],
+    ) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, TierFault>>;
 
     /// Queues a write and returns at once. Writes reach the tier in the
     /// order they were queued; one that cannot is reported to its replica
@@ -313,7 +316,7 @@ impl<K, V> Link<K, V> {
         &self,
         name: &str,
         counters: &Counters,
-        keys: &[Vec<u8>],
+        keys: &[&[u8]],
     ) -> Vec<Option<(V, Option<Duration>)>> {
         match self.tier.get(name, keys).await {
             Ok(found) if found.len() == keys.len() => found
