@@ -58,6 +58,29 @@ fn prefix(test: &str) -> String {
     format!("async-cache-test:{test}:{}:{}", std::process::id(), fastrand::u32(..))
 }
 
+/// Two replicas of "users" on the Redis at `url`, under a prefix of this
+/// test's own: the first's tier, and each replica's cache.
+async fn replicas_at(url: &str, test: &str) -> (RedisTier, Cache<u64, String>, Cache<u64, String>) {
+    let a = tier_at(url, test).await;
+    let b = replica_at(url, &a).await;
+    let (one, two) = (users(&a), users(&b));
+    (a, one, two)
+}
+
+/// `one` inserts `value` under `key`; once Redis has it, `two` loads it
+/// from there and holds it too.
+async fn held_by_both(
+    url: &str,
+    tier: &RedisTier,
+    (one, two): (&Cache<u64, String>, &Cache<u64, String>),
+    key: u64,
+    value: &str,
+) {
+    one.insert(key, value.to_string());
+    written(url, &redis_key(tier, key)).await;
+    assert_eq!(two.get_or_load(key, || async { "loaded".to_string() }).await, value);
+}
+
 /// A replica's cache of `u64 -> String`, named "users", on `tier`.
 fn users(tier: &RedisTier) -> Cache<u64, String> {
     Cache::builder().name("users").max_size(1_000).default_ttl(Duration::from_secs(60)).tier(tier.clone()).build()
@@ -118,9 +141,7 @@ impl Loads {
 #[tokio::test]
 async fn a_miss_on_one_replica_finds_what_another_loaded() {
     bounded(async {
-        let a = tier("miss").await;
-        let b = replica_of(&a).await;
-        let (one, two) = (users(&a), users(&b));
+        let (a, one, two) = replicas_at(URL, "miss").await;
         let loads = Loads::default();
         assert_eq!(one.get_or_load(7, || loads.load("Ada")).await, "Ada");
         written(URL, &redis_key(&a, 7)).await;
@@ -161,12 +182,8 @@ async fn a_value_from_redis_keeps_what_is_left_of_its_ttl() {
 #[tokio::test]
 async fn remove_on_one_replica_drops_every_other_copy() {
     bounded(async {
-        let a = tier("remove").await;
-        let b = replica_of(&a).await;
-        let (one, two) = (users(&a), users(&b));
-        one.insert(1, "old".into());
-        written(URL, &redis_key(&a, 1)).await;
-        assert_eq!(two.get_or_load(1, || async { "loaded".to_string() }).await, "old");
+        let (a, one, two) = replicas_at(URL, "remove").await;
+        held_by_both(URL, &a, (&one, &two), 1, "old").await;
         one.remove(&1);
         let took = eventually(Duration::from_secs(1), || two.get(&1).is_none()).await;
         assert!(took.is_some(), "the other replica kept the removed value");
@@ -186,12 +203,8 @@ async fn remove_on_one_replica_drops_every_other_copy() {
 #[tokio::test]
 async fn insert_replaces_the_value_everywhere_but_not_its_own() {
     bounded(async {
-        let a = tier("insert").await;
-        let b = replica_of(&a).await;
-        let (one, two) = (users(&a), users(&b));
-        one.insert(1, "v1".into());
-        written(URL, &redis_key(&a, 1)).await;
-        assert_eq!(two.get_or_load(1, || async { "loaded".to_string() }).await, "v1");
+        let (a, one, two) = replicas_at(URL, "insert").await;
+        held_by_both(URL, &a, (&one, &two), 1, "v1").await;
         one.insert(1, "v2".into());
         // The other replica drops v1; its next load finds v2 in Redis.
         assert!(eventually(Duration::from_secs(1), || two.get(&1).is_none()).await.is_some());
@@ -222,10 +235,8 @@ async fn a_str_key_removes_a_string_key_everywhere() {
 #[tokio::test]
 async fn clear_deletes_only_its_own_caches_keys() {
     bounded(async {
-        let a = tier("clear").await;
-        let b = replica_of(&a).await;
+        let (a, one, two) = replicas_at(URL, "clear").await;
         let elsewhere = tier("elsewhere").await;
-        let (one, two) = (users(&a), users(&b));
         let orders: Cache<u64, String> = Cache::builder().name("orders").tier(a.clone()).build();
         let foreign = users(&elsewhere);
         for k in 0..2_500 {
@@ -419,12 +430,8 @@ async fn redis_down_is_not_an_outage_and_it_comes_back_safely() {
         let port = spare_port();
         let url = format!("redis://127.0.0.1:{port}");
         let server = Server::start(port, dir.path()).await;
-        let a = tier_at(&url, "faults").await;
-        let b = replica_at(&url, &a).await;
-        let (one, two) = (users(&a), users(&b));
-        one.insert(1, "old".into());
-        written(&url, &redis_key(&a, 1)).await;
-        assert_eq!(two.get_or_load(1, || async { "loaded".to_string() }).await, "old");
+        let (a, one, two) = replicas_at(&url, "faults").await;
+        held_by_both(&url, &a, (&one, &two), 1, "old").await;
         two.insert(2, "two".into());
         written(&url, &redis_key(&a, 2)).await;
 
