@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use cache_core::{PutKind, Replica, Tier, TierFault, TierWrite};
@@ -325,7 +325,7 @@ impl Shared {
             _ => 0,
         };
         prefix.replicas(cache).iter().filter(|replica| replica.id() == from).for_each(|replica| replica.write_failed());
-        let mut lost = self.lost.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut lost = lock(&self.lost);
         if !lost.iter().any(|(p, c)| Arc::ptr_eq(p, prefix) && c == cache) {
             lost.push((Arc::clone(prefix), Arc::clone(cache)));
         }
@@ -333,7 +333,7 @@ impl Shared {
 
     /// The caches with lost writes, taken to be undone.
     fn take_lost(&self) -> Vec<(Arc<Prefix>, Arc<str>)> {
-        std::mem::take(&mut *self.lost.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+        std::mem::take(&mut *lock(&self.lost))
     }
 }
 
@@ -366,12 +366,12 @@ impl Prefix {
 
     /// The live replicas of `cache`.
     fn replicas(&self, cache: &str) -> Vec<Arc<dyn Replica>> {
-        let replicas = self.replicas.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let replicas = lock(&self.replicas);
         replicas.get(cache).map_or_else(Vec::new, |list| list.iter().filter_map(Weak::upgrade).collect())
     }
 
     fn every_replica(&self) -> Vec<Arc<dyn Replica>> {
-        let replicas = self.replicas.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let replicas = lock(&self.replicas);
         replicas.values().flatten().filter_map(Weak::upgrade).collect()
     }
 
@@ -472,8 +472,7 @@ async fn write_loop(shared: Weak<Shared>, mut queue: mpsc::UnboundedReceiver<Que
     let mut backoff = BACKOFF.0;
     let mut batch = Vec::with_capacity(PIPELINE);
     loop {
-        let Some(undoing) = shared.upgrade().map(|s| !s.lost.lock().unwrap_or_else(|p| p.into_inner()).is_empty())
-        else {
+        let Some(undoing) = shared.upgrade().map(|s| !lock(&s.lost).is_empty()) else {
             return;
         };
         let received = if undoing {
@@ -603,6 +602,12 @@ async fn clear(connection: &mut ConnectionManager, prefix: &Prefix, cache: &str,
     }
 }
 
+/// A lock that a panic elsewhere did not poison for good: the lists it
+/// guards stay valid whatever panicked while holding it.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// `text` with Redis glob's special characters escaped.
 fn glob_escape(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());
@@ -672,7 +677,7 @@ impl Tier for RedisTier {
     }
 
     fn attach(&self, cache: &str, replica: Weak<dyn Replica>) {
-        let mut replicas = self.prefix.replicas.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut replicas = lock(&self.prefix.replicas);
         let list = replicas.entry(cache.to_string()).or_default();
         list.retain(|replica| replica.strong_count() > 0);
         list.push(replica);
