@@ -8,6 +8,8 @@
 //!     target/release/examples/instructions hit    # or insert, miss, save
 //! ```
 //!
+//! `qc-insert` and `qc-miss` run quick_cache's calls on the same workloads.
+//!
 //! Each runs 200,000 operations (`hit` first fills 10,000 entries); `save`
 //! saves the persistence bench's 100,000 entries to a file once.
 
@@ -18,7 +20,8 @@ use benches::key_of;
 
 fn main() {
     let what = std::env::args().nth(1).unwrap_or_default();
-    let n = 200_000u64;
+    // An optional count, for longer runs under `perf record`.
+    let n = std::env::args().nth(2).and_then(|n| n.parse().ok()).unwrap_or(200_000u64);
     match what.as_str() {
         "hit" => {
             let cache: Cache<u64, Arc<String>> = Cache::new(10_000);
@@ -62,8 +65,25 @@ fn main() {
             runtime.block_on(cache.save_to_backend(&backend)).expect("saved");
             let _ = std::fs::remove_file(&dir);
         }
+        // quick_cache's calls on the same workloads, for a ratio.
+        "qc-insert" => {
+            let cache: quick_cache::sync::Cache<u64, u64> = quick_cache::sync::Cache::new(10_000);
+            for i in 0..n {
+                cache.insert(key_of(i), i);
+            }
+        }
+        "qc-miss" => {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().expect("a runtime");
+            let cache: quick_cache::sync::Cache<u64, u64> = quick_cache::sync::Cache::new(10_000);
+            runtime.block_on(async {
+                for i in 0..n {
+                    let loaded = cache.get_or_insert_async(&key_of(i), async move { Ok::<_, ()>(i) }).await;
+                    std::hint::black_box(loaded.ok());
+                }
+            });
+        }
         other => {
-            eprintln!("unknown workload {other:?}: hit, insert, miss or save");
+            eprintln!("unknown workload {other:?}: hit, insert, miss, save, qc-insert or qc-miss");
             std::process::exit(2);
         }
     }

@@ -1,7 +1,8 @@
 //! Saves stream: the cache hands the records over in parts of about a
 //! megabyte while it encodes the rest, and the file backend writes each as
-//! it comes. A snapshot of many parts loads back whole; one whose encoding
-//! fails after parts were written leaves the old snapshot as it was.
+//! it comes; a large snapshot is encoded on several threads. A snapshot of
+//! many parts loads back whole; one whose encoding fails or panics after
+//! parts were written leaves the old snapshot as it was.
 
 use std::time::Duration;
 
@@ -96,4 +97,69 @@ async fn a_backend_without_streaming_gets_all_the_parts() {
     let collected =
         PackedStream::from(PackedRecords::from_records(std::slice::from_ref(&one))).collect().await.unwrap();
     assert_eq!(collected.to_records(), [one]);
+}
+
+/// A value whose `Serialize` panics for the marked ones.
+#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+struct Boom(u64, bool);
+
+impl Serialize for Boom {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        assert!(!self.1, "Serialize of {} panicked, as it was built to", self.0);
+        (self.0, self.1).serialize(serializer)
+    }
+}
+
+/// On one thread (1,000 entries) and on several (30,000): a panicking
+/// `Serialize` fails the save with a typed error, leaves the old snapshot
+/// and no temporary file, and the cache keeps every entry; once the value
+/// is replaced the next save works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_serialize_keeps_the_old_snapshot_and_the_cache() {
+    for entries in [1_000u64, 30_000] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("booms.cache");
+        let backend = FileBackend::new(&path);
+        let cache: Cache<u64, Boom> = Cache::new(entries as usize);
+        for k in 0..entries {
+            cache.insert(k, Boom(k, false));
+        }
+        cache.save_to_backend(&backend).await.unwrap();
+        let before = std::fs::read(&path).unwrap();
+        // Coldest first: late in the snapshot, after parts went out.
+        let boom = entries * 5 / 6;
+        cache.insert(boom, Boom(boom, true));
+        cache.insert(boom + 1, Boom(boom + 1, false));
+        let error = tokio::time::timeout(Duration::from_secs(30), cache.save_to_backend(&backend))
+            .await
+            .expect("a panicking save hung")
+            .unwrap_err();
+        assert!(matches!(&error, BackendError::Encode(e) if e.to_string().contains("panicked")), "{error}");
+        assert_eq!(std::fs::read(&path).unwrap(), before, "the old snapshot was touched ({entries} entries)");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(leftovers.len(), 1, "a temporary file was left: {leftovers:?}");
+        assert_eq!(cache.len(), entries as usize);
+        assert_eq!(cache.get(&boom), Some(Boom(boom, true)));
+        cache.insert(boom, Boom(boom, false));
+        assert_eq!(cache.save_to_backend(&backend).await.unwrap().written, entries as usize);
+        let loaded: Cache<u64, Boom> = Cache::new(entries as usize);
+        assert_eq!(loaded.load_from_backend(&backend).await.unwrap().loaded, entries as usize);
+        assert_eq!(loaded.get(&boom), Some(Boom(boom, false)));
+    }
+}
+
+/// Parallel encoding keeps the snapshot's order (coldest first) across
+/// its chunks: a cache smaller than the snapshot keeps the hottest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_encoded_on_several_threads_keeps_its_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = FileBackend::new(dir.path().join("order.cache"));
+    let cache: Cache<u64, u64> = Cache::new(50_000);
+    for k in 0..50_000 {
+        cache.insert(k, k);
+    }
+    assert_eq!(cache.save_to_backend(&backend).await.unwrap().written, 50_000);
+    let records = backend.load().await.unwrap();
+    let keys: Vec<u64> = records.iter().map(|r| postcard::from_bytes(&r.key).unwrap()).collect();
+    assert_eq!(keys, (0..50_000).collect::<Vec<_>>(), "records out of recency order");
 }

@@ -617,10 +617,22 @@ where
         let expected_bytes = Arc::clone(&parts.expected_bytes);
         let store = Arc::clone(&self.store);
         let packer = tokio::task::spawn_blocking(move || {
-            let mut packing = Packing::new(sender, store.len(), expected_bytes);
+            let snapshot = store.snapshot();
             let walls = store.clock.walls();
-            store.snapshot(|key, value, expires| packing.push(key, value, walls.at(expires)))?;
-            packing.finish()
+            let encode = |packing: &mut Packing<'_>, range| {
+                snapshot.visit(range, |key, value, expires| packing.push(key, value, walls.at(expires)))
+            };
+            let estimate = Estimate { entries: snapshot.len(), bytes: expected_bytes };
+            let workers = encoders(snapshot.len());
+            if workers < 2 {
+                let mut to_backend = |part| send(&sender, part);
+                let mut packing = Packing::new(&mut to_backend, Some(estimate));
+                let written = encode(&mut packing, 0..snapshot.len())?;
+                packing.flush()?;
+                sender.blocking_send(Part::End).map_err(|_| Stop::Closed)?;
+                return Ok(written);
+            }
+            encode_in_parallel(snapshot.len(), workers, estimate, &sender, encode)
         });
         let saved = backend.save_stream(&self.schema(), parts).await;
         let packed = packer.await.map_err(|panic| panicked("Serialize", panic))?;
@@ -785,25 +797,28 @@ impl<K, V, S> Cache<K, V, S> {
 /// Entries inserted per lock acquisition by a load.
 const LOAD_CHUNK: usize = 256;
 
-/// Packs entries as a save visits them: each key and value is encoded into
-/// a scratch buffer reused for every entry, then copied into the packed
-/// buffer, so an entry costs no allocation of its own.
-/// The snapshot's encoder: records packed into parts of about
-/// [`PART_BYTES`], each sent to the backend when full.
-struct Packing {
+/// The snapshot's encoder: packs entries as a save visits them into parts
+/// of about [`PART_BYTES`], each handed to `send` when full. Each key and
+/// value is encoded into a scratch buffer reused for every entry, then
+/// copied into the part, so an entry costs no allocation of its own.
+struct Packing<'a> {
     key: Vec<u8>,
     value: Vec<u8>,
     part: PackedRecords,
-    parts: tokio::sync::mpsc::Sender<Part>,
-    written: usize,
-    /// About how many records there will be, and where to say how many
-    /// bytes that makes once the first is encoded (for a backend that
-    /// collects the parts).
-    expected: usize,
-    expected_bytes: Arc<AtomicUsize>,
+    send: Sink<'a>,
+    /// Set until the first record says how large the snapshot will be.
+    estimate: Option<Estimate>,
+}
+
+/// Where to say how many bytes the snapshot will take, once its first
+/// record is encoded (for a backend that collects the parts).
+struct Estimate {
+    entries: usize,
+    bytes: Arc<AtomicUsize>,
 }
 
 /// Why the encoder stopped.
+#[derive(Debug)]
 enum Stop {
     /// An entry did not encode.
     Encode(BackendError),
@@ -817,17 +832,17 @@ impl From<BackendError> for Stop {
     }
 }
 
-impl Packing {
-    fn new(parts: tokio::sync::mpsc::Sender<Part>, expected: usize, expected_bytes: Arc<AtomicUsize>) -> Self {
-        Packing {
-            key: Vec::new(),
-            value: Vec::new(),
-            part: PackedRecords::with_capacity(PART_BYTES),
-            parts,
-            written: 0,
-            expected,
-            expected_bytes,
-        }
+/// Hands a part to the backend's stream.
+fn send(parts: &tokio::sync::mpsc::Sender<Part>, part: PackedRecords) -> Result<(), Stop> {
+    parts.blocking_send(Part::Records(part)).map_err(|_| Stop::Closed)
+}
+
+/// Where a [`Packing`] hands its parts.
+type Sink<'a> = &'a mut dyn FnMut(PackedRecords) -> Result<(), Stop>;
+
+impl<'a> Packing<'a> {
+    fn new(send: Sink<'a>, estimate: Option<Estimate>) -> Self {
+        Packing { key: Vec::new(), value: Vec::new(), part: PackedRecords::with_capacity(PART_BYTES), send, estimate }
     }
 
     fn push<K: Serialize, V: Serialize>(
@@ -839,25 +854,112 @@ impl Packing {
         encode_reusing(key, &mut self.key)?;
         encode_reusing(value, &mut self.value)?;
         self.part.push(RecordRef { key: &self.key, value: &self.value, expires_at });
-        self.written += 1;
-        if self.written == 1 {
-            self.expected_bytes.store(self.part.bytes.len().saturating_mul(self.expected), Ordering::Relaxed);
+        if let Some(estimate) = self.estimate.take() {
+            estimate.bytes.store(self.part.bytes.len().saturating_mul(estimate.entries), Ordering::Relaxed);
         }
         if self.part.bytes.len() >= PART_BYTES {
-            let full = std::mem::replace(&mut self.part, PackedRecords::with_capacity(PART_BYTES));
-            self.parts.blocking_send(Part::Records(full)).map_err(|_| Stop::Closed)?;
+            self.flush()?;
         }
         Ok(())
     }
 
-    /// Sends what is left and the end; how many records were written.
-    fn finish(self) -> Result<usize, Stop> {
-        if !self.part.is_empty() {
-            self.parts.blocking_send(Part::Records(self.part)).map_err(|_| Stop::Closed)?;
+    /// Hands over the part being filled, if it holds anything.
+    fn flush(&mut self) -> Result<(), Stop> {
+        if self.part.is_empty() {
+            return Ok(());
         }
-        self.parts.blocking_send(Part::End).map_err(|_| Stop::Closed)?;
-        Ok(self.written)
+        let full = std::mem::replace(&mut self.part, PackedRecords::with_capacity(PART_BYTES));
+        (self.send)(full)
     }
+}
+
+/// Entries a parallel encoder takes at a time; an encoder of fewer
+/// entries than two of these runs on one thread.
+const CHUNK: usize = 8_192;
+/// The most threads a snapshot is encoded on.
+const MAX_ENCODERS: usize = 4;
+
+/// How many threads to encode a snapshot of `entries` on.
+fn encoders(entries: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    cores.min(MAX_ENCODERS).min(entries / CHUNK)
+}
+
+/// What a parallel encoder hands on, in order.
+enum Piece {
+    Part(PackedRecords),
+    /// The end of one of its chunks, with how many records it wrote.
+    ChunkEnd(usize),
+    Failed(Stop),
+}
+
+/// Encodes `entries` on `workers` threads, which take chunks of [`CHUNK`]
+/// in turn, and hands the parts to `sender` in snapshot order: this thread
+/// only forwards. Each worker keeps at most two parts waiting, so memory
+/// stays bounded whatever the backend's pace. Ends the stream only when
+/// every chunk arrived whole: a worker that fails or panics (user
+/// `Serialize`) leaves it unended, so the backend saves nothing. Returns
+/// how many records were written.
+fn encode_in_parallel<F>(
+    entries: usize,
+    workers: usize,
+    estimate: Estimate,
+    sender: &tokio::sync::mpsc::Sender<Part>,
+    encode: F,
+) -> Result<usize, Stop>
+where
+    F: Fn(&mut Packing<'_>, std::ops::Range<usize>) -> Result<usize, Stop> + Sync,
+{
+    let chunks = entries.div_ceil(CHUNK);
+    std::thread::scope(|scope| {
+        let mut estimate = Some(estimate);
+        let receivers: Vec<_> = (0..workers)
+            .map(|worker| {
+                let (pieces, receiver) = std::sync::mpsc::sync_channel(2);
+                let estimate = estimate.take();
+                let encode = &encode;
+                scope.spawn(move || {
+                    let mut to_forwarder = |part| pieces.send(Piece::Part(part)).map_err(|_| Stop::Closed);
+                    let mut packing = Packing::new(&mut to_forwarder, estimate);
+                    for chunk in (worker..chunks).step_by(workers) {
+                        let range = chunk * CHUNK..((chunk + 1) * CHUNK).min(entries);
+                        let piece = match encode(&mut packing, range).and_then(|written| {
+                            packing.flush()?;
+                            Ok(written)
+                        }) {
+                            Ok(written) => Piece::ChunkEnd(written),
+                            Err(stop) => Piece::Failed(stop),
+                        };
+                        let failed = matches!(piece, Piece::Failed(_));
+                        if pieces.send(piece).is_err() || failed {
+                            return;
+                        }
+                    }
+                });
+                receiver
+            })
+            .collect();
+        let mut written = 0;
+        for chunk in 0..chunks {
+            loop {
+                // A worker gone without its chunk's end panicked: the
+                // scope re-raises that panic once every worker is joined.
+                let Ok(piece) = receivers[chunk % workers].recv() else {
+                    return Err(Stop::Closed);
+                };
+                match piece {
+                    Piece::Part(part) => send(sender, part)?,
+                    Piece::ChunkEnd(chunk_written) => {
+                        written += chunk_written;
+                        break;
+                    }
+                    Piece::Failed(stop) => return Err(stop),
+                }
+            }
+        }
+        sender.blocking_send(Part::End).map_err(|_| Stop::Closed)?;
+        Ok(written)
+    })
 }
 
 /// `item` in postcard, into `buffer` (emptied first, its room kept).
