@@ -219,14 +219,7 @@ impl<X: Copy + Default> Links<X> {
     /// any index (even `NIL`) is fine.
     #[inline]
     pub(super) fn prefetch(&self, idx: u32) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let at = self.links.as_ptr().wrapping_add(idx as usize);
-            // SAFETY: a prefetch never faults, whatever the address.
-            unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(at.cast()) };
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = idx;
+        super::prefetch(self.links.as_ptr().wrapping_add(idx as usize));
     }
 
     /// Forgets every link: a read record that outlives the entries it names

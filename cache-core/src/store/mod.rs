@@ -182,18 +182,18 @@ pub(crate) struct Store<K, V, S = DefaultHasher> {
 /// How many slots ahead a scan in table order asks the cache for.
 const PREFETCH_AHEAD: usize = 12;
 
-/// Asks the CPU to bring `value`'s cache line in (a hint: nothing happens
-/// where it has no such instruction).
+/// Asks the CPU to bring the cache line at `at` in: a hint, so any address
+/// will do (nothing happens where there is no such instruction).
 #[inline(always)]
-fn prefetch<T>(value: &T) {
+fn prefetch<T>(at: *const T) {
     // SAFETY: SSE is part of the x86_64 baseline, and a prefetch reads
     // nothing the program sees and never faults, whatever the address.
     #[cfg(target_arch = "x86_64")]
     unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(ptr::from_ref(value).cast());
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(at.cast());
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = value;
+    let _ = at;
 }
 
 #[inline]
