@@ -129,6 +129,16 @@ enum Handoff {
     Now,
 }
 
+/// How a new entry is placed, worked out before the lock is taken.
+#[derive(Debug, Clone, Copy)]
+struct Placing {
+    /// Its deadline (see [`Store::deadline`]).
+    expires: u64,
+    weight: u32,
+    /// Why it is not stored at all, if it is not (see [`Store::refusal`]).
+    refused: Option<RemovalCause>,
+}
+
 /// Where a lookup under the lock found a key.
 pub(crate) enum Claim<V> {
     /// A live value (cloned by the caller outside the lock).
@@ -485,21 +495,28 @@ impl<K, V, S> Store<K, V, S> {
         free
     }
 
-    /// Replays reads and expires due entries. The checks are inline: most
-    /// writes find nothing to do.
-    #[inline]
+    /// Replays reads and expires due entries. The checks are inline and
+    /// the work out of line: most writes find nothing to do, and with the
+    /// work inlined this was a call of its own (17 instructions a write).
+    #[inline(always)]
     fn maintain(&self, p: &mut State) {
         if self.reads.is_dirty() {
-            self.replay(p, None);
+            self.replay_all(p);
         }
         if !p.wheel.is_empty() {
             self.expire(p);
         }
     }
 
+    #[inline(never)]
+    fn replay_all(&self, p: &mut State) {
+        self.replay(p, None);
+    }
+
     /// Removes every entry whose deadline has passed. An entry whose timer
     /// fires early, because a read pushed its idle deadline on, is armed
     /// again at the new deadline.
+    #[inline(never)]
     fn expire(&self, p: &mut State) {
         let now = self.clock.now();
         let mut wheel = std::mem::take(&mut p.wheel);
@@ -790,9 +807,8 @@ impl<K, V, S> Store<K, V, S> {
     /// Returns whether the placeholder was still the key's (the value was
     /// not cut off by a write, a removal or a clear).
     pub(crate) fn resolve(&self, lead: &Placeholder<V>, value: V, ttl: Option<Duration>, weight: u32) -> bool {
-        let expires = self.deadline(ttl);
-        let refused = self.refusal(ttl, weight);
-        let resolved = self.write(Handoff::Batched, |p| self.resolve_locked(p, lead, value, expires, refused, weight));
+        let placing = self.placing(ttl, weight);
+        let resolved = self.write(Handoff::Batched, |p| self.resolve_locked(p, lead, value, placing));
         let current = resolved.is_ok();
         Self::drop_leftover(resolved);
         current
@@ -807,7 +823,8 @@ impl<K, V, S> Store<K, V, S> {
             resolved
                 .into_iter()
                 .map(|(lead, value, weight)| {
-                    self.resolve_locked(p, lead, value, expires, self.refusal(ttl, weight), weight)
+                    let placing = Placing { expires, weight, refused: self.refusal(ttl, weight) };
+                    self.resolve_locked(p, lead, value, placing)
                 })
                 .collect()
         });
@@ -841,10 +858,9 @@ impl<K, V, S> Store<K, V, S> {
         p: &mut State,
         lead: &Placeholder<V>,
         value: V,
-        expires: u64,
-        refused: Option<RemovalCause>,
-        weight: u32,
+        placing: Placing,
     ) -> Result<Arc<Flight<V>>, V> {
+        let Placing { expires, weight, refused } = placing;
         let slot = self.slot(lead.idx);
         let ours = slot.meta.load(Ordering::Relaxed) == lead.meta;
         if let (true, None) = (ours, refused) {
@@ -926,6 +942,12 @@ impl<K, V, S> Store<K, V, S> {
         if self.slot(entry.idx).meta.load(Ordering::Acquire) == entry.meta {
             refresh.stamp(entry.idx, self.clock.now());
         }
+    }
+
+    /// How an entry with this TTL and weight is placed; before the lock.
+    #[inline]
+    fn placing(&self, ttl: Option<Duration>, weight: u32) -> Placing {
+        Placing { expires: self.deadline(ttl), weight, refused: self.refusal(ttl, weight) }
     }
 
     /// The TTL deadline of an entry written now with `ttl`.
@@ -1119,11 +1141,9 @@ where
     pub(crate) fn insert(&self, hash: u64, key: K, value: V, ttl: Option<Duration>) {
         // Storing nothing still replaces what was there: hand it to the
         // epoch at once, as a remove does.
-        let weight = self.weigh(&key, &value);
-        let refused = self.refusal(ttl, weight);
-        let unstored = self.write(if refused.is_none() { Handoff::Batched } else { Handoff::Now }, |p| {
-            self.insert_locked(p, hash, key, value, ttl, weight)
-        });
+        let placing = self.placing(ttl, self.weigh(&key, &value));
+        let handoff = if placing.refused.is_none() { Handoff::Batched } else { Handoff::Now };
+        let unstored = self.write(handoff, |p| self.insert_locked(p, hash, key, value, placing));
         // The caller's own key and value, dropped in its call, after unlocking.
         if let Some((key, value, cause)) = unstored {
             self.tell_unstored(&key, &value, cause);
@@ -1136,14 +1156,14 @@ where
     ///
     /// Returns whether the entry was still there to replace.
     pub(crate) fn refreshed(&self, hash: u64, key: K, entry: Entry, value: V, ttl: Option<Duration>) -> bool {
-        let weight = self.weigh(&key, &value);
+        let placing = self.placing(ttl, self.weigh(&key, &value));
         let (current, leftover) = self.write(Handoff::Batched, |p| {
             let current = self.find(hash, &key, &p.locked).map(|(_, idx)| idx) == Some(entry.idx)
                 && self.slot(entry.idx).meta.load(Ordering::Relaxed) == entry.meta;
             if !current {
                 return (false, Some((key, value, None)));
             }
-            let leftover = self.insert_locked(p, hash, key, value, ttl, weight);
+            let leftover = self.insert_locked(p, hash, key, value, placing);
             (true, leftover.map(|(key, value, cause)| (key, value, Some(cause))))
         });
         if let Some((key, value, cause)) = leftover {
@@ -1170,7 +1190,8 @@ where
     }
 
     /// `insert` with the lock held, of an entry weighing `weight`. What is
-    /// not stored (a zero TTL, a zero bound, heavier than the weight bound)
+    /// not stored (a zero TTL, a zero bound, heavier than the weight bound:
+    /// `refused`, the [`refusal`](Self::refusal) of `ttl` and `weight`)
     /// still replaces (and so removes) what was there; then the key and
     /// value come back with the reason, to be told and dropped after
     /// unlocking.
@@ -1181,16 +1202,15 @@ where
         hash: u64,
         key: K,
         value: V,
-        ttl: Option<Duration>,
-        weight: u32,
+        placing: Placing,
     ) -> Option<(K, V, RemovalCause)> {
-        if let Some(cause) = self.refusal(ttl, weight) {
+        let Placing { expires, weight, refused } = placing;
+        if let Some(cause) = refused {
             if let Some((_, idx)) = self.find(hash, &key, &p.locked) {
                 self.detach(p, idx, RemovalCause::Replaced);
             }
             return Some((key, value, cause));
         }
-        let expires = self.deadline(ttl);
         let tag = tag_of(hash);
         let (shard, probe) = self.probe(p, hash, &key);
         let idx = self.alloc(p);
@@ -1489,12 +1509,12 @@ where
             let batch: Vec<_> = entries
                 .by_ref()
                 .take(chunk.max(1))
-                .map(|(key, value, ttl)| (self.hash(&key), self.weigh(&key, &value), key, value, ttl))
+                .map(|(key, value, ttl)| (self.hash(&key), self.placing(ttl, self.weigh(&key, &value)), key, value))
                 .collect();
             let unstored: Vec<_> = self.write(Handoff::Batched, |p| {
                 batch
                     .into_iter()
-                    .filter_map(|(hash, weight, key, value, ttl)| self.insert_locked(p, hash, key, value, ttl, weight))
+                    .filter_map(|(hash, placing, key, value)| self.insert_locked(p, hash, key, value, placing))
                     .collect()
             });
             for (key, value, cause) in unstored {
