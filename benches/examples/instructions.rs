@@ -5,7 +5,7 @@
 //! ```sh
 //! cargo build --release -p benches --example instructions
 //! valgrind --tool=callgrind --callgrind-out-file=/dev/null \
-//!     target/release/examples/instructions hit    # or insert, miss, save
+//!     target/release/examples/instructions hit    # or insert, insert-lfu, miss, save
 //! ```
 //!
 //! `qc-insert` and `qc-miss` run quick_cache's calls on the same workloads.
@@ -39,6 +39,12 @@ fn main() {
         }
         "insert" => {
             let cache: Cache<u64, u64> = Cache::new(10_000);
+            for i in 0..n {
+                cache.insert(key_of(i), i);
+            }
+        }
+        "insert-lfu" => {
+            let cache: Cache<u64, u64> = Cache::builder().max_size(10_000).policy(async_cache::Policy::TinyLfu).build();
             for i in 0..n {
                 cache.insert(key_of(i), i);
             }
@@ -83,7 +89,7 @@ fn main() {
             });
         }
         other => {
-            eprintln!("unknown workload {other:?}: hit, insert, miss, save, qc-insert or qc-miss");
+            eprintln!("unknown workload {other:?}: hit, insert, insert-lfu, miss, save, qc-insert or qc-miss");
             std::process::exit(2);
         }
     }

@@ -580,7 +580,10 @@ where
     ///
     /// Entries are copied one shard at a time (`get` never waits, `insert`
     /// at most for one shard's copy); encoding and I/O run on the blocking
-    /// pool. Saves of one cache run one at a time.
+    /// pool, and a snapshot of 16,384 entries or more is encoded on as many
+    /// threads of its own as the machine has cores (four at most), while
+    /// the backend writes what is done. Saves of one cache run one at a
+    /// time.
     ///
     /// Needs the `file`, `sled` or `sqlite` feature of async-cache.
     ///
