@@ -134,7 +134,8 @@ async fn a_panicking_serialize_keeps_the_old_snapshot_and_the_cache() {
             .await
             .expect("a panicking save hung")
             .unwrap_err();
-        assert!(matches!(&error, BackendError::Encode(e) if e.to_string().contains("panicked")), "{error}");
+        // The panic's own message, from whichever thread encoded the entry.
+        assert!(matches!(&error, BackendError::Encode(e) if e.to_string().contains("as it was built to")), "{error}");
         assert_eq!(std::fs::read(&path).unwrap(), before, "the old snapshot was touched ({entries} entries)");
         let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
         assert_eq!(leftovers.len(), 1, "a temporary file was left: {leftovers:?}");

@@ -632,7 +632,7 @@ where
                 let mut packing = Packing::new(&mut to_backend, Some(estimate));
                 let written = encode(&mut packing, 0..snapshot.len())?;
                 packing.flush()?;
-                sender.blocking_send(Part::End).map_err(|_| Stop::Closed)?;
+                end(&sender)?;
                 return Ok(written);
             }
             encode_in_parallel(snapshot.len(), workers, estimate, &sender, encode)
@@ -821,7 +821,6 @@ struct Estimate {
 }
 
 /// Why the encoder stopped.
-#[derive(Debug)]
 enum Stop {
     /// An entry did not encode.
     Encode(BackendError),
@@ -838,6 +837,11 @@ impl From<BackendError> for Stop {
 /// Hands a part to the backend's stream.
 fn send(parts: &tokio::sync::mpsc::Sender<Part>, part: PackedRecords) -> Result<(), Stop> {
     parts.blocking_send(Part::Records(part)).map_err(|_| Stop::Closed)
+}
+
+/// Tells the backend's stream that the last part was sent.
+fn end(parts: &tokio::sync::mpsc::Sender<Part>) -> Result<(), Stop> {
+    parts.blocking_send(Part::End).map_err(|_| Stop::Closed)
 }
 
 /// Where a [`Packing`] hands its parts.
@@ -901,8 +905,9 @@ enum Piece {
 /// only forwards. Each worker keeps at most two parts waiting, so memory
 /// stays bounded whatever the backend's pace. Ends the stream only when
 /// every chunk arrived whole: a worker that fails or panics (user
-/// `Serialize`) leaves it unended, so the backend saves nothing. Returns
-/// how many records were written.
+/// `Serialize`) leaves it unended, so the backend saves nothing, and its
+/// panic goes on here, as it would have on one thread. Returns how many
+/// records were written.
 fn encode_in_parallel<F>(
     entries: usize,
     workers: usize,
@@ -916,53 +921,69 @@ where
     let chunks = entries.div_ceil(CHUNK);
     std::thread::scope(|scope| {
         let mut estimate = Some(estimate);
-        let receivers: Vec<_> = (0..workers)
+        let (receivers, handles): (Vec<_>, Vec<_>) = (0..workers)
             .map(|worker| {
                 let (pieces, receiver) = std::sync::mpsc::sync_channel(2);
                 let estimate = estimate.take();
                 let encode = &encode;
-                scope.spawn(move || {
+                let handle = scope.spawn(move || {
                     let mut to_forwarder = |part| pieces.send(Piece::Part(part)).map_err(|_| Stop::Closed);
                     let mut packing = Packing::new(&mut to_forwarder, estimate);
                     for chunk in (worker..chunks).step_by(workers) {
                         let range = chunk * CHUNK..((chunk + 1) * CHUNK).min(entries);
-                        let piece = match encode(&mut packing, range).and_then(|written| {
-                            packing.flush()?;
-                            Ok(written)
-                        }) {
-                            Ok(written) => Piece::ChunkEnd(written),
-                            Err(stop) => Piece::Failed(stop),
+                        let done = encode(&mut packing, range).and_then(|written| packing.flush().map(|()| written));
+                        let (piece, go_on) = match done {
+                            Ok(written) => (Piece::ChunkEnd(written), true),
+                            Err(stop) => (Piece::Failed(stop), false),
                         };
-                        let failed = matches!(piece, Piece::Failed(_));
-                        if pieces.send(piece).is_err() || failed {
+                        if pieces.send(piece).is_err() || !go_on {
                             return;
                         }
                     }
                 });
-                receiver
+                (receiver, handle)
             })
-            .collect();
-        let mut written = 0;
-        for chunk in 0..chunks {
-            loop {
-                // A worker gone without its chunk's end panicked: the
-                // scope re-raises that panic once every worker is joined.
-                let Ok(piece) = receivers[chunk % workers].recv() else {
-                    return Err(Stop::Closed);
-                };
-                match piece {
-                    Piece::Part(part) => send(sender, part)?,
-                    Piece::ChunkEnd(chunk_written) => {
-                        written += chunk_written;
-                        break;
-                    }
-                    Piece::Failed(stop) => return Err(stop),
-                }
+            .unzip();
+        let forwarded = forward(&receivers, chunks, sender);
+        // A worker blocked on its full channel stops once the channel is
+        // gone; then each is joined, and a panic in one goes on here.
+        drop(receivers);
+        for handle in handles {
+            if let Err(panic) = handle.join() {
+                std::panic::resume_unwind(panic);
             }
         }
-        sender.blocking_send(Part::End).map_err(|_| Stop::Closed)?;
-        Ok(written)
+        forwarded
     })
+}
+
+/// Hands the workers' parts to the backend, chunk by chunk in snapshot
+/// order (chunk `c` is worker `c % workers`'s), then ends the stream.
+fn forward(
+    receivers: &[std::sync::mpsc::Receiver<Piece>],
+    chunks: usize,
+    sender: &tokio::sync::mpsc::Sender<Part>,
+) -> Result<usize, Stop> {
+    let mut written = 0;
+    for chunk in 0..chunks {
+        loop {
+            // Gone without its chunk's end: the worker panicked (the
+            // caller re-raises it).
+            let Ok(piece) = receivers[chunk % receivers.len()].recv() else {
+                return Err(Stop::Closed);
+            };
+            match piece {
+                Piece::Part(part) => send(sender, part)?,
+                Piece::ChunkEnd(chunk_written) => {
+                    written += chunk_written;
+                    break;
+                }
+                Piece::Failed(stop) => return Err(stop),
+            }
+        }
+    }
+    end(sender)?;
+    Ok(written)
 }
 
 /// `item` in postcard, into `buffer` (emptied first, its room kept).
