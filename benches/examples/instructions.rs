@@ -8,7 +8,8 @@
 //!     target/release/examples/instructions hit    # or insert, insert-lfu, miss, save
 //! ```
 //!
-//! `qc-insert` and `qc-miss` run quick_cache's calls on the same workloads.
+//! `qc-hit`, `qc-insert` and `qc-miss` run quick_cache's calls on the same
+//! workloads.
 //!
 //! Each runs 200,000 operations (`hit` first fills 10,000 entries); `save`
 //! saves the persistence bench's 100,000 entries to a file once.
@@ -72,6 +73,20 @@ fn main() {
             let _ = std::fs::remove_file(&dir);
         }
         // quick_cache's calls on the same workloads, for a ratio.
+        "qc-hit" => {
+            let cache: quick_cache::sync::Cache<u64, Arc<String>> = quick_cache::sync::Cache::new(10_000);
+            for i in 0..10_000 {
+                cache.insert(key_of(i), Arc::new(i.to_string()));
+            }
+            let (mut found, mut x) = (0usize, 1u64);
+            for _ in 0..n {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                found += cache.get(&key_of(x % 10_000)).map_or(0, |v| v.len());
+            }
+            std::hint::black_box(found);
+        }
         "qc-insert" => {
             let cache: quick_cache::sync::Cache<u64, u64> = quick_cache::sync::Cache::new(10_000);
             for i in 0..n {
@@ -89,7 +104,7 @@ fn main() {
             });
         }
         other => {
-            eprintln!("unknown workload {other:?}: hit, insert, insert-lfu, miss, save, qc-insert or qc-miss");
+            eprintln!("unknown workload {other:?}: hit, insert, insert-lfu, miss, save, qc-hit, qc-insert or qc-miss");
             std::process::exit(2);
         }
     }
