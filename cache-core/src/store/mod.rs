@@ -508,6 +508,8 @@ impl<K, V, S> Store<K, V, S> {
         }
     }
 
+    /// [`replay`](Self::replay) of every stripe, out of line (see
+    /// [`maintain`](Self::maintain)).
     #[inline(never)]
     fn replay_all(&self, p: &mut State) {
         self.replay(p, None);
