@@ -26,17 +26,7 @@ fn main() {
     match what.as_str() {
         "hit" => {
             let cache: Cache<u64, Arc<String>> = Cache::new(10_000);
-            for i in 0..10_000 {
-                cache.insert(key_of(i), Arc::new(i.to_string()));
-            }
-            let (mut found, mut x) = (0usize, 1u64);
-            for _ in 0..n {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                found += cache.get(&key_of(x % 10_000)).map_or(0, |v| v.len());
-            }
-            std::hint::black_box(found);
+            hits(n, |k, v| cache.insert(k, v), |k| cache.get(k));
         }
         "insert" => {
             let cache: Cache<u64, u64> = Cache::new(10_000);
@@ -75,17 +65,7 @@ fn main() {
         // quick_cache's calls on the same workloads, for a ratio.
         "qc-hit" => {
             let cache: quick_cache::sync::Cache<u64, Arc<String>> = quick_cache::sync::Cache::new(10_000);
-            for i in 0..10_000 {
-                cache.insert(key_of(i), Arc::new(i.to_string()));
-            }
-            let (mut found, mut x) = (0usize, 1u64);
-            for _ in 0..n {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                found += cache.get(&key_of(x % 10_000)).map_or(0, |v| v.len());
-            }
-            std::hint::black_box(found);
+            hits(n, |k, v| cache.insert(k, v), |k| cache.get(k));
         }
         "qc-insert" => {
             let cache: quick_cache::sync::Cache<u64, u64> = quick_cache::sync::Cache::new(10_000);
@@ -108,4 +88,20 @@ fn main() {
             std::process::exit(2);
         }
     }
+}
+
+/// The hit workload through any cache's calls: 10,000 entries in, then `n`
+/// gets of keys picked at random among them.
+fn hits(n: u64, insert: impl Fn(u64, Arc<String>), get: impl Fn(&u64) -> Option<Arc<String>>) {
+    for i in 0..10_000 {
+        insert(key_of(i), Arc::new(i.to_string()));
+    }
+    let (mut found, mut x) = (0usize, 1u64);
+    for _ in 0..n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        found += get(&key_of(x % 10_000)).map_or(0, |v| v.len());
+    }
+    std::hint::black_box(found);
 }
