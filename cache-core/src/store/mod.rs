@@ -1358,7 +1358,7 @@ where
     }
 
     /// The live entries, from least to most recently used, for a snapshot
-    /// to visit in ranges ([`Snapshot::visit`], from any thread). Picked
+    /// to visit in ranges ([`Picked::visit`], from any thread). Picked
     /// one shard at a time: the lock is held while one shard's table is
     /// read; the visits run outside it.
     ///
@@ -1369,7 +1369,7 @@ where
     /// slots are instead kept from reuse, in this store only, until the
     /// snapshot is dropped.
     #[cfg(feature = "persist")]
-    pub(crate) fn snapshot(&self) -> Snapshot<'_, K, V, S> {
+    pub(crate) fn snapshot(&self) -> Picked<'_, K, V, S> {
         // Counted in before any shard is read: every slot picked below stays
         // readable, retired or not, until `_held` is dropped.
         let held = self.reclaimed.hold();
@@ -1395,7 +1395,7 @@ where
         // (two or three, for ages), several times faster than a comparison
         // sort of 100,000 entries.
         radsort::sort_by_key(&mut picked, |&(key, ..)| key);
-        Snapshot { store: self, _held: held, picked, now: self.clock.now() }
+        Picked { store: self, _held: held, picked, now: self.clock.now() }
     }
 
     /// Adds `shard`'s `READY` slots to `picked`, as `each(state, idx,
@@ -1564,10 +1564,11 @@ impl<K, V, S> std::fmt::Debug for Store<K, V, S> {
     }
 }
 
-/// A snapshot's entries, picked and ordered coldest first: see
+/// A snapshot's entries, picked and ordered coldest first (not named
+/// `Snapshot`: that is what a backend loads): see
 /// [`Store::snapshot`]. Retired slots stay unreused while it lives.
 #[cfg(feature = "persist")]
-pub(crate) struct Snapshot<'a, K, V, S> {
+pub(crate) struct Picked<'a, K, V, S> {
     store: &'a Store<K, V, S>,
     _held: reclaim::Held<'a>,
     /// (sort key, index, meta) of each picked slot, in order.
@@ -1577,7 +1578,7 @@ pub(crate) struct Snapshot<'a, K, V, S> {
 }
 
 #[cfg(feature = "persist")]
-impl<K, V, S> Snapshot<'_, K, V, S>
+impl<K, V, S> Picked<'_, K, V, S>
 where
     K: Hash + Eq,
     V: Clone,
