@@ -437,6 +437,18 @@ impl TinyLfu {
         self.links.clock()
     }
 
+    /// The meta `idx` is linked with; 0 if it is not linked.
+    #[cfg(feature = "persist")]
+    pub(crate) fn meta(&self, idx: u32) -> u32 {
+        self.links.meta(idx)
+    }
+
+    /// Asks the CPU for `idx`'s link (a hint).
+    #[cfg(feature = "persist")]
+    pub(crate) fn prefetch(&self, idx: u32) {
+        self.links.prefetch(idx);
+    }
+
     /// Empties every region and forgets every link; keeps the counts (the
     /// popularity of keys outlives a clear) and the window's share.
     pub(crate) fn clear(&mut self) {

@@ -248,6 +248,12 @@ impl<X: Copy + Default> Links<X> {
         self.links[idx as usize].stamp
     }
 
+    /// The meta `idx` is linked with; 0 if it is not linked.
+    #[cfg(feature = "persist")]
+    pub(super) fn meta(&self, idx: u32) -> u32 {
+        self.links.get(idx as usize).map_or(0, |link| link.meta)
+    }
+
     /// `queue` from back to front.
     #[cfg(test)]
     pub(super) fn iter_from_back<'a>(&'a self, queue: &Queue) -> impl Iterator<Item = u32> + 'a {

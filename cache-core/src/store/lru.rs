@@ -52,6 +52,18 @@ impl Lru {
         }
     }
 
+    /// The meta `idx` is linked with; 0 if it is not linked.
+    #[cfg(feature = "persist")]
+    pub(crate) fn meta(&self, idx: u32) -> u32 {
+        self.links.meta(idx)
+    }
+
+    /// Asks the CPU for `idx`'s link (a hint).
+    #[cfg(feature = "persist")]
+    pub(crate) fn prefetch(&self, idx: u32) {
+        self.links.prefetch(idx);
+    }
+
     /// The least recently used entry.
     pub(crate) fn back(&self) -> Option<u32> {
         self.queue.back()

@@ -87,6 +87,27 @@ impl Order {
         }
     }
 
+    /// `idx`'s meta and [`rank`](Self::rank), if it is linked: an entry is
+    /// linked exactly while it is `READY`, with its slot's meta, so a
+    /// snapshot learns both from the link without reading the slot.
+    #[cfg(feature = "persist")]
+    pub(super) fn ranked(&self, idx: u32) -> Option<(u32, (u8, u32))> {
+        let meta = match self {
+            Order::Lru(lru) => lru.meta(idx),
+            Order::TinyLfu(lfu) => lfu.meta(idx),
+        };
+        (meta != 0).then(|| (meta, self.rank(idx)))
+    }
+
+    /// Asks the CPU for `idx`'s link (a hint).
+    #[cfg(feature = "persist")]
+    pub(super) fn prefetch(&self, idx: u32) {
+        match self {
+            Order::Lru(lru) => lru.prefetch(idx),
+            Order::TinyLfu(lfu) => lfu.prefetch(idx),
+        }
+    }
+
     #[cfg(feature = "persist")]
     pub(super) fn clock(&self) -> u32 {
         match self {
