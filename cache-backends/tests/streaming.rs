@@ -164,3 +164,40 @@ async fn a_snapshot_encoded_on_several_threads_keeps_its_order() {
     let keys: Vec<u64> = records.iter().map(|r| postcard::from_bytes(&r.key).unwrap()).collect();
     assert_eq!(keys, (0..50_000).collect::<Vec<_>>(), "records out of recency order");
 }
+
+/// A load in flight and an expired entry that `stale_for` keeps are not
+/// entries: a save leaves both out, and saves what is live around them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_save_leaves_out_loads_in_flight_and_stale_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = FileBackend::new(dir.path().join("live.cache"));
+    let cache: Cache<u64, u64> = Cache::builder().max_size(100).stale_for(Duration::from_secs(60)).build();
+    cache.insert(1, 1);
+    cache.insert_with_ttl(2, 2, Some(Duration::from_millis(1)));
+    // Past its TTL, the next write's expiry pass turns it stale.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    cache.insert(3, 3);
+    assert_eq!(cache.get(&2), None, "key 2 is past its TTL");
+    let (started, has_started) = tokio::sync::oneshot::channel();
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let loading = tokio::spawn({
+        let cache = cache.clone();
+        async move {
+            cache
+                .get_or_load(4, || async move {
+                    let _ = started.send(());
+                    let _ = released.await;
+                    4
+                })
+                .await
+        }
+    });
+    has_started.await.unwrap();
+    assert_eq!(cache.save_to_backend(&backend).await.unwrap().written, 2);
+    let mut keys: Vec<u64> =
+        backend.load().await.unwrap().iter().map(|r| postcard::from_bytes(&r.key).unwrap()).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, [1, 3], "only the live entries");
+    release.send(()).unwrap();
+    assert_eq!(tokio::time::timeout(Duration::from_secs(10), loading).await.unwrap().unwrap(), 4);
+}
