@@ -69,7 +69,7 @@ const TRANSFER_MAX: usize = 1_000;
 
 #[derive(Debug)]
 pub(crate) struct TinyLfu {
-    links: Links<Entry>,
+    pub(super) links: Links<Entry>,
     regions: [Queue; 3],
     capacity: usize,
     window_max: usize,
@@ -435,18 +435,6 @@ impl TinyLfu {
     #[cfg(feature = "persist")]
     pub(crate) fn clock(&self) -> u32 {
         self.links.clock()
-    }
-
-    /// The meta `idx` is linked with; 0 if it is not linked.
-    #[cfg(feature = "persist")]
-    pub(crate) fn meta(&self, idx: u32) -> u32 {
-        self.links.meta(idx)
-    }
-
-    /// Asks the CPU for `idx`'s link (a hint).
-    #[cfg(feature = "persist")]
-    pub(crate) fn prefetch(&self, idx: u32) {
-        self.links.prefetch(idx);
     }
 
     /// Empties every region and forgets every link; keeps the counts (the

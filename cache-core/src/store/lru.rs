@@ -5,7 +5,7 @@ use super::list::{Links, Queue};
 /// Most recently used at the head, least at the tail.
 #[derive(Debug)]
 pub(crate) struct Lru {
-    links: Links<()>,
+    pub(super) links: Links<()>,
     queue: Queue,
 }
 
@@ -50,18 +50,6 @@ impl Lru {
         if self.links.linked(idx, meta).is_some() {
             self.links.touch(&mut self.queue, idx);
         }
-    }
-
-    /// The meta `idx` is linked with; 0 if it is not linked.
-    #[cfg(feature = "persist")]
-    pub(crate) fn meta(&self, idx: u32) -> u32 {
-        self.links.meta(idx)
-    }
-
-    /// Asks the CPU for `idx`'s link (a hint).
-    #[cfg(feature = "persist")]
-    pub(crate) fn prefetch(&self, idx: u32) {
-        self.links.prefetch(idx);
     }
 
     /// The least recently used entry.

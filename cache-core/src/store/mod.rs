@@ -1376,24 +1376,19 @@ where
         // Which entries, and their recency, a shard per lock.
         let mut picked: Vec<((u8, u32), u32, u32)> = Vec::new();
         for shard in 0..self.shards.len() {
-            self.write(Handoff::Batched, |p| {
-                let Some(table) = self.table(shard, &p.locked) else {
-                    return;
-                };
-                // The links alone say which slots are READY, with what
-                // meta, and how recent: one random load an entry, not two
-                // (the slot's meta and the link), each asked for a dozen
-                // entries ahead.
-                let mut ahead = table.entries().skip(PREFETCH_AHEAD);
-                picked.extend(table.entries().filter_map(|(_, idx)| {
-                    if let Some((_, next)) = ahead.next() {
-                        p.order.prefetch(next);
-                    }
+            // The links alone say which slots are READY, with what meta,
+            // and how recent: one random load an entry, not two (the
+            // slot's meta and the link).
+            self.pick(
+                shard,
+                &mut picked,
+                |p, idx| p.order.prefetch(idx),
+                |p, idx| {
                     let (meta, rank) = p.order.ranked(idx)?;
                     debug_assert_eq!(meta, self.slot(idx).meta.load(Ordering::Relaxed), "linked, so READY");
                     Some((rank, idx, meta))
-                }));
-            });
+                },
+            );
         }
         // Coldest first: by the order's rank, then by age from a clock no
         // older than any stamp; stamps are distinct, so no need for a
@@ -1415,22 +1410,28 @@ where
         Picked { store: self, _held: held, picked, now: self.clock.now() }
     }
 
-    /// Adds `shard`'s `READY` slots to `picked`, with their metas, under
-    /// the lock: one shard's copy is all a writer waits for.
-    fn pick(&self, shard: usize, picked: &mut Vec<(u32, u32)>) {
+    /// Adds `shard`'s `READY` slots to `picked`, as `each(state, idx)`
+    /// makes them (`None`: not `READY`), under the lock: one shard's copy is
+    /// all a writer waits for. Slots come in table order, so at random in
+    /// memory: `ahead(state, idx)` asks the CPU for what `each` will read of
+    /// the slot a dozen entries on, keeping several misses in flight.
+    fn pick<T>(
+        &self,
+        shard: usize,
+        picked: &mut Vec<T>,
+        ahead: impl Fn(&State, u32),
+        each: impl Fn(&State, u32) -> Option<T>,
+    ) {
         self.write(Handoff::Batched, |p| {
             let Some(table) = self.table(shard, &p.locked) else {
                 return;
             };
-            // Slots are read at random (in table order): asking for each a
-            // dozen entries ahead keeps several misses in flight.
-            let mut ahead = table.entries().skip(PREFETCH_AHEAD);
+            let mut next = table.entries().skip(PREFETCH_AHEAD);
             picked.extend(table.entries().filter_map(|(_, idx)| {
-                if let Some((_, next)) = ahead.next() {
-                    prefetch(self.slot(next));
+                if let Some((_, later)) = next.next() {
+                    ahead(p, later);
                 }
-                let meta = self.slot(idx).meta.load(Ordering::Relaxed);
-                (state(meta) == READY).then_some((idx, meta))
+                each(p, idx)
             }));
         });
     }
@@ -1469,7 +1470,15 @@ where
     fn visit_shard(&self, shard: usize, mut visit: impl FnMut(u32, u32, &K, &V)) {
         let _held = self.reclaimed.hold();
         let mut picked = Vec::new();
-        self.pick(shard, &mut picked);
+        self.pick(
+            shard,
+            &mut picked,
+            |_, idx| prefetch(self.slot(idx)),
+            |_, idx| {
+                let meta = self.slot(idx).meta.load(Ordering::Relaxed);
+                (state(meta) == READY).then_some((idx, meta))
+            },
+        );
         let now = self.clock.now();
         for (idx, meta) in picked {
             if let Some((idx, meta)) = self.current(idx, meta, now) {

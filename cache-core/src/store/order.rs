@@ -93,8 +93,8 @@ impl Order {
     #[cfg(feature = "persist")]
     pub(super) fn ranked(&self, idx: u32) -> Option<(u32, (u8, u32))> {
         let meta = match self {
-            Order::Lru(lru) => lru.meta(idx),
-            Order::TinyLfu(lfu) => lfu.meta(idx),
+            Order::Lru(lru) => lru.links.meta(idx),
+            Order::TinyLfu(lfu) => lfu.links.meta(idx),
         };
         (meta != 0).then(|| (meta, self.rank(idx)))
     }
@@ -103,8 +103,8 @@ impl Order {
     #[cfg(feature = "persist")]
     pub(super) fn prefetch(&self, idx: u32) {
         match self {
-            Order::Lru(lru) => lru.prefetch(idx),
-            Order::TinyLfu(lfu) => lfu.prefetch(idx),
+            Order::Lru(lru) => lru.links.prefetch(idx),
+            Order::TinyLfu(lfu) => lfu.links.prefetch(idx),
         }
     }
 
