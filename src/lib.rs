@@ -23,8 +23,8 @@ pub use cache_backends::SqliteBackend;
 #[cfg(feature = "persist")]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "file", feature = "sled", feature = "sqlite"))))]
 pub use cache_backends::{
-    AutosaveHandle, Backend, BackendError, LoadReport, PackedRecords, PackedStream, Record, RecordRef, SaveReport,
-    Snapshot,
+    AutosaveHandle, Backend, BackendError, LoadReport, MalformedRecord, PackedRecords, PackedSnapshot, PackedStream,
+    Record, RecordRef, SaveReport, Snapshot,
 };
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]

@@ -5,14 +5,15 @@
 //! ```sh
 //! cargo build --release -p benches --example instructions
 //! valgrind --tool=callgrind --callgrind-out-file=/dev/null \
-//!     target/release/examples/instructions hit    # or insert, insert-lfu, miss, save
+//!     target/release/examples/instructions hit    # or insert, insert-lfu, miss, save, load
 //! ```
 //!
 //! `qc-hit`, `qc-insert` and `qc-miss` run quick_cache's calls on the same
 //! workloads.
 //!
 //! Each runs 200,000 operations (`hit` first fills 10,000 entries); `save`
-//! saves the persistence bench's 100,000 entries to a file once.
+//! saves the persistence bench's 100,000 entries to a file once, and `load`
+//! also loads them into a fresh cache.
 
 use std::sync::Arc;
 
@@ -49,18 +50,25 @@ fn main() {
                 }
             });
         }
-        "save" => {
-            // The persistence bench's cache, saved once to a file.
+        "save" | "load" => {
+            // The persistence bench's cache, saved once to a file (and, for
+            // `load`, loaded into a fresh cache).
             let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().expect("a runtime");
-            let cache: Cache<u64, String> =
-                Cache::builder().max_size(100_000).default_ttl(std::time::Duration::from_secs(3_600)).build();
+            let build = || -> Cache<u64, String> {
+                Cache::builder().max_size(100_000).default_ttl(std::time::Duration::from_secs(3_600)).build()
+            };
+            let cache = build();
             for k in 0..100_000u64 {
                 cache.insert(k, format!("{k:0>100}"));
             }
-            let dir = std::env::temp_dir().join(format!("instructions-save-{}", std::process::id()));
-            let backend = async_cache::FileBackend::new(&dir);
+            let path = std::env::temp_dir().join(format!("instructions-save-{}", std::process::id()));
+            let backend = async_cache::FileBackend::new(&path);
             runtime.block_on(cache.save_to_backend(&backend)).expect("saved");
-            let _ = std::fs::remove_file(&dir);
+            if what == "load" {
+                let report = runtime.block_on(build().load_from_backend(&backend)).expect("loaded");
+                assert_eq!(report.loaded, 100_000);
+            }
+            let _ = std::fs::remove_file(&path);
         }
         // quick_cache's calls on the same workloads, for a ratio.
         "qc-hit" => {
@@ -84,7 +92,9 @@ fn main() {
             });
         }
         other => {
-            eprintln!("unknown workload {other:?}: hit, insert, insert-lfu, miss, save, qc-hit, qc-insert or qc-miss");
+            eprintln!(
+                "unknown workload {other:?}: hit, insert, insert-lfu, miss, save, load, qc-hit, qc-insert or qc-miss"
+            );
             std::process::exit(2);
         }
     }

@@ -9,7 +9,7 @@
 //! | 12..20 | record count |
 //! | 20..28 | payload length in bytes |
 //! | 28..32 | CRC-32 of bytes 0..28 and of the payload |
-//! | 32.. | the payload: the schema (postcard `Option<&str>`), then the records, one after another (see `wire`) |
+//! | 32.. | the payload: the schema (postcard `Option<&str>`), then the records, one after another (as `RecordRef::encode_into` writes them) |
 //!
 //! Version 1 (no schema in the payload) is still read.
 //!
@@ -24,9 +24,9 @@ use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use cache_core::{BackendError, PackedRecords, PackedStream, Snapshot};
+use cache_core::{BackendError, PackedRecords, PackedSnapshot, PackedStream};
 
-use crate::{corrupt, wire};
+use crate::corrupt;
 
 const MAGIC: &[u8; 8] = b"ASYNCACH";
 /// The format this build writes and the newest it reads.
@@ -104,7 +104,7 @@ impl FileBackend {
         write_snapshot(&self.path, Some(schema), || Ok(parts.blocking_next()?.map(Cow::Owned)))
     }
 
-    fn load_blocking(&self) -> Result<Snapshot, BackendError> {
+    fn load_blocking(&self) -> Result<PackedSnapshot, BackendError> {
         read_snapshot(&self.path)
     }
 }
@@ -230,10 +230,10 @@ fn remove_leftovers(dir: &Path, prefix: &str) {
     }
 }
 
-fn read_snapshot(path: &Path) -> Result<Snapshot, BackendError> {
+fn read_snapshot(path: &Path) -> Result<PackedSnapshot, BackendError> {
     let mut file = match File::open(path) {
         Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Snapshot::default()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(PackedSnapshot::default()),
         Err(e) => return Err(io_error(path)(e)),
     };
     let len = file.metadata().map_err(io_error(path))?.len();
@@ -273,7 +273,7 @@ fn read_snapshot(path: &Path) -> Result<Snapshot, BackendError> {
     if payload.len() != payload_len {
         return Err(corrupt(path, "the file shrank while it was read"));
     }
-    decode(path, &header, &payload)
+    decode(path, &header, payload)
 }
 
 /// Checks magic and length; returns the payload length. The version is
@@ -309,33 +309,31 @@ fn stored_checksum(header: &[u8]) -> u32 {
     u32::from_le_bytes(header[28..32].try_into().expect("4 bytes"))
 }
 
-/// Checks the checksum and count, then decodes the schema and the records.
-pub(crate) fn decode(path: &Path, header: &[u8], payload: &[u8]) -> Result<Snapshot, BackendError> {
+/// Checks the checksum and count, then decodes the schema and checks the
+/// records, keeping them packed in the payload's buffer.
+pub(crate) fn decode(path: &Path, header: &[u8], mut payload: Vec<u8>) -> Result<PackedSnapshot, BackendError> {
     // Again, over the bytes decoded: the file may have changed in place
     // since the first pass.
-    if checksum(&header[..28], &[payload]) != stored_checksum(header) {
+    if checksum(&header[..28], &[&payload]) != stored_checksum(header) {
         return Err(corrupt(path, "checksum mismatch: the file is damaged"));
     }
     let version = check_version(path, header)?;
-    let (schema, mut rest) = if version >= SCHEMA_SINCE {
-        postcard::take_from_bytes::<Option<String>>(payload).map_err(|e| corrupt(path, format!("the schema: {e}")))?
+    let schema = if version >= SCHEMA_SINCE {
+        let (schema, rest) = postcard::take_from_bytes::<Option<String>>(&payload)
+            .map_err(|e| corrupt(path, format!("the schema: {e}")))?;
+        // The records follow: moved to the front of the same buffer.
+        let start = payload.len() - rest.len();
+        payload.drain(..start);
+        schema
     } else {
-        (None, payload)
+        None
     };
+    let records = PackedRecords::from_bytes(payload).map_err(|e| corrupt(path, e.to_string()))?;
     let count = u64::from_le_bytes(header[12..20].try_into().expect("8 bytes"));
-    // Every record takes at least 3 bytes, so this bounds the allocation by
-    // the file's size, whatever the count says.
-    let mut records = Vec::with_capacity((count as usize).min(rest.len() / 3));
-    while !rest.is_empty() {
-        let (record, tail) =
-            wire::decode_from(rest).map_err(|e| corrupt(path, format!("record {}: {e}", records.len())))?;
-        records.push(record);
-        rest = tail;
-    }
     if records.len() as u64 != count {
         return Err(corrupt(path, format!("the header announces {count} records, the file holds {}", records.len())));
     }
-    Ok(Snapshot { schema, records })
+    Ok(PackedSnapshot { schema, records })
 }
 
 #[cfg(test)]
@@ -362,8 +360,8 @@ mod tests {
             let len = image.len() as u64;
             let header: [u8; HEADER] = image[..HEADER].try_into().unwrap();
             assert_eq!(check_header(Path::new("x"), &header, len).unwrap(), image.len() - HEADER);
-            let back = decode(Path::new("x"), &header, &image[HEADER..]).unwrap();
-            assert_eq!((back.schema.as_deref(), back.records), (schema, records));
+            let back = decode(Path::new("x"), &header, image[HEADER..].to_vec()).unwrap();
+            assert_eq!((back.schema.as_deref(), back.records.to_records()), (schema, records));
         }
     }
 
@@ -383,7 +381,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v1.cache");
         std::fs::write(&path, &image).unwrap();
-        assert_eq!(read_snapshot(&path).unwrap(), Snapshot { schema: None, records });
+        let back = read_snapshot(&path).unwrap();
+        assert_eq!((back.schema, back.records.to_records()), (None, records));
     }
 
     /// A newer build's file, checksum and all: unsupported, not corrupt.
@@ -394,7 +393,7 @@ mod tests {
         let crc = checksum(&image[..28], &[&image[HEADER..]]);
         image[28..32].copy_from_slice(&crc.to_le_bytes());
         let header: [u8; HEADER] = image[..HEADER].try_into().unwrap();
-        let err = decode(Path::new("x"), &header, &image[HEADER..]).unwrap_err();
+        let err = decode(Path::new("x"), &header, image[HEADER..].to_vec()).unwrap_err();
         assert!(matches!(err, BackendError::UnsupportedVersion { found: 3, supported: 2, .. }), "{err}");
     }
 

@@ -11,8 +11,8 @@ fn corrupt(path: &std::path::Path, reason: impl Into<String>) -> BackendError {
 }
 
 /// Implements [`Backend`] for a cloneable type with blocking
-/// `save_blocking(schema, &PackedRecords)` and `load_blocking() -> Snapshot`, which
-/// run on tokio's blocking pool.
+/// `save_blocking(schema, &PackedRecords)` and `load_blocking() ->
+/// PackedSnapshot`, which run on tokio's blocking pool.
 #[cfg_attr(not(any(feature = "file", feature = "sled", feature = "sqlite")), allow(unused_macros))]
 macro_rules! blocking_backend {
     // With `streaming`, the type's `save_stream_blocking(schema, PackedStream)`
@@ -42,7 +42,7 @@ macro_rules! blocking_backend {
             }
 
             async fn load(&self) -> Result<Vec<cache_core::Record>, cache_core::BackendError> {
-                Ok(self.load_with_schema().await?.records)
+                Ok(self.load_packed().await?.records.to_records())
             }
 
             async fn save_with_schema(
@@ -63,6 +63,11 @@ macro_rules! blocking_backend {
             }
 
             async fn load_with_schema(&self) -> Result<cache_core::Snapshot, cache_core::BackendError> {
+                let cache_core::PackedSnapshot { schema, records } = self.load_packed().await?;
+                Ok(cache_core::Snapshot { schema, records: records.to_records() })
+            }
+
+            async fn load_packed(&self) -> Result<cache_core::PackedSnapshot, cache_core::BackendError> {
                 let backend = self.clone();
                 crate::blocking(move || backend.load_blocking()).await
             }
@@ -94,12 +99,9 @@ mod sled;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
-#[cfg_attr(not(any(feature = "file", feature = "sled", feature = "sqlite")), allow(dead_code))]
-mod wire;
-
 pub use cache_core::{
-    AutosaveHandle, Backend, BackendError, LoadReport, PackedRecords, PackedStream, Record, RecordRef, SaveReport,
-    Snapshot,
+    AutosaveHandle, Backend, BackendError, LoadReport, MalformedRecord, PackedRecords, PackedSnapshot, PackedStream,
+    Record, RecordRef, SaveReport, Snapshot,
 };
 
 #[cfg(feature = "file")]

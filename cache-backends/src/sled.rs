@@ -13,9 +13,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use cache_core::{BackendError, PackedRecords, Snapshot};
+use cache_core::{BackendError, PackedRecords, PackedSnapshot};
 
-use crate::{corrupt, wire};
+use crate::corrupt;
 
 const META: &str = "async-cache/meta";
 const SNAPSHOT: &str = "async-cache/snapshot-";
@@ -170,11 +170,11 @@ impl SledBackend {
         Ok(())
     }
 
-    fn load_blocking(&self) -> Result<Snapshot, BackendError> {
+    fn load_blocking(&self) -> Result<PackedSnapshot, BackendError> {
         let path = &self.path;
         let meta = self.db.open_tree(META).map_err(storage(path))?;
         let Some(current) = meta.get(CURRENT_KEY).map_err(storage(path))? else {
-            return Ok(Snapshot::default());
+            return Ok(PackedSnapshot::default());
         };
         if !current.starts_with(SNAPSHOT.as_bytes()) {
             return Err(corrupt(path, "the current snapshot's name is damaged"));
@@ -187,19 +187,14 @@ impl SledBackend {
             None => None,
         };
         let tree = self.db.open_tree(&current).map_err(storage(path))?;
-        let mut records = Vec::new();
+        // Chunks of records (format 2), or one record each (format 1): back
+        // to back, they are the records packed.
+        let mut bytes = Vec::new();
         for value in tree.iter().values() {
-            let value = value.map_err(storage(path))?;
-            // A chunk of records (format 2), or one (format 1).
-            let mut rest = &value[..];
-            while !rest.is_empty() {
-                let (record, tail) =
-                    wire::decode_from(rest).map_err(|e| corrupt(path, format!("record {}: {e}", records.len())))?;
-                records.push(record);
-                rest = tail;
-            }
+            bytes.extend_from_slice(&value.map_err(storage(path))?);
         }
-        Ok(Snapshot { schema, records })
+        let records = PackedRecords::from_bytes(bytes).map_err(|e| corrupt(path, e.to_string()))?;
+        Ok(PackedSnapshot { schema, records })
     }
 }
 
@@ -228,9 +223,9 @@ mod tests {
             tree.insert((position as u64).to_be_bytes(), bytes).unwrap();
         }
         meta.insert(CURRENT_KEY, name.as_bytes()).unwrap();
-        assert_eq!(backend.load_blocking().unwrap().records, records);
+        assert_eq!(backend.load_blocking().unwrap().records.to_records(), records);
         backend.save_blocking(None, &PackedRecords::from_records(&records)).unwrap();
         assert_eq!(meta.get(FORMAT_KEY).unwrap().unwrap().as_ref(), 2u32.to_le_bytes());
-        assert_eq!(backend.load_blocking().unwrap().records, records);
+        assert_eq!(backend.load_blocking().unwrap().records.to_records(), records);
     }
 }

@@ -8,12 +8,12 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cache_core::{BackendError, PackedRecords, Record, Snapshot};
+use cache_core::{BackendError, PackedRecords, PackedSnapshot, RecordRef};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::{corrupt, wire};
+use crate::corrupt;
 
 const VERSION: u32 = 1;
 const META: &str = "async_cache_meta";
@@ -98,7 +98,7 @@ impl SqliteBackend {
                 ))
                 .map_err(storage(path))?;
             for (seq, record) in records.iter().enumerate() {
-                let (secs, nanos) = match record.expires_at.map(wire::to_parts) {
+                let (secs, nanos) = match record.expires_at.map(to_parts) {
                     Some((secs, nanos)) => (Some(secs as i64), Some(nanos)),
                     None => (None, None),
                 };
@@ -108,7 +108,7 @@ impl SqliteBackend {
         tx.commit().map_err(storage(path))
     }
 
-    fn load_blocking(&self) -> Result<Snapshot, BackendError> {
+    fn load_blocking(&self) -> Result<PackedSnapshot, BackendError> {
         let path = &self.path;
         let mut connection = self.connection.lock().unwrap_or_else(|e| e.into_inner());
         // One read transaction: the schema and the rows of one save.
@@ -120,34 +120,48 @@ impl SqliteBackend {
         let mut select = connection
             .prepare(&format!("SELECT key, value, expires_secs, expires_nanos FROM {ENTRIES} ORDER BY seq"))
             .map_err(storage(path))?;
-        let rows = select
-            .query_map([], |row| {
-                Ok((
-                    row.get::<_, Vec<u8>>(0)?,
-                    row.get::<_, Vec<u8>>(1)?,
-                    row.get::<_, Option<i64>>(2)?,
-                    row.get::<_, Option<u32>>(3)?,
-                ))
-            })
-            .map_err(storage(path))?;
-        let records = rows
-            .map(|row| {
-                let (key, value, secs, nanos) = row.map_err(|e| corrupt(path, format!("an unreadable row: {e}")))?;
-                let expires_at = match (secs, nanos) {
-                    (None, None) => None,
-                    (Some(secs), Some(nanos)) => Some(
-                        u64::try_from(secs)
-                            .ok()
-                            .and_then(|secs| wire::from_parts((secs, nanos)))
-                            .ok_or_else(|| corrupt(path, "an expiry out of range"))?,
-                    ),
-                    _ => return Err(corrupt(path, "an expiry with half its columns")),
-                };
-                Ok(Record { key, value, expires_at })
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(Snapshot { schema, records })
+        let mut rows = select.query([]).map_err(storage(path))?;
+        // Each row's blobs are borrowed from SQLite and packed: no
+        // allocation per record.
+        let mut records = PackedRecords::new();
+        while let Some(row) = rows.next().map_err(storage(path))? {
+            let unreadable = |e: rusqlite::Error| corrupt(path, format!("an unreadable row: {e}"));
+            let blob = |column| row.get_ref(column).and_then(|v| Ok(v.as_blob()?)).map_err(unreadable);
+            let (key, value) = (blob(0)?, blob(1)?);
+            let expires_at = match (
+                row.get::<_, Option<i64>>(2).map_err(unreadable)?,
+                row.get::<_, Option<u32>>(3).map_err(unreadable)?,
+            ) {
+                (None, None) => None,
+                (Some(secs), Some(nanos)) => Some(
+                    u64::try_from(secs)
+                        .ok()
+                        .and_then(|secs| from_parts((secs, nanos)))
+                        .ok_or_else(|| corrupt(path, "an expiry out of range"))?,
+                ),
+                _ => return Err(corrupt(path, "an expiry with half its columns")),
+            };
+            records.push(RecordRef { key, value, expires_at });
+        }
+        Ok(PackedSnapshot { schema, records })
     }
+}
+
+/// Seconds and nanoseconds since the Unix epoch: an expiry's two columns.
+type WallClock = (u64, u32);
+
+/// Expiry as wall-clock parts; times before 1970 count as 1970 (long past).
+fn to_parts(at: SystemTime) -> WallClock {
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    (since.as_secs(), since.subsec_nanos())
+}
+
+/// Wall-clock parts back to a time; `None` if they are out of range.
+fn from_parts((secs, nanos): WallClock) -> Option<SystemTime> {
+    if nanos >= 1_000_000_000 {
+        return None;
+    }
+    UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
 }
 
 fn not_a_database(path: &Path, error: rusqlite::Error) -> BackendError {

@@ -34,8 +34,8 @@ pub use crate::listen::RemovalCause;
 pub use crate::observe::{LoadEvent, LoadOutcome, ObserverId};
 #[cfg(feature = "persist")]
 pub use crate::persist::{
-    AutosaveHandle, Backend, BackendError, LoadReport, PackedRecords, PackedStream, Record, RecordRef, SaveReport,
-    Snapshot,
+    AutosaveHandle, Backend, BackendError, LoadReport, MalformedRecord, PackedRecords, PackedSnapshot, PackedStream,
+    Record, RecordRef, SaveReport, Snapshot,
 };
 pub use crate::stats::Metrics;
 #[cfg(feature = "tier")]

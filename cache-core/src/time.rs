@@ -47,11 +47,11 @@ impl Clock {
         Walls { now: self.now(), wall: SystemTime::now() }
     }
 
-    /// The time left until a wall-clock expiry: `None` for "never",
-    /// `Some(ZERO)` when it has passed.
+    /// The time left at `now` until a wall-clock expiry: `None` for
+    /// "never", `Some(ZERO)` when it has passed.
     #[cfg(feature = "persist")]
-    pub(crate) fn remaining(expires_at: Option<SystemTime>) -> Option<Duration> {
-        expires_at.map(|at| at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+    pub(crate) fn remaining(expires_at: Option<SystemTime>, now: SystemTime) -> Option<Duration> {
+        expires_at.map(|at| at.duration_since(now).unwrap_or(Duration::ZERO))
     }
 }
 

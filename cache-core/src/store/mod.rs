@@ -949,22 +949,35 @@ impl<K, V, S> Store<K, V, S> {
     /// How an entry with this TTL and weight is placed; before the lock.
     #[inline]
     fn placing(&self, ttl: Option<Duration>, weight: u32) -> Placing {
-        Placing { expires: self.deadline(ttl), weight, refused: self.refusal(ttl, weight) }
+        self.placing_at(ttl, weight, || self.clock.now())
+    }
+
+    /// [`placing`](Self::placing) with the clock read by `now`, if a TTL
+    /// needs it: a bulk insert reads it once for many entries.
+    #[inline]
+    fn placing_at(&self, ttl: Option<Duration>, weight: u32, now: impl FnOnce() -> u64) -> Placing {
+        Placing { expires: self.deadline_at(ttl, now), weight, refused: self.refusal(ttl, weight) }
     }
 
     /// The TTL deadline of an entry written now with `ttl`.
     #[inline]
     fn deadline(&self, ttl: Option<Duration>) -> u64 {
+        self.deadline_at(ttl, || self.clock.now())
+    }
+
+    /// [`deadline`](Self::deadline), with the clock read by `now`.
+    #[inline]
+    fn deadline_at(&self, ttl: Option<Duration>, now: impl FnOnce() -> u64) -> u64 {
         match ttl {
             None if self.idle.is_none() => NEVER,
-            ttl => self.deadline_of(ttl),
+            ttl => self.deadline_of(ttl, now),
         }
     }
 
-    fn deadline_of(&self, ttl: Option<Duration>) -> u64 {
+    fn deadline_of(&self, ttl: Option<Duration>, now: impl FnOnce() -> u64) -> u64 {
         let deadline = match ttl {
             None => NEVER,
-            Some(ttl) => Clock::deadline(self.clock.now(), Some(self.jittered(ttl))),
+            Some(ttl) => Clock::deadline(now(), Some(self.jittered(ttl))),
         };
         if deadline == NEVER && self.idle.is_some() { IDLE_ONLY } else { deadline }
     }
@@ -1532,10 +1545,14 @@ where
     pub(crate) fn insert_all(&self, entries: impl IntoIterator<Item = (K, V, Option<Duration>)>, chunk: usize) {
         let mut entries = entries.into_iter().peekable();
         while entries.peek().is_some() {
+            // One clock read a chunk, not one an entry.
+            let now = self.clock.now();
             let batch: Vec<_> = entries
                 .by_ref()
                 .take(chunk.max(1))
-                .map(|(key, value, ttl)| (self.hash(&key), self.placing(ttl, self.weigh(&key, &value)), key, value))
+                .map(|(key, value, ttl)| {
+                    (self.hash(&key), self.placing_at(ttl, self.weigh(&key, &value), || now), key, value)
+                })
                 .collect();
             let unstored: Vec<_> = self.write(Handoff::Batched, |p| {
                 batch
