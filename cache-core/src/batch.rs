@@ -528,8 +528,9 @@ where
     for ((key, lead), (encoded, answer)) in std::mem::take(held).into_iter().zip(keys.into_iter().zip(answers)) {
         match answer {
             Some((stored, handed, weight, ttl)) => {
-                store.resolve(&lead, stored, ttl, weight);
-                lead.flight.finish(Outcome::Value(handed));
+                if let (_, Some(flight)) = store.resolve(lead, stored, ttl, weight) {
+                    flight.finish(Outcome::Value(handed));
+                }
             }
             None => {
                 held.push((key, lead));

@@ -75,6 +75,22 @@ impl<V> Flight<V> {
         Flight { outcome: OnceLock::new(), waiters: Mutex::new(Waiters::default()), stale: OnceLock::new() }
     }
 
+    /// Makes a flight that nobody else holds new again, keeping nothing of
+    /// its load: for another. One that was finished is not reset (its
+    /// outcome may hold a user value, whose drop is user code).
+    #[inline]
+    pub(crate) fn reset(&mut self) {
+        debug_assert!(self.outcome.get().is_none(), "a finished flight is not reused");
+        self.stale = OnceLock::new();
+        let waiters = self.waiters.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Nobody else holds the flight, so every waiter has unregistered:
+        // the wakers' places are all empty. A herd's worth is not kept.
+        debug_assert!(waiters.wakers.iter().all(Option::is_none));
+        if waiters.wakers.capacity() > 0 {
+            *waiters = Waiters::default();
+        }
+    }
+
     /// Notes the stale entry this load replaces (see the field).
     pub(crate) fn hold_stale(&self, idx: u32, meta: u32) {
         let _ = self.stale.set((idx, meta));

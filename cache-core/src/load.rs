@@ -116,16 +116,16 @@ impl<K: Hash + Eq, V: Clone, S: BuildHasher> Leader<'_, K, V, S> {
         let weight = self.store.weigh_lead(self.lead.as_ref().expect("a leader finishes once"), value);
         let stored = value.clone();
         let lead = self.lead.take().expect("a leader finishes once");
-        let current = self.store.resolve(&lead, stored, ttl, weight);
-        // The placeholder is gone, so nobody can join any more: with no
-        // other handle on the flight there is nobody to hand a copy to.
-        if Arc::strong_count(&lead.flight) > 1 {
+        // The placeholder is gone, so nobody can join any more: the flight
+        // comes back only if someone else holds it, to hand a copy to.
+        let (current, waited) = self.store.resolve(lead, stored, ttl, weight);
+        if let Some(flight) = waited {
             match catch_unwind(AssertUnwindSafe(|| value.clone())) {
-                Ok(copy) => lead.flight.finish(Outcome::Value(copy)),
+                Ok(copy) => flight.finish(Outcome::Value(copy)),
                 // No copy for the waiters: they look again, and find the
                 // value stored. The panic is the leader's caller's.
                 Err(panic) => {
-                    lead.flight.finish(Outcome::Abandoned);
+                    flight.finish(Outcome::Abandoned);
                     resume_unwind(panic);
                 }
             }

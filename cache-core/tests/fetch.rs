@@ -287,6 +287,21 @@ async fn a_successful_reload_replaces_the_stale_value_and_it_is_told_once() {
     assert_eq!(cache.metrics().expirations, 1);
 }
 
+/// A load's flight is kept for the next miss when nobody else held it: it
+/// must keep nothing of the stale entry its load replaced, or the next
+/// reload could not hold its own.
+#[tokio::test(start_paused = true)]
+async fn a_reload_after_another_still_serves_its_own_stale_value() {
+    let cache = stale_cache().build();
+    for key in 1..=2 {
+        cache.fetch(key, ok(key)).await.unwrap();
+    }
+    advance(15).await;
+    assert_eq!(cache.get_or_load(1, || async { 10 }).await, 10);
+    assert_eq!(cache.fetch(2, failing()).await.unwrap(), 2, "the stale value of key 2");
+    assert_eq!(cache.metrics().stale_served, 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn insert_remove_and_clear_drop_stale_values() {
     let cache = stale_cache().build();

@@ -63,6 +63,8 @@ const IDLE_ONLY: u64 = NEVER - 1;
 
 /// Retired slots handed to the epoch in one batch.
 const LIMBO_BATCH: usize = 128;
+/// Finished flights kept for the next misses to lead with.
+const SPARE_FLIGHTS: usize = 8;
 /// The most table shards (a resize copies one shard).
 const MAX_SHARD_BITS: u32 = 6;
 
@@ -90,7 +92,7 @@ pub(crate) struct Config {
 }
 
 /// State owned by the lock holder.
-struct State {
+struct State<V> {
     /// The proof, for [`Store::table`], that the lock is held.
     locked: Locked,
     /// Which entry leaves next.
@@ -118,6 +120,10 @@ struct State {
     /// Counted here, under the lock that evicts and expires, not with atomics.
     evictions: u64,
     expirations: u64,
+    /// Flights of loads that ended with nobody else holding them, reset:
+    /// a miss leads with one of these instead of allocating (an allocation
+    /// and a free cost ~190 instructions, an eighth of a miss).
+    spare: Vec<Arc<Flight<V>>>,
 }
 
 /// When a write hands the slots it retired to the epoch.
@@ -167,7 +173,7 @@ pub(crate) struct Store<K, V, S = DefaultHasher> {
     /// Padded: the lock holder writes here on every replay and write, and
     /// must not share a cache line with what every read loads (the shard
     /// pointers, the hasher, the config).
-    state: CachePadded<Mutex<State>>,
+    state: CachePadded<Mutex<State<V>>>,
     reclaimed: Arc<Reclaimed>,
     pub(crate) clock: Clock,
     pub(crate) config: Config,
@@ -246,6 +252,7 @@ impl<K, V, S> Store<K, V, S> {
                 replaying: Vec::new(),
                 evictions: 0,
                 expirations: 0,
+                spare: Vec::new(),
             })),
             reclaimed: Arc::default(),
             idle: config.time_to_idle.and_then(Idle::new),
@@ -291,7 +298,7 @@ impl<K, V, S> Store<K, V, S> {
         self.slab.get(idx)
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, State<V>> {
         lock(&self.state)
     }
 
@@ -304,7 +311,7 @@ impl<K, V, S> Store<K, V, S> {
     /// (`len`, `metrics`): also hands every retired slot to the epoch and
     /// nudges it on, so memory held by removed and expired entries is freed
     /// within a few such calls even when nothing else writes or pins.
-    fn settled<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+    fn settled<R>(&self, f: impl FnOnce(&mut State<V>) -> R) -> R {
         let out = self.write(Handoff::Now, f);
         flush();
         out
@@ -341,7 +348,7 @@ impl<K, V, S> Store<K, V, S> {
     /// Runs `f` under the lock on an up-to-date policy, then, after
     /// unlocking, tells the listener (if any) of the entries that left, and
     /// hands retired slots to the epoch as `handoff` says.
-    fn write<R>(&self, handoff: Handoff, f: impl FnOnce(&mut State) -> R) -> R {
+    fn write<R>(&self, handoff: Handoff, f: impl FnOnce(&mut State<V>) -> R) -> R {
         let free = self.take_back();
         let (out, retired, departed) = {
             let mut p = self.lock();
@@ -438,7 +445,7 @@ impl<K, V, S> Store<K, V, S> {
     }
 
     /// `p.weight` is kept only with a weigher; without, each entry weighs 1.
-    fn weight_in(&self, p: &State) -> u64 {
+    fn weight_in(&self, p: &State<V>) -> u64 {
         if self.weigher.is_some() { p.weight } else { p.len as u64 }
     }
 
@@ -499,7 +506,7 @@ impl<K, V, S> Store<K, V, S> {
     /// the work out of line: most writes find nothing to do, and with the
     /// work inlined this was a call of its own (17 instructions a write).
     #[inline(always)]
-    fn maintain(&self, p: &mut State) {
+    fn maintain(&self, p: &mut State<V>) {
         if self.reads.is_dirty() {
             self.replay_all(p);
         }
@@ -511,7 +518,7 @@ impl<K, V, S> Store<K, V, S> {
     /// [`replay`](Self::replay) of every stripe, out of line (see
     /// [`maintain`](Self::maintain)).
     #[inline(never)]
-    fn replay_all(&self, p: &mut State) {
+    fn replay_all(&self, p: &mut State<V>) {
         self.replay(p, None);
     }
 
@@ -519,7 +526,7 @@ impl<K, V, S> Store<K, V, S> {
     /// fires early, because a read pushed its idle deadline on, is armed
     /// again at the new deadline.
     #[inline(never)]
-    fn expire(&self, p: &mut State) {
+    fn expire(&self, p: &mut State<V>) {
         let now = self.clock.now();
         let mut wheel = std::mem::take(&mut p.wheel);
         let mut rearmed = Vec::new();
@@ -589,7 +596,7 @@ impl<K, V, S> Store<K, V, S> {
         expires.saturating_add(self.stale_for)
     }
 
-    fn replay(&self, p: &mut State, reader: Option<usize>) {
+    fn replay(&self, p: &mut State<V>, reader: Option<usize>) {
         let State { order, replaying, .. } = p;
         self.reads.drain(reader, replaying, |records| order.touch_all(records));
     }
@@ -609,7 +616,7 @@ impl<K, V, S> Store<K, V, S> {
     }
 
     #[inline]
-    fn alloc(&self, p: &mut State) -> u32 {
+    fn alloc(&self, p: &mut State<V>) -> u32 {
         match p.free.pop() {
             Some(idx) => idx,
             None => self.alloc_new(p),
@@ -619,7 +626,7 @@ impl<K, V, S> Store<K, V, S> {
     /// A slot never used before: the slab (and the side arrays) grow.
     #[cold]
     #[inline(never)]
-    fn alloc_new(&self, p: &mut State) -> u32 {
+    fn alloc_new(&self, p: &mut State<V>) -> u32 {
         let idx = p.high;
         self.slab.ensure(idx);
         if let Some(idle) = &self.idle {
@@ -638,7 +645,7 @@ impl<K, V, S> Store<K, V, S> {
 
     /// Rebuilds `shard`'s table (or makes its first) if one more word would
     /// make it [`full`](Usage::full).
-    fn make_room(&self, p: &mut State, shard: usize) {
+    fn make_room(&self, p: &mut State<V>, shard: usize) {
         let usage = &mut p.usage[shard];
         let current = self.table(shard, &p.locked);
         let capacity = current.map_or(0, TableRef::capacity);
@@ -662,7 +669,7 @@ impl<K, V, S> Store<K, V, S> {
     }
 
     /// Puts `idx`'s word where [`probe`](Self::probe) found room.
-    fn occupy(&self, p: &mut State, shard: usize, pos: usize, tag: u32, idx: u32) {
+    fn occupy(&self, p: &mut State<V>, shard: usize, pos: usize, tag: u32, idx: u32) {
         let usage = &mut p.usage[shard];
         if self.table(shard, &p.locked).expect("probed").fill(pos, tag, idx) {
             usage.dead -= 1;
@@ -671,7 +678,7 @@ impl<K, V, S> Store<K, V, S> {
     }
 
     /// Removes `idx`'s table word.
-    fn unindex(&self, p: &mut State, idx: u32) {
+    fn unindex(&self, p: &mut State<V>, idx: u32) {
         // SAFETY: a slot in a table is not FREE.
         let tag = unsafe { self.slot(idx).tag() };
         let shard = self.shard(tag);
@@ -684,7 +691,7 @@ impl<K, V, S> Store<K, V, S> {
     /// Takes `idx` out of the recency order and retires it; its table word
     /// must be gone or about to be (the caller's job unless `unindex` first).
     /// An entry (not a placeholder) leaves for `cause`.
-    fn retire(&self, p: &mut State, idx: u32, cause: RemovalCause) {
+    fn retire(&self, p: &mut State<V>, idx: u32, cause: RemovalCause) {
         if state(self.slot(idx).meta.load(Ordering::Relaxed)) == READY {
             p.order.unlink(idx);
             p.len -= 1;
@@ -703,7 +710,7 @@ impl<K, V, S> Store<K, V, S> {
     /// placeholder, or a stale entry.
     #[cold]
     #[inline(never)]
-    fn retire_other(&self, p: &mut State, idx: u32) {
+    fn retire_other(&self, p: &mut State<V>, idx: u32) {
         let slot = self.slot(idx);
         match state(slot.meta.load(Ordering::Relaxed)) {
             // SAFETY: PENDING, lock held.
@@ -723,7 +730,7 @@ impl<K, V, S> Store<K, V, S> {
 
     /// Retires the stale entry `flight`'s load holds, if it still does: the
     /// load's placeholder is leaving.
-    fn release_held(&self, p: &mut State, flight: &Flight<V>) {
+    fn release_held(&self, p: &mut State<V>, flight: &Flight<V>) {
         if let Some((idx, meta)) = flight.stale()
             && self.slot(idx).meta.load(Ordering::Relaxed) == meta
         {
@@ -733,7 +740,7 @@ impl<K, V, S> Store<K, V, S> {
 
     /// Notes that entry `idx` leaves for `cause`, for the listener.
     #[inline]
-    fn depart(&self, p: &mut State, idx: u32, cause: RemovalCause) {
+    fn depart(&self, p: &mut State<V>, idx: u32, cause: RemovalCause) {
         if self.listener.is_some() {
             p.departed.push((idx, cause));
         }
@@ -741,7 +748,7 @@ impl<K, V, S> Store<K, V, S> {
 
     /// Retires slot `idx`, already out of the order and the table, into
     /// limbo: it waits there for its grace period.
-    fn discard(&self, p: &mut State, idx: u32) {
+    fn discard(&self, p: &mut State<V>, idx: u32) {
         self.slot(idx).retire();
         p.limbo.push(idx);
     }
@@ -750,7 +757,7 @@ impl<K, V, S> Store<K, V, S> {
     /// `expires`, or an idle one), as live in the wheel; pruning the wheel
     /// of dead timers when they pile up.
     #[inline]
-    fn arm(&self, p: &mut State, idx: u32, meta: u32, expires: u64) {
+    fn arm(&self, p: &mut State<V>, idx: u32, meta: u32, expires: u64) {
         let deadline = self.soonest(idx, expires);
         if deadline != NEVER {
             p.timed += 1;
@@ -763,7 +770,7 @@ impl<K, V, S> Store<K, V, S> {
 
     /// The opposite of [`arm`](Self::arm) for `READY` slot `idx`, about to
     /// be retired (its timer then finds a changed meta and does nothing).
-    fn unarm(&self, p: &mut State, idx: u32) {
+    fn unarm(&self, p: &mut State<V>, idx: u32) {
         // SAFETY: READY. (With `time_to_idle`, no entry's `expires` is `NEVER`.)
         if unsafe { self.slot(idx).expires() } != NEVER {
             p.timed -= 1;
@@ -771,13 +778,13 @@ impl<K, V, S> Store<K, V, S> {
     }
 
     /// `unindex` then `retire`.
-    fn detach(&self, p: &mut State, idx: u32, cause: RemovalCause) {
+    fn detach(&self, p: &mut State<V>, idx: u32, cause: RemovalCause) {
         self.unindex(p, idx);
         self.retire(p, idx, cause);
     }
 
     /// Hands a fresh `READY` slot to the order and enforces the bounds.
-    fn link(&self, p: &mut State, idx: u32, meta: u32, tag: u32, expires: u64, weight: u32) {
+    fn link(&self, p: &mut State<V>, idx: u32, meta: u32, tag: u32, expires: u64, weight: u32) {
         p.order.push(idx, meta, tag);
         p.len += 1;
         self.weighs(p, idx, weight);
@@ -787,7 +794,7 @@ impl<K, V, S> Store<K, V, S> {
 
     /// Notes that `READY` slot `idx`, now in the count, weighs `weight`.
     #[inline]
-    fn weighs(&self, p: &mut State, idx: u32, weight: u32) {
+    fn weighs(&self, p: &mut State<V>, idx: u32, weight: u32) {
         if self.weigher.is_some() {
             p.weights[idx as usize] = weight;
             p.weight += u64::from(weight);
@@ -795,7 +802,7 @@ impl<K, V, S> Store<K, V, S> {
     }
 
     /// Evicts until the size and weight bounds hold.
-    fn enforce(&self, p: &mut State) {
+    fn enforce(&self, p: &mut State<V>) {
         while p.len > self.config.max_size || p.weight > self.config.max_weight {
             let victim = p.order.victim().expect("over a bound, so not empty");
             self.detach(p, victim, RemovalCause::Size);
@@ -807,13 +814,41 @@ impl<K, V, S> Store<K, V, S> {
     /// a `remove`, `insert` or `clear` during the load wins.
     /// `weight` is [`weigh_lead`](Self::weigh_lead)'s.
     /// Returns whether the placeholder was still the key's (the value was
-    /// not cut off by a write, a removal or a clear).
-    pub(crate) fn resolve(&self, lead: &Placeholder<V>, value: V, ttl: Option<Duration>, weight: u32) -> bool {
+    /// not cut off by a write, a removal or a clear), and the flight if
+    /// anyone else holds it: waiters, for the leader to hand its value to.
+    /// A flight nobody else holds is kept for another load.
+    pub(crate) fn resolve(
+        &self,
+        lead: Placeholder<V>,
+        value: V,
+        ttl: Option<Duration>,
+        weight: u32,
+    ) -> (bool, Option<Arc<Flight<V>>>) {
         let placing = self.placing(ttl, weight);
-        let resolved = self.write(Handoff::Batched, |p| self.resolve_locked(p, lead, value, placing));
+        let (resolved, unkept) = self.write(Handoff::Batched, |p| {
+            // The slot's handle goes first (not the last: the lead holds
+            // one), so the lead's is the last if nobody else holds it.
+            let resolved = self.resolve_locked(p, &lead, value, placing).map(drop);
+            (resolved, self.spare(p, lead.flight))
+        });
         let current = resolved.is_ok();
-        Self::drop_leftover(resolved);
-        current
+        Self::drop_leftover(resolved.map(|()| None));
+        (current, unkept.filter(|flight| Arc::strong_count(flight) > 1))
+    }
+
+    /// Keeps `flight` for another load if nobody else holds it and there is
+    /// room; else hands it back, to drop or finish after unlocking. Lock
+    /// held: nobody can join the flight any more (its slot is no longer
+    /// `PENDING`), so one that nobody else holds stays so.
+    fn spare(&self, p: &mut State<V>, mut flight: Arc<Flight<V>>) -> Option<Arc<Flight<V>>> {
+        if p.spare.len() < SPARE_FLIGHTS
+            && let Some(unshared) = Arc::get_mut(&mut flight)
+        {
+            unshared.reset();
+            p.spare.push(flight);
+            return None;
+        }
+        Some(flight)
     }
 
     /// [`resolve`](Self::resolve) for many placeholders under one lock.
@@ -834,7 +869,7 @@ impl<K, V, S> Store<K, V, S> {
             .into_iter()
             .map(|leftover| {
                 let current = leftover.is_ok();
-                Self::drop_leftover(leftover);
+                Self::drop_leftover(leftover.map(Some));
                 current
             })
             .collect()
@@ -845,7 +880,7 @@ impl<K, V, S> Store<K, V, S> {
     /// leader sets its outcome later); a value that was not stored is the
     /// user's, dropped quietly so that a panic in it cannot keep the leader
     /// from waking its waiters.
-    fn drop_leftover(leftover: Result<Arc<Flight<V>>, V>) {
+    fn drop_leftover(leftover: Result<Option<Arc<Flight<V>>>, V>) {
         match leftover {
             Ok(flight) => drop(flight),
             Err(unstored) => drop_quietly([unstored]),
@@ -857,7 +892,7 @@ impl<K, V, S> Store<K, V, S> {
     /// was stored, else the value.
     fn resolve_locked(
         &self,
-        p: &mut State,
+        p: &mut State<V>,
         lead: &Placeholder<V>,
         value: V,
         placing: Placing,
@@ -954,7 +989,7 @@ impl<K, V, S> Store<K, V, S> {
 
     /// [`placing`](Self::placing) with the clock read by `now`, if a TTL
     /// needs it: a bulk insert reads it once for many entries.
-    #[inline]
+    #[inline(always)]
     fn placing_at(&self, ttl: Option<Duration>, weight: u32, now: impl FnOnce() -> u64) -> Placing {
         Placing { expires: self.deadline_at(ttl, now), weight, refused: self.refusal(ttl, weight) }
     }
@@ -965,8 +1000,9 @@ impl<K, V, S> Store<K, V, S> {
         self.deadline_at(ttl, || self.clock.now())
     }
 
-    /// [`deadline`](Self::deadline), with the clock read by `now`.
-    #[inline]
+    /// [`deadline`](Self::deadline), with the clock read by `now`. Always
+    /// inlined: out of line, it cost 23 instructions a write without a TTL.
+    #[inline(always)]
     fn deadline_at(&self, ttl: Option<Duration>, now: impl FnOnce() -> u64) -> u64 {
         match ttl {
             None if self.idle.is_none() => NEVER,
@@ -1009,7 +1045,7 @@ where
     /// so the caller can [`occupy`](Self::occupy) a vacancy (nothing else
     /// changes the table meanwhile: the lock is held). One probe, where a
     /// `find` then an insert took two.
-    fn probe(&self, p: &mut State, hash: u64, key: &K) -> (usize, Probe) {
+    fn probe(&self, p: &mut State<V>, hash: u64, key: &K) -> (usize, Probe) {
         let tag = tag_of(hash);
         let shard = self.shard(tag);
         self.make_room(p, shard);
@@ -1213,7 +1249,7 @@ where
     #[must_use]
     fn insert_locked(
         &self,
-        p: &mut State,
+        p: &mut State<V>,
         hash: u64,
         key: K,
         value: V,
@@ -1343,9 +1379,9 @@ where
             };
             let idx = self.alloc(p);
             let key = key.take().expect("checked above");
-            // Allocated only by the caller that leads: joiners and hits
-            // (most callers under a herd) pay nothing.
-            let flight = Arc::new(Flight::new());
+            // Only the caller that leads needs one: joiners and hits (most
+            // callers under a herd) pay nothing.
+            let flight = p.spare.pop().unwrap_or_else(|| Arc::new(Flight::new()));
             // SAFETY: a fresh slot, published below.
             let meta = unsafe { self.slot(idx).fill(tag, NEVER, key, Filling::Pending(Arc::clone(&flight))) };
             match stale {
@@ -1432,8 +1468,8 @@ where
         &self,
         shard: usize,
         picked: &mut Vec<T>,
-        ahead: impl Fn(&State, u32),
-        each: impl Fn(&State, u32) -> Option<T>,
+        ahead: impl Fn(&State<V>, u32),
+        each: impl Fn(&State<V>, u32) -> Option<T>,
     ) {
         self.write(Handoff::Batched, |p| {
             let Some(table) = self.table(shard, &p.locked) else {
