@@ -60,7 +60,9 @@ pub trait Backend: Send + Sync {
 
     /// [`save`](Backend::save), tagging the snapshot with `schema` (what its
     /// records decode as) for [`load_with_schema`](Backend::load_with_schema)
-    /// to return; the cache saves through this. The default drops the tag
+    /// to return; the cache's saves come down to this in a backend that
+    /// implements neither [`save_stream`](Backend::save_stream) nor
+    /// [`save_packed`](Backend::save_packed). The default drops the tag
     /// and calls `save`: a backend that keeps no tag loads snapshots that
     /// are never checked against the cache's types.
     async fn save_with_schema(&self, schema: &str, entries: Vec<Record>) -> Result<(), BackendError> {
@@ -69,9 +71,11 @@ pub trait Backend: Send + Sync {
     }
 
     /// [`load`](Backend::load), with the schema the snapshot was saved
-    /// with (`None` if it was saved untagged); the cache loads through this
-    /// and refuses a snapshot of another schema. The default calls `load`
-    /// and reports no schema.
+    /// with (`None` if it was saved untagged), which the cache checks: it
+    /// refuses a snapshot of another schema. The cache's loads come down to
+    /// this in a backend that does not implement
+    /// [`load_packed`](Backend::load_packed). The default calls `load` and
+    /// reports no schema.
     async fn load_with_schema(&self) -> Result<Snapshot, BackendError> {
         Ok(Snapshot { schema: None, records: self.load().await? })
     }
