@@ -2,7 +2,9 @@
 //! megabyte while it encodes the rest, and the file backend writes each as
 //! it comes; a large snapshot is encoded on several threads. A snapshot of
 //! many parts loads back whole; one whose encoding fails or panics after
-//! parts were written leaves the old snapshot as it was.
+//! parts were written leaves the old snapshot as it was. A large snapshot
+//! is decoded on several threads too, in order; a panicking `Deserialize`
+//! loads nothing.
 
 use std::time::Duration;
 
@@ -163,6 +165,73 @@ async fn a_snapshot_encoded_on_several_threads_keeps_its_order() {
     let records = backend.load().await.unwrap();
     let keys: Vec<u64> = records.iter().map(|r| postcard::from_bytes(&r.key).unwrap()).collect();
     assert_eq!(keys, (0..50_000).collect::<Vec<_>>(), "records out of recency order");
+}
+
+/// Decoding on several threads keeps the order too: a cache half the
+/// snapshot's size keeps its hottest half, coldest first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_decoded_on_several_threads_keeps_its_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = FileBackend::new(dir.path().join("order.cache"));
+    let cache: Cache<u64, u64> = Cache::new(50_000);
+    for k in 0..50_000 {
+        cache.insert(k, k);
+    }
+    assert_eq!(cache.save_to_backend(&backend).await.unwrap().written, 50_000);
+    let half: Cache<u64, u64> = Cache::new(25_000);
+    assert_eq!(half.load_from_backend(&backend).await.unwrap().loaded, 50_000);
+    assert_eq!(half.len(), 25_000);
+    assert!((25_000..50_000).all(|k| half.peek(&k) == Some(k)), "the hottest half");
+    // The coldest of them leaves first.
+    half.insert(u64::MAX, 0);
+    assert_eq!((half.peek(&25_000), half.peek(&25_001)), (None, Some(25_001)));
+}
+
+/// A value whose `Deserialize` panics on the number in `PANIC_ON`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+struct Fragile(u64);
+
+static PANIC_ON: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(u64::MAX);
+
+impl<'de> serde::Deserialize<'de> for Fragile {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let n = u64::deserialize(deserializer)?;
+        assert_ne!(n, PANIC_ON.load(std::sync::atomic::Ordering::Relaxed), "Fragile {n} does not decode");
+        Ok(Fragile(n))
+    }
+}
+
+/// User `Deserialize` code that panics, on one thread (1,000 entries) or
+/// on one of several (30,000): a typed error with the panic's message,
+/// nothing loaded, the snapshot as it was; the next load works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_deserialize_loads_nothing() {
+    for entries in [1_000u64, 30_000] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fragile.cache");
+        let backend = FileBackend::new(&path);
+        let cache: Cache<u64, Fragile> = Cache::new(entries as usize);
+        for k in 0..entries {
+            cache.insert(k, Fragile(k));
+        }
+        cache.save_to_backend(&backend).await.unwrap();
+        let before = std::fs::read(&path).unwrap();
+        // Late in the snapshot: on the last thread when there are several.
+        PANIC_ON.store(entries - 7, std::sync::atomic::Ordering::Relaxed);
+        let loaded: Cache<u64, Fragile> = Cache::new(entries as usize);
+        loaded.insert(u64::MAX, Fragile(1));
+        let error = tokio::time::timeout(Duration::from_secs(60), loaded.load_from_backend(&backend))
+            .await
+            .expect("the load ended")
+            .unwrap_err();
+        assert!(matches!(error, BackendError::Encode(_)), "{error}");
+        assert!(error.to_string().contains(&format!("Fragile {} does not decode", entries - 7)), "{error}");
+        assert_eq!((loaded.len(), loaded.get(&u64::MAX)), (1, Some(Fragile(1))), "nothing loaded");
+        assert_eq!(std::fs::read(&path).unwrap(), before, "the snapshot was changed");
+        PANIC_ON.store(u64::MAX, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(loaded.load_from_backend(&backend).await.unwrap().loaded, entries as usize);
+        assert_eq!(loaded.get(&(entries - 7)), Some(Fragile(entries - 7)));
+    }
 }
 
 /// A load in flight and an expired entry that `stale_for` keeps are not
