@@ -5,7 +5,7 @@
 //! ```sh
 //! cargo build --release -p benches --example instructions
 //! valgrind --tool=callgrind --callgrind-out-file=/dev/null \
-//!     target/release/examples/instructions hit    # or insert, insert-lfu, miss, save, load
+//!     target/release/examples/instructions hit    # or insert, insert-ttl, insert-lfu, miss, save, load
 //! ```
 //!
 //! `qc-hit`, `qc-insert` and `qc-miss` run quick_cache's calls on the same
@@ -31,6 +31,13 @@ fn main() {
         }
         "insert" => {
             let cache: Cache<u64, u64> = Cache::new(10_000);
+            for i in 0..n {
+                cache.insert(key_of(i), i);
+            }
+        }
+        "insert-ttl" => {
+            let cache: Cache<u64, u64> =
+                Cache::builder().max_size(10_000).default_ttl(std::time::Duration::from_secs(3_600)).build();
             for i in 0..n {
                 cache.insert(key_of(i), i);
             }
@@ -93,7 +100,7 @@ fn main() {
         }
         other => {
             eprintln!(
-                "unknown workload {other:?}: hit, insert, insert-lfu, miss, save, load, qc-hit, qc-insert or qc-miss"
+                "unknown workload {other:?}: hit, insert, insert-ttl, insert-lfu, miss, save, load, qc-hit, qc-insert or qc-miss"
             );
             std::process::exit(2);
         }

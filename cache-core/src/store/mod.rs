@@ -143,6 +143,10 @@ struct Placing {
     weight: u32,
     /// Why it is not stored at all, if it is not (see [`Store::refusal`]).
     refused: Option<RemovalCause>,
+    /// The clock, if the deadline needed it (else `NEVER`): the write's
+    /// expiry check under the lock uses it instead of reading the clock
+    /// again (~80 instructions).
+    now: u64,
 }
 
 /// Where a lookup under the lock found a key.
@@ -349,13 +353,20 @@ impl<K, V, S> Store<K, V, S> {
     /// unlocking, tells the listener (if any) of the entries that left, and
     /// hands retired slots to the epoch as `handoff` says.
     fn write<R>(&self, handoff: Handoff, f: impl FnOnce(&mut State<V>) -> R) -> R {
+        self.write_at(handoff, NEVER, f)
+    }
+
+    /// [`write`](Self::write), with the clock as the caller read it just
+    /// before, or `NEVER` if it did not (see [`Placing::now`]).
+    #[inline]
+    fn write_at<R>(&self, handoff: Handoff, now: u64, f: impl FnOnce(&mut State<V>) -> R) -> R {
         let free = self.take_back();
         let (out, retired, departed) = {
             let mut p = self.lock();
             if let Some(free) = &free {
                 p.free.extend_from_slice(free);
             }
-            self.maintain(&mut p);
+            self.maintain(&mut p, now);
             let out = f(&mut p);
             let flush = handoff == Handoff::Now && !p.limbo.is_empty();
             let retired = (p.limbo.len() >= LIMBO_BATCH || flush)
@@ -506,12 +517,18 @@ impl<K, V, S> Store<K, V, S> {
     /// the work out of line: most writes find nothing to do, and with the
     /// work inlined this was a call of its own (17 instructions a write).
     #[inline(always)]
-    fn maintain(&self, p: &mut State<V>) {
+    fn maintain(&self, p: &mut State<V>, now: u64) {
         if self.reads.is_dirty() {
             self.replay_all(p);
         }
-        if !p.wheel.is_empty() {
-            self.expire(p);
+        // Inlined: a cache without timers reads no clock; one with them
+        // goes through the wheel only once something is due.
+        let next = p.wheel.next();
+        if next != wheel::IDLE {
+            let now = if now == NEVER { self.clock.now() } else { now };
+            if now >= next {
+                self.expire(p, now);
+            }
         }
     }
 
@@ -526,8 +543,7 @@ impl<K, V, S> Store<K, V, S> {
     /// fires early, because a read pushed its idle deadline on, is armed
     /// again at the new deadline.
     #[inline(never)]
-    fn expire(&self, p: &mut State<V>) {
-        let now = self.clock.now();
+    fn expire(&self, p: &mut State<V>, now: u64) {
         let mut wheel = std::mem::take(&mut p.wheel);
         let mut rearmed = Vec::new();
         wheel.advance(now, |timer| {
@@ -825,7 +841,7 @@ impl<K, V, S> Store<K, V, S> {
         weight: u32,
     ) -> (bool, Option<Arc<Flight<V>>>) {
         let placing = self.placing(ttl, weight);
-        let (resolved, unkept) = self.write(Handoff::Batched, |p| {
+        let (resolved, unkept) = self.write_at(Handoff::Batched, placing.now, |p| {
             // The slot's handle goes first (not the last: the lead holds
             // one), so the lead's is the last if nobody else holds it.
             let resolved = self.resolve_locked(p, &lead, value, placing).map(drop);
@@ -860,7 +876,7 @@ impl<K, V, S> Store<K, V, S> {
             resolved
                 .into_iter()
                 .map(|(lead, value, weight)| {
-                    let placing = Placing { expires, weight, refused: self.refusal(ttl, weight) };
+                    let placing = Placing { expires, weight, refused: self.refusal(ttl, weight), now: NEVER };
                     self.resolve_locked(p, lead, value, placing)
                 })
                 .collect()
@@ -897,7 +913,7 @@ impl<K, V, S> Store<K, V, S> {
         value: V,
         placing: Placing,
     ) -> Result<Arc<Flight<V>>, V> {
-        let Placing { expires, weight, refused } = placing;
+        let Placing { expires, weight, refused, .. } = placing;
         let slot = self.slot(lead.idx);
         let ours = slot.meta.load(Ordering::Relaxed) == lead.meta;
         if let (true, None) = (ours, refused) {
@@ -984,14 +1000,19 @@ impl<K, V, S> Store<K, V, S> {
     /// How an entry with this TTL and weight is placed; before the lock.
     #[inline]
     fn placing(&self, ttl: Option<Duration>, weight: u32) -> Placing {
-        self.placing_at(ttl, weight, || self.clock.now())
+        let mut read = NEVER;
+        let placing = self.placing_at(ttl, weight, || {
+            read = self.clock.now();
+            read
+        });
+        Placing { now: read, ..placing }
     }
 
     /// [`placing`](Self::placing) with the clock read by `now`, if a TTL
     /// needs it: a bulk insert reads it once for many entries.
     #[inline(always)]
     fn placing_at(&self, ttl: Option<Duration>, weight: u32, now: impl FnOnce() -> u64) -> Placing {
-        Placing { expires: self.deadline_at(ttl, now), weight, refused: self.refusal(ttl, weight) }
+        Placing { expires: self.deadline_at(ttl, now), weight, refused: self.refusal(ttl, weight), now: NEVER }
     }
 
     /// The TTL deadline of an entry written now with `ttl`.
@@ -1194,7 +1215,7 @@ where
         // epoch at once, as a remove does.
         let placing = self.placing(ttl, self.weigh(&key, &value));
         let handoff = if placing.refused.is_none() { Handoff::Batched } else { Handoff::Now };
-        let unstored = self.write(handoff, |p| self.insert_locked(p, hash, key, value, placing));
+        let unstored = self.write_at(handoff, placing.now, |p| self.insert_locked(p, hash, key, value, placing));
         // The caller's own key and value, dropped in its call, after unlocking.
         if let Some((key, value, cause)) = unstored {
             self.tell_unstored(&key, &value, cause);
@@ -1255,7 +1276,7 @@ where
         value: V,
         placing: Placing,
     ) -> Option<(K, V, RemovalCause)> {
-        let Placing { expires, weight, refused } = placing;
+        let Placing { expires, weight, refused, .. } = placing;
         if let Some(cause) = refused {
             if let Some((_, idx)) = self.find(hash, &key, &p.locked) {
                 self.detach(p, idx, RemovalCause::Replaced);

@@ -39,6 +39,11 @@ pub(crate) struct Wheel {
     due: Vec<Timer>,
     elapsed: u64,
     len: usize,
+    /// Before this, [`advance`](Wheel::advance) has nothing to do: no timer
+    /// is due and no slot moves down. A lower bound (0 is always right),
+    /// kept so that a write to a cache with TTLs does not go through the
+    /// wheel to learn that nothing is due (~130 instructions a write).
+    next: u64,
 }
 
 #[inline]
@@ -52,20 +57,43 @@ fn slot_for(deadline: u64, level: usize) -> usize {
     ((deadline >> (level as u32 * SLOT_BITS)) & (SLOTS as u64 - 1)) as usize
 }
 
+/// No timer at all: [`Wheel::next`] when there is nothing to advance.
+pub(crate) const IDLE: u64 = u64::MAX;
+
+/// Where slot `slot` of `level` starts, in the lap of `elapsed`.
+#[inline]
+fn slot_start(elapsed: u64, level: usize, slot: usize) -> u64 {
+    let shift = level as u32 * SLOT_BITS;
+    let above = match shift + SLOT_BITS {
+        64.. => 0,
+        bits => !((1u64 << bits) - 1),
+    };
+    (elapsed & above) | ((slot as u64) << shift)
+}
+
 impl Wheel {
     /// Timers held, stale ones included.
     pub(crate) fn len(&self) -> usize {
         self.len
     }
 
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// No [`advance`](Self::advance) before this time has anything to do
+    /// ([`IDLE`] if no timer is held, as of the last advance).
+    #[inline]
+    pub(crate) fn next(&self) -> u64 {
+        self.next
     }
 
     pub(crate) fn push(&mut self, timer: Timer) {
         self.len += 1;
         if timer.deadline <= self.elapsed {
             self.due.push(timer);
+            self.next = 0;
             return;
         }
         if self.levels.is_empty() {
@@ -74,6 +102,8 @@ impl Wheel {
         }
         let level = level_for(self.elapsed, timer.deadline);
         let slot = slot_for(timer.deadline, level);
+        // Its slot starts after `elapsed`, at or before its deadline.
+        self.next = self.next.min(slot_start(self.elapsed, level, slot));
         let level = &mut self.levels[level];
         level.occupied |= 1 << slot;
         level.slots[slot].push(timer);
@@ -96,15 +126,12 @@ impl Wheel {
                 .find(|(_, l)| l.occupied != 0)
                 .map(|(i, l)| (i, l.occupied.trailing_zeros() as usize))
             else {
+                self.next = IDLE;
                 break;
             };
-            let shift = level as u32 * SLOT_BITS;
-            let above = match shift + SLOT_BITS {
-                64.. => 0,
-                bits => !((1u64 << bits) - 1),
-            };
-            let start = (self.elapsed & above) | ((slot as u64) << shift);
+            let start = slot_start(self.elapsed, level, slot);
             if start > now {
+                self.next = start;
                 break;
             }
             self.elapsed = start;
@@ -136,6 +163,7 @@ impl Wheel {
             }
         }
         self.len = 0;
+        self.next = IDLE;
         for timer in all {
             if keep(&timer) {
                 self.push(timer);
@@ -208,7 +236,13 @@ mod tests {
             let mut now = 0u64;
             let mut seen = vec![false; deadlines.len()];
             for step in steps.iter().chain(std::iter::once(&(1u64 << 41))) {
+                // Before `next`, an advance would do nothing: skip it, as
+                // the store does, and the rest must still hold.
+                let before = now + step < w.next();
                 now += step;
+                if before {
+                    continue;
+                }
                 w.advance(now, |t| {
                     assert!(t.deadline <= now);
                     assert!(!seen[t.idx as usize], "fired twice");
@@ -220,6 +254,30 @@ mod tests {
             }
             prop_assert!(w.is_empty());
         }
+    }
+
+    /// `next` is never later than what an advance would do: no timer fires
+    /// and no slot moves down before it.
+    #[test]
+    fn nothing_happens_before_next() {
+        let mut w = Wheel::default();
+        assert_eq!(w.next(), 0, "unknown until the first advance: always right");
+        w.advance(10, |_| {});
+        assert_eq!(w.next(), IDLE);
+        w.push(timer(1_000, 1));
+        w.push(timer(70, 2));
+        // 70 is in level-1 slot 1 (64..128) from 10: it starts at 64.
+        assert_eq!(w.next(), 64);
+        assert!(fired(&mut w, 63).is_empty());
+        assert_eq!(w.next(), 64, "an advance before it leaves it");
+        assert!(fired(&mut w, 64).is_empty(), "moved down, not due");
+        assert_eq!(w.next(), 70);
+        assert_eq!(fired(&mut w, 70), [2]);
+        assert!(w.next() <= 1_000);
+        assert_eq!(fired(&mut w, 1_000), [1]);
+        assert_eq!(w.next(), IDLE);
+        w.push(timer(5, 3));
+        assert_eq!(w.next(), 0, "pushed in the past: due at once");
     }
 
     #[test]
