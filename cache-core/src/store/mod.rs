@@ -1611,7 +1611,7 @@ where
                     (self.hash(&key), self.placing_at(ttl, self.weigh(&key, &value), || now), key, value)
                 })
                 .collect();
-            let unstored: Vec<_> = self.write(Handoff::Batched, |p| {
+            let unstored: Vec<_> = self.write_at(Handoff::Batched, now, |p| {
                 batch
                     .into_iter()
                     .filter_map(|(hash, placing, key, value)| self.insert_locked(p, hash, key, value, placing))
