@@ -112,6 +112,32 @@ impl Serialize for Boom {
     }
 }
 
+/// A cache of `value(k)` for `k` in `0..entries`, saved to a file in a
+/// fresh folder, with the bytes it wrote.
+struct Saved<V> {
+    cache: Cache<u64, V>,
+    dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    backend: FileBackend,
+    bytes: Vec<u8>,
+}
+
+async fn saved<V>(entries: u64, value: impl Fn(u64) -> V) -> Saved<V>
+where
+    V: Clone + Send + Sync + Serialize + serde::de::DeserializeOwned + 'static,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("saved.cache");
+    let backend = FileBackend::new(&path);
+    let cache = Cache::new(entries as usize);
+    for k in 0..entries {
+        cache.insert(k, value(k));
+    }
+    cache.save_to_backend(&backend).await.unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    Saved { cache, dir, path, backend, bytes }
+}
+
 /// On one thread (1,000 entries) and on several (30,000): a panicking
 /// `Serialize` fails the save with a typed error, leaves the old snapshot
 /// and no temporary file, and the cache keeps every entry; once the value
@@ -119,15 +145,7 @@ impl Serialize for Boom {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_serialize_keeps_the_old_snapshot_and_the_cache() {
     for entries in [1_000u64, 30_000] {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("booms.cache");
-        let backend = FileBackend::new(&path);
-        let cache: Cache<u64, Boom> = Cache::new(entries as usize);
-        for k in 0..entries {
-            cache.insert(k, Boom(k, false));
-        }
-        cache.save_to_backend(&backend).await.unwrap();
-        let before = std::fs::read(&path).unwrap();
+        let Saved { cache, dir, path, backend, bytes: before } = saved(entries, |k| Boom(k, false)).await;
         // Coldest first: late in the snapshot, after parts went out.
         let boom = entries * 5 / 6;
         cache.insert(boom, Boom(boom, true));
@@ -195,15 +213,8 @@ impl<'de> serde::Deserialize<'de> for Fragile {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_deserialize_loads_nothing() {
     for entries in [1_000u64, 30_000] {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("fragile.cache");
-        let backend = FileBackend::new(&path);
-        let cache: Cache<u64, Fragile> = Cache::new(entries as usize);
-        for k in 0..entries {
-            cache.insert(k, Fragile(k));
-        }
-        cache.save_to_backend(&backend).await.unwrap();
-        let before = std::fs::read(&path).unwrap();
+        // `_kept`, not `_`: the folder lives as long as the binding.
+        let Saved { dir: _kept, path, backend, bytes: before, .. } = saved(entries, Fragile).await;
         // Late in the snapshot: on the last thread when there are several.
         PANIC_ON.store(entries - 7, std::sync::atomic::Ordering::Relaxed);
         let loaded: Cache<u64, Fragile> = Cache::new(entries as usize);

@@ -1102,13 +1102,17 @@ where
         // A worker blocked on its full channel stops once the channel is
         // gone; then each is joined, and a panic in one goes on here.
         drop(receivers);
-        for handle in handles {
-            if let Err(panic) = handle.join() {
-                std::panic::resume_unwind(panic);
-            }
-        }
+        join_all(handles);
         forwarded
     })
+}
+
+/// Joins every thread, then goes on with the first one's panic, if any
+/// panicked (its own payload, as if it had run here); else their results,
+/// in order.
+fn join_all<T>(threads: Vec<std::thread::ScopedJoinHandle<'_, T>>) -> Vec<T> {
+    let joined: Vec<_> = threads.into_iter().map(std::thread::ScopedJoinHandle::join).collect();
+    joined.into_iter().map(|result| result.unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
 }
 
 /// Hands the workers' parts to the backend, chunk by chunk in snapshot
@@ -1168,9 +1172,7 @@ where
         runs.into_iter().map(|run| decode_run(run, now)).collect()
     } else {
         std::thread::scope(|scope| {
-            let threads: Vec<_> = runs.into_iter().map(|run| scope.spawn(move || decode_run(run, now))).collect();
-            let joined: Vec<_> = threads.into_iter().map(|thread| thread.join()).collect();
-            joined.into_iter().map(|run| run.unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+            join_all(runs.into_iter().map(|run| scope.spawn(move || decode_run(run, now))).collect())
         })
     };
     let mut report = LoadReport::default();
