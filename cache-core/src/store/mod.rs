@@ -546,40 +546,56 @@ impl<K, V, S> Store<K, V, S> {
     fn expire(&self, p: &mut State<V>, now: u64) {
         let mut wheel = std::mem::take(&mut p.wheel);
         let mut rearmed = Vec::new();
-        wheel.advance(now, |timer| {
-            let slot = self.slot(timer.idx);
-            if slot.meta.load(Ordering::Relaxed) != timer.meta {
-                return;
-            }
-            // SAFETY: READY or STALE (the meta it was armed with), lock held.
-            let expires = unsafe { slot.expires() };
-            if state(timer.meta) == STALE {
-                // Its stale window ended (`retire` counts and tells it).
-                self.detach(p, timer.idx, RemovalCause::Expired);
-                return;
-            }
-            match self.soonest(timer.idx, expires) {
-                deadline if deadline > now => rearmed.push(Timer { deadline, ..timer }),
-                // Its TTL (not idleness) ended, and `stale_for` keeps it.
-                _ if expires <= now && self.stale_end(expires) > now => {
-                    p.order.unlink(timer.idx);
-                    p.len -= 1;
-                    if self.weigher.is_some() {
-                        p.weight -= u64::from(p.weights[timer.idx as usize]);
-                    }
-                    let meta = slot.shift(STALE);
-                    rearmed.push(Timer { deadline: self.stale_end(expires), idx: timer.idx, meta });
+        wheel.advance(
+            now,
+            |timer| self.due_at(timer),
+            |timer| {
+                let slot = self.slot(timer.idx);
+                if slot.meta.load(Ordering::Relaxed) != timer.meta {
+                    return;
                 }
-                _ => {
+                // SAFETY: READY or STALE (the meta it was armed with), lock held.
+                let expires = unsafe { slot.expires() };
+                if state(timer.meta) == STALE {
+                    // Its stale window ended (`retire` counts and tells it).
                     self.detach(p, timer.idx, RemovalCause::Expired);
-                    p.expirations += 1;
+                    return;
                 }
-            }
-        });
-        for timer in rearmed {
-            wheel.push(timer);
+                match self.soonest(timer.idx, expires) {
+                    deadline if deadline > now => rearmed.push((timer, deadline)),
+                    // Its TTL (not idleness) ended, and `stale_for` keeps it.
+                    _ if expires <= now && self.stale_end(expires) > now => {
+                        p.order.unlink(timer.idx);
+                        p.len -= 1;
+                        if self.weigher.is_some() {
+                            p.weight -= u64::from(p.weights[timer.idx as usize]);
+                        }
+                        let meta = slot.shift(STALE);
+                        rearmed.push((Timer { idx: timer.idx, meta }, self.stale_end(expires)));
+                    }
+                    _ => {
+                        self.detach(p, timer.idx, RemovalCause::Expired);
+                        p.expirations += 1;
+                    }
+                }
+            },
+        );
+        for (timer, deadline) in rearmed {
+            wheel.push(timer, deadline);
         }
         p.wheel = wheel;
+    }
+
+    /// When `timer`'s entry is due (the wheel keeps no deadlines), or
+    /// `None` if its slot has moved on. Lock held.
+    fn due_at(&self, timer: Timer) -> Option<u64> {
+        let slot = self.slot(timer.idx);
+        if slot.meta.load(Ordering::Relaxed) != timer.meta {
+            return None;
+        }
+        // SAFETY: READY or STALE (the meta it was armed with), lock held.
+        let expires = unsafe { slot.expires() };
+        Some(if state(timer.meta) == STALE { self.stale_end(expires) } else { self.soonest(timer.idx, expires) })
     }
 
     /// When `READY` slot `idx`, whose TTL ends at `expires`, expires: then,
@@ -777,7 +793,7 @@ impl<K, V, S> Store<K, V, S> {
         let deadline = self.soonest(idx, expires);
         if deadline != NEVER {
             p.timed += 1;
-            p.wheel.push(Timer { deadline, idx, meta });
+            p.wheel.push(Timer { idx, meta }, deadline);
             if p.wheel.len() > 2 * p.timed + 1024 {
                 p.wheel.retain(|t| self.slot(t.idx).meta.load(Ordering::Relaxed) == t.meta);
             }
@@ -972,7 +988,7 @@ impl<K, V, S> Store<K, V, S> {
                         // SAFETY: STALE, lock held.
                         let end = self.stale_end(unsafe { self.slot(old).expires() });
                         p.timed += 1;
-                        p.wheel.push(Timer { deadline: end, idx: old, meta });
+                        p.wheel.push(Timer { idx: old, meta }, end);
                     }
                     // A placeholder: no entry leaves, the cause is not told.
                     _ => self.detach(p, lead.idx, RemovalCause::Explicit),

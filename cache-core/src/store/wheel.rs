@@ -8,19 +8,25 @@
 //! level-0 slots hold entries of exactly one deadline. An entry moves down at
 //! most ten times, whatever its TTL.
 //!
+//! A timer is only `(slab index, meta)`, 8 bytes: its deadline is the
+//! entry's own, which the store works out again whenever the wheel needs it
+//! (placing a timer, moving it down a level). An entry's deadline only ever
+//! moves later (a read pushes an idle deadline on), so a timer always sits
+//! at or before its entry's deadline, never after it.
+//!
 //! Deletion is lazy: removing or replacing an entry leaves its record here,
 //! and records whose slot has moved on (another meta) are dropped when they
-//! come due, or by [`Wheel::retain`] when stale records outnumber live ones.
+//! move down or come due, or by [`Wheel::retain`] when stale records
+//! outnumber live ones.
 
 const LEVELS: usize = 11;
 const SLOT_BITS: u32 = 6;
 const SLOTS: usize = 1 << SLOT_BITS;
 
-/// An entry's deadline, remembered as `(slab index, meta)` so a reused slot
+/// An entry's timer, remembered as `(slab index, meta)` so a reused slot
 /// is never expired by its previous occupant's record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Timer {
-    pub(crate) deadline: u64,
     pub(crate) idx: u32,
     pub(crate) meta: u32,
 }
@@ -89,9 +95,10 @@ impl Wheel {
         self.next
     }
 
-    pub(crate) fn push(&mut self, timer: Timer) {
+    /// Holds `timer` until `deadline`.
+    pub(crate) fn push(&mut self, timer: Timer, deadline: u64) {
         self.len += 1;
-        if timer.deadline <= self.elapsed {
+        if deadline <= self.elapsed {
             self.due.push(timer);
             self.next = 0;
             return;
@@ -100,8 +107,8 @@ impl Wheel {
             self.levels =
                 (0..LEVELS).map(|_| Level { occupied: 0, slots: std::array::from_fn(|_| Vec::new()) }).collect();
         }
-        let level = level_for(self.elapsed, timer.deadline);
-        let slot = slot_for(timer.deadline, level);
+        let level = level_for(self.elapsed, deadline);
+        let slot = slot_for(deadline, level);
         // Its slot starts after `elapsed`, at or before its deadline.
         self.next = self.next.min(slot_start(self.elapsed, level, slot));
         let level = &mut self.levels[level];
@@ -109,9 +116,18 @@ impl Wheel {
         level.slots[slot].push(timer);
     }
 
-    /// Hands every timer with `deadline <= now` to `fire`, earliest slots
-    /// first. Stale timers are handed over too; `fire` tells them apart.
-    pub(crate) fn advance(&mut self, now: u64, mut fire: impl FnMut(Timer)) {
+    /// Hands every timer due by `now` to `fire`, in the order of their
+    /// slots (timers of one slot of a higher level come in any order).
+    /// `deadline` gives a timer's deadline when it moves down a level, or
+    /// `None` for a stale one, which is dropped; a timer handed to `fire`
+    /// may be stale too, or due later than the one it was placed for
+    /// (`fire` tells them apart).
+    pub(crate) fn advance(
+        &mut self,
+        now: u64,
+        mut deadline: impl FnMut(Timer) -> Option<u64>,
+        mut fire: impl FnMut(Timer),
+    ) {
         loop {
             for timer in std::mem::take(&mut self.due) {
                 self.len -= 1;
@@ -143,32 +159,35 @@ impl Wheel {
             for timer in timers {
                 self.len -= 1;
                 if level == 0 {
-                    debug_assert_eq!(timer.deadline, start);
                     fire(timer);
-                } else {
-                    self.push(timer);
+                } else if let Some(deadline) = deadline(timer) {
+                    // Already due: fired now, not moved down level by level.
+                    if deadline <= now {
+                        fire(timer);
+                    } else {
+                        self.push(timer, deadline);
+                    }
                 }
             }
         }
         self.elapsed = self.elapsed.max(now);
     }
 
-    /// Keeps only the timers `keep` approves; O(timers).
+    /// Keeps only the timers `keep` approves, each where it is; O(timers).
+    /// `next` stays a lower bound: fewer timers can only make it later.
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(&Timer) -> bool) {
-        let mut all = std::mem::take(&mut self.due);
+        self.due.retain(&mut keep);
+        let mut len = self.due.len();
         for level in &mut self.levels {
-            level.occupied = 0;
-            for slot in &mut level.slots {
-                all.append(slot);
+            for (slot, timers) in level.slots.iter_mut().enumerate() {
+                timers.retain(&mut keep);
+                if timers.is_empty() {
+                    level.occupied &= !(1 << slot);
+                }
+                len += timers.len();
             }
         }
-        self.len = 0;
-        self.next = IDLE;
-        for timer in all {
-            if keep(&timer) {
-                self.push(timer);
-            }
-        }
+        self.len = len;
     }
 
     pub(crate) fn clear(&mut self) {
@@ -181,44 +200,82 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn timer(deadline: u64, idx: u32) -> Timer {
-        Timer { deadline, idx, meta: 0 }
+    /// A wheel and its timers' deadlines, by index, as the store keeps them
+    /// in its slots; `None` once a timer is stale.
+    #[derive(Default)]
+    struct Timers {
+        wheel: Wheel,
+        deadlines: Vec<Option<u64>>,
     }
 
-    fn fired(wheel: &mut Wheel, now: u64) -> Vec<u32> {
-        let mut out = Vec::new();
-        wheel.advance(now, |t| {
-            assert!(t.deadline <= now, "fired {t:?} early at {now}");
-            out.push(t.idx)
-        });
-        out
+    impl Timers {
+        fn push(&mut self, idx: u32, deadline: u64) {
+            let at = idx as usize;
+            if self.deadlines.len() <= at {
+                self.deadlines.resize(at + 1, None);
+            }
+            self.deadlines[at] = Some(deadline);
+            self.wheel.push(Timer { idx, meta: 0 }, deadline);
+        }
+
+        /// The timers fired by an advance to `now`; none early.
+        fn fired(&mut self, now: u64) -> Vec<u32> {
+            let mut out = Vec::new();
+            let deadlines = &self.deadlines;
+            self.wheel.advance(
+                now,
+                |t| deadlines[t.idx as usize],
+                |t| {
+                    let deadline = deadlines[t.idx as usize].expect("a stale timer is not fired");
+                    assert!(deadline <= now, "fired {t:?} (due {deadline}) early at {now}");
+                    out.push(t.idx)
+                },
+            );
+            out
+        }
     }
 
     #[test]
     fn fires_at_the_exact_nanosecond() {
-        let mut w = Wheel::default();
-        w.push(timer(1_000_000_007, 1));
-        assert!(fired(&mut w, 1_000_000_006).is_empty());
-        assert_eq!(fired(&mut w, 1_000_000_007), [1]);
-        assert!(w.is_empty());
+        let mut t = Timers::default();
+        t.push(1, 1_000_000_007);
+        assert!(t.fired(1_000_000_006).is_empty());
+        assert_eq!(t.fired(1_000_000_007), [1]);
+        assert!(t.wheel.is_empty());
     }
 
     #[test]
     fn a_timer_pushed_in_the_past_fires_on_the_next_advance() {
-        let mut w = Wheel::default();
-        w.advance(500, |_| {});
-        w.push(timer(100, 7));
-        assert_eq!(fired(&mut w, 500), [7]);
+        let mut t = Timers::default();
+        t.wheel.advance(500, |_| None, |_| {});
+        t.push(7, 100);
+        assert_eq!(t.fired(500), [7]);
     }
 
     #[test]
     fn far_deadlines_and_the_top_level() {
-        let mut w = Wheel::default();
-        w.push(timer(u64::MAX - 1, 1));
-        w.push(timer(1 << 62, 2));
-        assert!(fired(&mut w, 1 << 40).is_empty());
-        assert_eq!(fired(&mut w, 1 << 62), [2]);
-        assert_eq!(fired(&mut w, u64::MAX - 1), [1]);
+        let mut t = Timers::default();
+        t.push(1, u64::MAX - 1);
+        t.push(2, 1 << 62);
+        assert!(t.fired(1 << 40).is_empty());
+        assert_eq!(t.fired(1 << 62), [2]);
+        assert_eq!(t.fired(u64::MAX - 1), [1]);
+    }
+
+    /// A timer moving down a level goes where its entry's deadline is now
+    /// (an idle deadline a read pushed on), and a stale one is dropped.
+    #[test]
+    fn timers_move_down_to_their_current_deadline() {
+        let mut t = Timers::default();
+        t.push(1, 1_000);
+        t.push(2, 1_000);
+        t.deadlines[1] = Some(5_000);
+        t.deadlines[2] = None;
+        assert!(t.fired(1_000).is_empty(), "moved on, or stale");
+        assert_eq!(t.wheel.len(), 1, "the stale timer is gone");
+        assert!(t.fired(4_999).is_empty());
+        assert_eq!(t.fired(5_000), [1]);
+        assert!(t.wheel.is_empty());
     }
 
     proptest! {
@@ -229,30 +286,29 @@ mod tests {
             deadlines in prop::collection::vec(0u64..1 << 40, 1..200),
             steps in prop::collection::vec(0u64..1 << 38, 1..40),
         ) {
-            let mut w = Wheel::default();
+            let mut t = Timers::default();
             for (i, d) in deadlines.iter().enumerate() {
-                w.push(timer(*d, i as u32));
+                t.push(i as u32, *d);
             }
             let mut now = 0u64;
             let mut seen = vec![false; deadlines.len()];
             for step in steps.iter().chain(std::iter::once(&(1u64 << 41))) {
                 // Before `next`, an advance would do nothing: skip it, as
                 // the store does, and the rest must still hold.
-                let before = now + step < w.next();
+                let before = now + step < t.wheel.next();
                 now += step;
                 if before {
                     continue;
                 }
-                w.advance(now, |t| {
-                    assert!(t.deadline <= now);
-                    assert!(!seen[t.idx as usize], "fired twice");
-                    seen[t.idx as usize] = true;
-                });
+                for idx in t.fired(now) {
+                    prop_assert!(!seen[idx as usize], "fired twice");
+                    seen[idx as usize] = true;
+                }
                 for (i, d) in deadlines.iter().enumerate() {
                     prop_assert_eq!(seen[i], *d <= now, "timer {} deadline {} at {}", i, d, now);
                 }
             }
-            prop_assert!(w.is_empty());
+            prop_assert!(t.wheel.is_empty());
         }
     }
 
@@ -260,36 +316,39 @@ mod tests {
     /// and no slot moves down before it.
     #[test]
     fn nothing_happens_before_next() {
-        let mut w = Wheel::default();
-        assert_eq!(w.next(), 0, "unknown until the first advance: always right");
-        w.advance(10, |_| {});
-        assert_eq!(w.next(), IDLE);
-        w.push(timer(1_000, 1));
-        w.push(timer(70, 2));
+        let mut t = Timers::default();
+        assert_eq!(t.wheel.next(), 0, "unknown until the first advance: always right");
+        t.wheel.advance(10, |_| None, |_| {});
+        assert_eq!(t.wheel.next(), IDLE);
+        t.push(1, 1_000);
+        t.push(2, 70);
         // 70 is in level-1 slot 1 (64..128) from 10: it starts at 64.
-        assert_eq!(w.next(), 64);
-        assert!(fired(&mut w, 63).is_empty());
-        assert_eq!(w.next(), 64, "an advance before it leaves it");
-        assert!(fired(&mut w, 64).is_empty(), "moved down, not due");
-        assert_eq!(w.next(), 70);
-        assert_eq!(fired(&mut w, 70), [2]);
-        assert!(w.next() <= 1_000);
-        assert_eq!(fired(&mut w, 1_000), [1]);
-        assert_eq!(w.next(), IDLE);
-        w.push(timer(5, 3));
-        assert_eq!(w.next(), 0, "pushed in the past: due at once");
+        assert_eq!(t.wheel.next(), 64);
+        assert!(t.fired(63).is_empty());
+        assert_eq!(t.wheel.next(), 64, "an advance before it leaves it");
+        assert!(t.fired(64).is_empty(), "moved down, not due");
+        assert_eq!(t.wheel.next(), 70);
+        assert_eq!(t.fired(70), [2]);
+        assert!(t.wheel.next() <= 1_000);
+        assert_eq!(t.fired(1_000), [1]);
+        assert_eq!(t.wheel.next(), IDLE);
+        t.push(3, 5);
+        assert_eq!(t.wheel.next(), 0, "pushed in the past: due at once");
     }
 
     #[test]
-    fn retain_drops_stale_timers() {
-        let mut w = Wheel::default();
+    fn retain_drops_stale_timers_in_place() {
+        let mut t = Timers::default();
         for i in 0..10 {
-            w.push(timer(1000 + i as u64 * 77, i));
+            t.push(i, 1000 + u64::from(i) * 77);
         }
-        w.retain(|t| t.idx % 2 == 0);
-        assert_eq!(w.len(), 5);
-        let mut got = fired(&mut w, 10_000);
+        t.push(10, 0);
+        t.push(11, 0);
+        t.wheel.retain(|t| t.idx % 2 == 0);
+        assert_eq!(t.wheel.len(), 6);
+        let mut got = t.fired(10_000);
         got.sort();
-        assert_eq!(got, [0, 2, 4, 6, 8]);
+        assert_eq!(got, [0, 2, 4, 6, 8, 10]);
+        assert!(t.wheel.is_empty());
     }
 }
