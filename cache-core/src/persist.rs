@@ -865,6 +865,7 @@ where
         // whose fresh counts cannot tell the saved entries apart, the only
         // way the hottest stay).
         let surplus = report.loaded.saturating_sub(self.store.config.max_size);
+        self.store.reserve(report.loaded - surplus);
         // In saved order, a lock per chunk: the last saved ends most recent.
         self.store.insert_all(runs.into_iter().flatten().skip(surplus), LOAD_CHUNK);
         Ok(report)
@@ -1339,6 +1340,26 @@ mod tests {
             Some(_) => return None,
         };
         Some((RecordRef { key: wire.key, value: wire.value, expires_at }, rest))
+    }
+
+    /// Reserving for a load sizes the tables as inserting would have, at
+    /// once: no more words, and (nearly) no table grows afterwards.
+    #[test]
+    fn reserved_tables_are_the_size_inserts_would_grow() {
+        let n: u64 = if cfg!(miri) { 3_000 } else { 100_000 };
+        let key = |i: u64| i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let build = || Cache::<u64, u64>::new(n as usize);
+        let (grown, reserved) = (build(), build());
+        reserved.store.reserve(n as usize);
+        let before = reserved.store.table_capacities();
+        for i in 0..n {
+            grown.insert(key(i), i);
+            reserved.insert(key(i), i);
+        }
+        let after = reserved.store.table_capacities();
+        assert_eq!(after.iter().sum::<usize>(), grown.store.table_capacities().iter().sum::<usize>());
+        let regrown = before.iter().zip(&after).filter(|(b, a)| b != a).count();
+        assert!(regrown * 4 <= after.len(), "{regrown} of {} tables grew after the reserve", after.len());
     }
 
     /// A load's runs are the records in order, split as evenly as can be.

@@ -668,8 +668,8 @@ impl<K, V, S> Store<K, V, S> {
             refresh.ensure(idx);
         }
         p.order.reserve(idx);
-        if self.weigher.is_some() {
-            p.weights.resize(idx as usize + 1, 0);
+        if self.weigher.is_some() && p.weights.len() <= idx as usize {
+            p.weights.resize((idx as usize + 1).next_power_of_two(), 0);
         }
         p.high += 1;
         idx
@@ -684,20 +684,51 @@ impl<K, V, S> Store<K, V, S> {
         if current.is_some() && !usage.full(capacity) {
             return;
         }
-        let fresh = Table::alloc(usage.rebuilt_capacity(capacity));
+        let capacity = usage.rebuilt_capacity(capacity);
+        self.rebuild(p, shard, capacity);
+    }
+
+    /// Moves `shard`'s words to a new table of `capacity` words (a power of
+    /// two, at least twice the live words), sweeping its tombstones.
+    fn rebuild(&self, p: &mut State<V>, shard: usize, capacity: usize) {
+        let fresh = Table::alloc(capacity);
         // SAFETY: just allocated; freed only after being swapped out below
         // and retired, long after this function returns.
         let table = unsafe { TableRef::new(fresh) };
-        if let Some(old) = current {
+        if let Some(old) = self.table(shard, &p.locked) {
             for (tag, idx) in old.entries() {
                 table.insert(tag, idx);
             }
         }
         let old = self.shards[shard].swap(fresh.as_ptr(), Ordering::Release);
-        usage.dead = 0;
+        p.usage[shard].dead = 0;
         if let Some(old) = NonNull::new(old) {
             retire_table(old);
         }
+    }
+
+    /// Makes room in the tables for `additional` more entries (up to
+    /// `max_size` in all) at once, instead of doubling each table as they
+    /// come: a load into a fresh cache rebuilt every shard's table about
+    /// eight times.
+    #[cfg(feature = "persist")]
+    pub(crate) fn reserve(&self, additional: usize) {
+        let shards = self.shards.len();
+        self.write(Handoff::Batched, |p| {
+            let total = p.len.saturating_add(additional).min(self.config.max_size);
+            // The mean, no margin: a margin would double every table where
+            // the mean sits just under a power of two, and a shard that
+            // gets more than the mean grows as it would have anyway.
+            let each = total / shards;
+            for shard in 0..shards {
+                let usage = p.usage[shard];
+                let capacity = self.table(shard, &p.locked).map_or(0, TableRef::capacity);
+                let needed = Usage { live: usage.live.max(each), dead: 0 }.rebuilt_capacity(0);
+                if needed > capacity {
+                    self.rebuild(p, shard, needed);
+                }
+            }
+        });
     }
 
     /// Puts `idx`'s word where [`probe`](Self::probe) found room.
@@ -1611,6 +1642,13 @@ where
 
     pub(crate) fn shard_count(&self) -> usize {
         self.shards.len()
+    }
+
+    /// Each shard's table capacity, in words (0: no table yet).
+    #[cfg(test)]
+    pub(crate) fn table_capacities(&self) -> Vec<usize> {
+        let p = lock(&self.state);
+        (0..self.shards.len()).map(|shard| self.table(shard, &p.locked).map_or(0, TableRef::capacity)).collect()
     }
 
     /// Inserts many entries, in order, taking the lock once per `chunk`.
