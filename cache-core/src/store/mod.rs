@@ -1645,7 +1645,7 @@ where
     }
 
     /// Each shard's table capacity, in words (0: no table yet).
-    #[cfg(test)]
+    #[cfg(all(test, feature = "persist"))]
     pub(crate) fn table_capacities(&self) -> Vec<usize> {
         let p = lock(&self.state);
         (0..self.shards.len()).map(|shard| self.table(shard, &p.locked).map_or(0, TableRef::capacity)).collect()
