@@ -5,7 +5,7 @@
 //! ```sh
 //! cargo build --release -p benches --example instructions
 //! valgrind --tool=callgrind --callgrind-out-file=/dev/null \
-//!     target/release/examples/instructions hit    # or insert, insert-ttl, expire, insert-lfu, miss, save, load
+//!     target/release/examples/instructions hit    # or insert, insert-ttl, insert-lfu, miss, save, load
 //! ```
 //!
 //! `qc-hit`, `qc-insert` and `qc-miss` run quick_cache's calls on the same
@@ -13,8 +13,8 @@
 //!
 //! Each runs 200,000 operations (`hit` first fills 10,000 entries); `save`
 //! saves the persistence bench's 100,000 entries to a file once, and `load`
-//! also loads them into a fresh cache; `expire` inserts with a short TTL on
-//! paused time, so that entries expire as it goes.
+//! also loads them into a fresh cache. An expiry-heavy workload, which
+//! needs paused time, is cache-core's `expire` example.
 
 use std::sync::Arc;
 
@@ -42,25 +42,6 @@ fn main() {
             for i in 0..n {
                 cache.insert(key_of(i), i);
             }
-        }
-        "expire" => {
-            // Inserts 1 µs apart on paused time, each with a 100 ms TTL:
-            // from the 100,000th on, every insert expires about one entry,
-            // its timer having moved down the wheel's levels to get there.
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .start_paused(true)
-                .build()
-                .expect("a runtime");
-            runtime.block_on(async {
-                let cache: Cache<u64, u64> =
-                    Cache::builder().max_size(1_000_000).default_ttl(std::time::Duration::from_millis(100)).build();
-                for i in 0..n {
-                    cache.insert(key_of(i), i);
-                    tokio::time::advance(std::time::Duration::from_micros(1)).await;
-                }
-                assert!(cache.len() as u64 <= n.min(100_001));
-            });
         }
         "insert-lfu" => {
             let cache: Cache<u64, u64> = Cache::builder().max_size(10_000).policy(async_cache::Policy::TinyLfu).build();
