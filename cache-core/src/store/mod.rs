@@ -550,21 +550,21 @@ impl<K, V, S> Store<K, V, S> {
             now,
             |timer| self.due_at(timer),
             |timer| {
-                let slot = self.slot(timer.idx);
-                if slot.meta.load(Ordering::Relaxed) != timer.meta {
+                let Some(due) = self.due_at(timer) else {
                     return;
-                }
-                // SAFETY: READY or STALE (the meta it was armed with), lock held.
-                let expires = unsafe { slot.expires() };
-                if state(timer.meta) == STALE {
+                };
+                if due > now {
+                    // A read pushed its idle deadline on.
+                    rearmed.push((timer, due));
+                } else if state(timer.meta) == STALE {
                     // Its stale window ended (`retire` counts and tells it).
                     self.detach(p, timer.idx, RemovalCause::Expired);
-                    return;
-                }
-                match self.soonest(timer.idx, expires) {
-                    deadline if deadline > now => rearmed.push((timer, deadline)),
-                    // Its TTL (not idleness) ended, and `stale_for` keeps it.
-                    _ if expires <= now && self.stale_end(expires) > now => {
+                } else {
+                    let slot = self.slot(timer.idx);
+                    // SAFETY: READY (the meta it was armed with), lock held.
+                    let expires = unsafe { slot.expires() };
+                    if expires <= now && self.stale_end(expires) > now {
+                        // Its TTL (not idleness) ended, and `stale_for` keeps it.
                         p.order.unlink(timer.idx);
                         p.len -= 1;
                         if self.weigher.is_some() {
@@ -572,8 +572,7 @@ impl<K, V, S> Store<K, V, S> {
                         }
                         let meta = slot.shift(STALE);
                         rearmed.push((Timer { idx: timer.idx, meta }, self.stale_end(expires)));
-                    }
-                    _ => {
+                    } else {
                         self.detach(p, timer.idx, RemovalCause::Expired);
                         p.expirations += 1;
                     }
@@ -689,7 +688,10 @@ impl<K, V, S> Store<K, V, S> {
     }
 
     /// Moves `shard`'s words to a new table of `capacity` words (a power of
-    /// two, at least twice the live words), sweeping its tombstones.
+    /// two, at least twice the live words), sweeping its tombstones. Out of
+    /// line: rare, and inlined it grew every write's code.
+    #[cold]
+    #[inline(never)]
     fn rebuild(&self, p: &mut State<V>, shard: usize, capacity: usize) {
         let fresh = Table::alloc(capacity);
         // SAFETY: just allocated; freed only after being swapped out below
@@ -826,9 +828,17 @@ impl<K, V, S> Store<K, V, S> {
             p.timed += 1;
             p.wheel.push(Timer { idx, meta }, deadline);
             if p.wheel.len() > 2 * p.timed + 1024 {
-                p.wheel.retain(|t| self.slot(t.idx).meta.load(Ordering::Relaxed) == t.meta);
+                self.prune_timers(p);
             }
         }
+    }
+
+    /// Drops the wheel's stale timers (their entries left before they came
+    /// due). Out of line: once in thousands of writes.
+    #[cold]
+    #[inline(never)]
+    fn prune_timers(&self, p: &mut State<V>) {
+        p.wheel.retain(|t| self.slot(t.idx).meta.load(Ordering::Relaxed) == t.meta);
     }
 
     /// The opposite of [`arm`](Self::arm) for `READY` slot `idx`, about to
