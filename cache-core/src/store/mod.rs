@@ -677,7 +677,7 @@ impl<K, V, S> Store<K, V, S> {
     /// Rebuilds `shard`'s table (or makes its first) if one more word would
     /// make it [`full`](Usage::full).
     fn make_room(&self, p: &mut State<V>, shard: usize) {
-        let usage = &mut p.usage[shard];
+        let usage = p.usage[shard];
         let current = self.table(shard, &p.locked);
         let capacity = current.map_or(0, TableRef::capacity);
         if current.is_some() && !usage.full(capacity) {
@@ -905,7 +905,7 @@ impl<K, V, S> Store<K, V, S> {
             (resolved, self.spare(p, lead.flight))
         });
         let current = resolved.is_ok();
-        Self::drop_leftover(resolved.map(|()| None));
+        Self::drop_leftover(resolved);
         (current, unkept.filter(|flight| Arc::strong_count(flight) > 1))
     }
 
@@ -942,18 +942,18 @@ impl<K, V, S> Store<K, V, S> {
             .into_iter()
             .map(|leftover| {
                 let current = leftover.is_ok();
-                Self::drop_leftover(leftover.map(Some));
+                Self::drop_leftover(leftover);
                 current
             })
             .collect()
     }
 
     /// Drops what [`resolve_locked`](Self::resolve_locked) handed back, after
-    /// unlocking. The placeholder's flight runs no user code in its drop (the
-    /// leader sets its outcome later); a value that was not stored is the
-    /// user's, dropped quietly so that a panic in it cannot keep the leader
-    /// from waking its waiters.
-    fn drop_leftover(leftover: Result<Option<Arc<Flight<V>>>, V>) {
+    /// unlocking. The placeholder's flight (if it is still here) runs no user
+    /// code in its drop (the leader sets its outcome later); a value that was
+    /// not stored is the user's, dropped quietly so that a panic in it cannot
+    /// keep the leader from waking its waiters.
+    fn drop_leftover<T>(leftover: Result<T, V>) {
         match leftover {
             Ok(flight) => drop(flight),
             Err(unstored) => drop_quietly([unstored]),
