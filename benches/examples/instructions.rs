@@ -5,7 +5,7 @@
 //! ```sh
 //! cargo build --release -p benches --example instructions
 //! valgrind --tool=callgrind --callgrind-out-file=/dev/null \
-//!     target/release/examples/instructions hit    # or insert, insert-ttl, insert-lfu, miss, save, load
+//!     target/release/examples/instructions hit    # or hit-ttl, insert, insert-ttl, insert-lfu, miss, save, load
 //! ```
 //!
 //! `qc-hit`, `qc-insert` and `qc-miss` run quick_cache's calls on the same
@@ -26,8 +26,13 @@ fn main() {
     // An optional count, for longer runs under `perf record`.
     let n = std::env::args().nth(2).and_then(|n| n.parse().ok()).unwrap_or(200_000u64);
     match what.as_str() {
-        "hit" => {
-            let cache: Cache<u64, Arc<String>> = Cache::new(10_000);
+        "hit" | "hit-ttl" => {
+            // One arm, so both run the same compiled loop.
+            let builder = Cache::builder().max_size(10_000);
+            let cache: Cache<u64, Arc<String>> = match what.as_str() {
+                "hit-ttl" => builder.default_ttl(std::time::Duration::from_secs(3_600)).build(),
+                _ => builder.build(),
+            };
             hits(n, |k, v| cache.insert(k, v), |k| cache.get(k));
         }
         "insert" => {
@@ -101,7 +106,7 @@ fn main() {
         }
         other => {
             eprintln!(
-                "unknown workload {other:?}: hit, insert, insert-ttl, insert-lfu, miss, save, load, qc-hit, qc-insert or qc-miss"
+                "unknown workload {other:?}: hit, hit-ttl, insert, insert-ttl, insert-lfu, miss, save, load, qc-hit, qc-insert or qc-miss"
             );
             std::process::exit(2);
         }
