@@ -491,6 +491,39 @@ async fn ttl_expired_entries_are_reclaimed_without_anyone_reading_them() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn ttl_entries_with_and_without_one_share_slots_without_sharing_deadlines() {
+    // Slots are reused: an entry without a TTL that takes the slot of one
+    // with a TTL must not inherit its deadline, and the other way round.
+    // Writes and loads both, as they store deadlines on different paths.
+    let cache = Cache::<u64, u64>::builder().max_size(10_000).build();
+    let (short, long) = (Some(Duration::from_secs(1)), Some(Duration::from_secs(10)));
+    for round in 0..4u64 {
+        let base = round * 10_000;
+        for k in base..base + 2_000 {
+            // Even keys timed, odd ones not; the next round swaps them.
+            let ttl = if (k + round) % 2 == 0 { short } else { None };
+            if k % 4 < 2 {
+                cache.insert_with_ttl(k, k, ttl);
+            } else {
+                within(cache.get_or_load_with_ttl(k, ttl, || async move { k })).await;
+            }
+        }
+        tokio::time::advance(Duration::from_secs(2)).await;
+        for k in base..base + 2_000 {
+            let expected = if (k + round) % 2 == 0 { None } else { Some(k) };
+            assert_eq!(cache.get(&k), expected, "round {round}, key {k}");
+            cache.remove(&k);
+        }
+        // Retired slots come back once their grace period ends, after more writes.
+        for k in base + 5_000..base + 5_200 {
+            cache.insert_with_ttl(k, k, long);
+            cache.remove(&k);
+        }
+    }
+    assert!(cache.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
 async fn ttl_too_large_for_the_clock_saturates_to_never() {
     let cache = Cache::<u64, u64>::builder().default_ttl(Duration::MAX).build();
     cache.insert(1, 1);

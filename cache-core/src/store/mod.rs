@@ -41,7 +41,7 @@ use self::buffer::ReadBuffer;
 use self::order::Order;
 use self::reclaim::{Locked, Pinned, Protects, Reclaimed, defer_and_flush, drop_quietly, flush, pin, retire_table};
 use self::slab::{Filling, HELD, PENDING, READY, RETIRED_PENDING, RETIRED_READY, STALE, Slab, Slot, state};
-use self::stamps::{Idle, Refresh};
+use self::stamps::{Deadlines, Idle, Refresh};
 use self::table::{Probe, Table, TableRef, Usage};
 use self::wheel::{Timer, Wheel};
 use crossbeam_utils::CachePadded;
@@ -56,9 +56,10 @@ use crate::sync::{Mutex, MutexGuard, lock};
 use crate::time::{Clock, NEVER};
 
 /// The TTL deadline of an entry without a TTL in a cache with
-/// `time_to_idle`: never, but not `NEVER`, so that readers, which look at
-/// idle deadlines only when an entry's `expires` is not `NEVER`, look.
-/// Caches without `time_to_idle` pay nothing for it on the read path.
+/// `time_to_idle`: never, but not `NEVER`, so that the entry is `TIMED`
+/// and readers, which look at deadlines only for `TIMED` entries, look at
+/// its idle deadline. Caches without `time_to_idle` pay nothing for it on
+/// the read path.
 const IDLE_ONLY: u64 = NEVER - 1;
 
 /// Retired slots handed to the epoch in one batch.
@@ -185,6 +186,8 @@ pub(crate) struct Store<K, V, S = DefaultHasher> {
     pub(crate) observers: Observers,
     listener: Option<Listener<K, V>>,
     weigher: Option<Weigher<K, V>>,
+    /// TTL deadlines, once an entry has one.
+    deadlines: Deadlines,
     /// Idle deadlines, with `time_to_idle`.
     idle: Option<Idle>,
     /// Write times, with `refresh_after`.
@@ -259,6 +262,7 @@ impl<K, V, S> Store<K, V, S> {
                 spare: Vec::new(),
             })),
             reclaimed: Arc::default(),
+            deadlines: Deadlines::new(),
             idle: config.time_to_idle.and_then(Idle::new),
             refresh: config.refresh_after.map(Refresh::new),
             stale_for: config.stale_for.map_or(0, |stale| u64::try_from(stale.as_nanos()).unwrap_or(NEVER)),
@@ -561,8 +565,8 @@ impl<K, V, S> Store<K, V, S> {
                     self.detach(p, timer.idx, RemovalCause::Expired);
                 } else {
                     let slot = self.slot(timer.idx);
-                    // SAFETY: READY (the meta it was armed with), lock held.
-                    let expires = unsafe { slot.expires() };
+                    // Timed: armed.
+                    let expires = self.deadlines.get(timer.idx);
                     if expires <= now && self.stale_end(expires) > now {
                         // Its TTL (not idleness) ended, and `stale_for` keeps it.
                         p.order.unlink(timer.idx);
@@ -592,9 +596,27 @@ impl<K, V, S> Store<K, V, S> {
         if slot.meta.load(Ordering::Relaxed) != timer.meta {
             return None;
         }
-        // SAFETY: READY or STALE (the meta it was armed with), lock held.
-        let expires = unsafe { slot.expires() };
+        // Timed: armed.
+        let expires = self.deadlines.get(timer.idx);
         Some(if state(timer.meta) == STALE { self.stale_end(expires) } else { self.soonest(timer.idx, expires) })
+    }
+
+    /// The deadline of slot `idx` with `meta` (`READY`, or retired since
+    /// and held): `NEVER` unless timed.
+    #[inline]
+    fn slot_deadline(&self, idx: u32, meta: u32) -> u64 {
+        if slab::timed(meta) { self.deadlines.get(idx) } else { NEVER }
+    }
+
+    /// Keeps slot `idx`'s deadline `expires` if it has one, before the slot
+    /// is published; returns whether it has (the slot is then `TIMED`).
+    #[inline]
+    fn stamp_deadline(&self, idx: u32, expires: u64) -> bool {
+        let timed = expires != NEVER;
+        if timed {
+            self.deadlines.set(idx, expires);
+        }
+        timed
     }
 
     /// When `READY` slot `idx`, whose TTL ends at `expires`, expires: then,
@@ -844,8 +866,8 @@ impl<K, V, S> Store<K, V, S> {
     /// The opposite of [`arm`](Self::arm) for `READY` slot `idx`, about to
     /// be retired (its timer then finds a changed meta and does nothing).
     fn unarm(&self, p: &mut State<V>, idx: u32) {
-        // SAFETY: READY. (With `time_to_idle`, no entry's `expires` is `NEVER`.)
-        if unsafe { self.slot(idx).expires() } != NEVER {
+        // With `time_to_idle`, every entry is timed.
+        if slab::timed(self.slot(idx).meta.load(Ordering::Relaxed)) {
             p.timed -= 1;
         }
     }
@@ -975,8 +997,9 @@ impl<K, V, S> Store<K, V, S> {
         let ours = slot.meta.load(Ordering::Relaxed) == lead.meta;
         if let (true, None) = (ours, refused) {
             self.start_clocks(lead.idx);
+            let timed = self.stamp_deadline(lead.idx, expires);
             // SAFETY: our PENDING slot, lock held.
-            let (meta, flight) = unsafe { slot.resolve(expires, value, READY) };
+            let (meta, flight) = unsafe { slot.resolve(value, READY, timed) };
             // SAFETY: READY now.
             let tag = unsafe { slot.tag() };
             self.link(p, lead.idx, meta, tag, expires, weight);
@@ -986,8 +1009,9 @@ impl<K, V, S> Store<K, V, S> {
         } else if let (true, Some(cause), true) = (ours, refused, self.listener.is_some()) {
             // Never stored, yet an entry to the listener: resolved, then
             // straight out, so that it is told with the key and value.
+            let timed = self.stamp_deadline(lead.idx, expires);
             // SAFETY: our PENDING slot, lock held.
-            let (_, flight) = unsafe { slot.resolve(expires, value, READY) };
+            let (_, flight) = unsafe { slot.resolve(value, READY, timed) };
             self.release_held(p, &flight);
             self.unindex(p, lead.idx);
             self.depart(p, lead.idx, cause);
@@ -1026,8 +1050,8 @@ impl<K, V, S> Store<K, V, S> {
                         table.replace(table.position_of(tag, lead.idx), tag, old);
                         self.discard(p, lead.idx);
                         let meta = self.slot(old).shift(STALE);
-                        // SAFETY: STALE, lock held.
-                        let end = self.stale_end(unsafe { self.slot(old).expires() });
+                        // Timed: it went stale.
+                        let end = self.stale_end(self.deadlines.get(old));
                         p.timed += 1;
                         p.wheel.push(Timer { idx: old, meta }, end);
                     }
@@ -1164,11 +1188,10 @@ where
             let meta = slot.meta.load(Ordering::Acquire);
             match state(meta) {
                 READY => {
-                    // SAFETY: READY, and pinned.
-                    let expires = unsafe { slot.expires() };
-                    // Every entry of a cache with `time_to_idle` has a
-                    // deadline (see `IDLE_ONLY`): others pay nothing here.
-                    if expires != NEVER {
+                    // Every entry of a cache with `time_to_idle` is timed
+                    // (see `IDLE_ONLY`): others pay nothing here.
+                    if slab::timed(meta) {
+                        let expires = self.deadlines.get(idx);
                         let now = self.clock.now();
                         if now >= self.soonest(idx, expires) {
                             return Lookup::Absent;
@@ -1344,8 +1367,9 @@ where
         let (shard, probe) = self.probe(p, hash, &key);
         let idx = self.alloc(p);
         self.start_clocks(idx);
+        let timed = self.stamp_deadline(idx, expires);
         // SAFETY: a fresh slot, published below.
-        let meta = unsafe { self.slot(idx).fill(tag, expires, key, Filling::Ready(value)) };
+        let meta = unsafe { self.slot(idx).fill(tag, key, Filling::Ready(value), timed) };
         match probe {
             Probe::Found(pos, old) => {
                 self.table(shard, &p.locked).expect("found in it").replace(pos, tag, idx);
@@ -1461,7 +1485,8 @@ where
             // callers under a herd) pay nothing.
             let flight = p.spare.pop().unwrap_or_else(|| Arc::new(Flight::new()));
             // SAFETY: a fresh slot, published below.
-            let meta = unsafe { self.slot(idx).fill(tag, NEVER, key, Filling::Pending(Arc::clone(&flight))) };
+            // (No deadline: readers and timers look at it only once `READY`.)
+            let meta = unsafe { self.slot(idx).fill(tag, key, Filling::Pending(Arc::clone(&flight)), false) };
             match stale {
                 Some(old) => {
                     self.table(shard, &p.locked).expect("found in it").replace(pos, tag, idx);
@@ -1584,8 +1609,7 @@ where
                 Lookup::Absent => return None,
             }
         };
-        // SAFETY: READY when picked or found, and held: intact.
-        (self.soonest(idx, unsafe { self.slot(idx).expires() }) > now).then_some((idx, meta))
+        (self.soonest(idx, self.slot_deadline(idx, meta)) > now).then_some((idx, meta))
     }
 
     /// Calls `visit` with each live entry of `shard` (and its slot and
@@ -1772,17 +1796,16 @@ where
             if let Some(&(_, next, _)) = ahead.next() {
                 prefetch(self.store.slot(next));
             }
-            let Some((idx, _)) = self.store.current(idx, meta, self.now) else {
+            let Some((idx, meta)) = self.store.current(idx, meta, self.now) else {
                 continue;
             };
             let slot = self.store.slot(idx);
-            // SAFETY: READY when found by `current`, and held: not taken
-            // back, so intact.
-            let expires = match unsafe { slot.expires() } {
+            let expires = match self.store.slot_deadline(idx, meta) {
                 IDLE_ONLY => NEVER,
                 expires => expires,
             };
-            // SAFETY: as above.
+            // SAFETY: READY when found by `current`, and held: not taken
+            // back, so intact.
             unsafe { visit(slot.key(), slot.value(), expires) }?;
             visited += 1;
         }

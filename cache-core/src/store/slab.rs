@@ -42,16 +42,30 @@ pub(crate) const HELD: u32 = 6;
 
 const STATE_BITS: u32 = 3;
 const STATE_MASK: u32 = (1 << STATE_BITS) - 1;
+/// Set in the meta of a slot whose entry has a deadline (a TTL, or idle
+/// expiry): readers look up the deadline (kept beside the slab, see
+/// `Deadlines`) only then, and entries without one cost nothing to check.
+/// Fixed for a generation of the slot, like its key.
+pub(crate) const TIMED: u32 = 1 << STATE_BITS;
+/// Where the generation starts.
+const GENERATION_SHIFT: u32 = STATE_BITS + 1;
+const GENERATION_MASK: u32 = !0 << GENERATION_SHIFT;
 
 #[inline]
 pub(crate) fn state(meta: u32) -> u32 {
     meta & STATE_MASK
 }
 
+/// Whether a meta's entry has a deadline.
+#[inline]
+pub(crate) fn timed(meta: u32) -> bool {
+    meta & TIMED != 0
+}
+
 /// Which use of its slot a meta names.
 #[inline]
 pub(crate) fn generation(meta: u32) -> u32 {
-    meta & !STATE_MASK
+    meta & GENERATION_MASK
 }
 
 #[inline]
@@ -59,19 +73,19 @@ pub(crate) fn with_state(meta: u32, state: u32) -> u32 {
     (meta & !STATE_MASK) | state
 }
 
-/// The next generation of a slot, in state `FREE`.
+/// The next generation of a slot, in state `FREE`, untimed.
 #[inline]
 fn next_generation(meta: u32) -> u32 {
-    (meta & !STATE_MASK).wrapping_add(1 << STATE_BITS)
+    generation(meta).wrapping_add(1 << GENERATION_SHIFT)
 }
 
 /// Whether a taken-back slot has used up its generations (the next one
 /// would repeat the first): such a slot is never reused, so no `(index,
 /// meta)` pair kept by a timer or a read record can name a later entry.
-/// That costs one slot per 2^29 reuses of it.
+/// That costs one slot per 2^28 reuses of it.
 #[inline]
 pub(crate) fn exhausted(meta: u32) -> bool {
-    meta >> STATE_BITS == 0
+    generation(meta) == 0
 }
 
 /// A value, or the flight that is loading it.
@@ -94,9 +108,6 @@ pub(crate) struct Slot<K, V> {
     /// The upper 32 bits of the key's hash, to find the slot's table entry
     /// without hashing the key again (user code) under the lock.
     tag: UnsafeCell<u32>,
-    /// Deadline in clock nanoseconds, or `NEVER`. Written before the slot is
-    /// published as `READY`, read only after that.
-    expires: UnsafeCell<u64>,
     key: UnsafeCell<MaybeUninit<K>>,
     payload: UnsafeCell<MaybeUninit<Payload<V>>>,
 }
@@ -144,16 +155,6 @@ impl<K, V> Slot<K, V> {
     }
 
     /// # Safety
-    /// As [`key`](Self::key), and the slot is `READY` or `RETIRED_READY`
-    /// (seen through an Acquire load of its meta), or the lock is held.
-    #[inline]
-    pub(crate) unsafe fn expires(&self) -> u64 {
-        // SAFETY: written by the lock holder before the Release store that
-        // made the slot READY, and not again until it is taken back.
-        unsafe { *self.expires.get() }
-    }
-
-    /// # Safety
     /// As [`key`](Self::key).
     #[inline]
     pub(crate) unsafe fn tag(&self) -> u32 {
@@ -162,11 +163,12 @@ impl<K, V> Slot<K, V> {
         unsafe { *self.tag.get() }
     }
 
-    /// Fills a `FREE` slot and returns its new meta; the caller publishes it.
+    /// Fills a `FREE` slot and returns its new meta ([`TIMED`] if `timed`);
+    /// the caller publishes it.
     ///
     /// # Safety
     /// Lock held, slot `FREE` and unreachable by readers.
-    pub(crate) unsafe fn fill(&self, tag: u32, expires: u64, key: K, payload: Filling<V>) -> u32 {
+    pub(crate) unsafe fn fill(&self, tag: u32, key: K, payload: Filling<V>, timed: bool) -> u32 {
         let meta = self.meta.load(Ordering::Relaxed);
         debug_assert_eq!(state(meta), FREE);
         let (payload, new_state) = match payload {
@@ -177,36 +179,34 @@ impl<K, V> Slot<K, V> {
         // fields until the Release store below publishes them.
         unsafe {
             *self.tag.get() = tag;
-            *self.expires.get() = expires;
             (*self.key.get()).write(key);
             (*self.payload.get()).write(payload);
         }
-        let meta = with_state(meta, new_state);
+        let meta = with_state(meta, new_state) | if timed { TIMED } else { 0 };
         self.meta.store(meta, Ordering::Release);
         meta
     }
 
     /// Turns a `PENDING` slot `READY` (or `STALE`: `to`) in place,
-    /// returning its flight.
+    /// [`TIMED`] if `timed`, returning its flight.
     ///
     /// # Safety
     /// Lock held, slot `PENDING`. Readers never read the payload of a `PENDING`
     /// slot without the lock, and the state is stored last (Release).
-    pub(crate) unsafe fn resolve(&self, expires: u64, value: V, to: u32) -> (u32, Arc<Flight<V>>) {
+    pub(crate) unsafe fn resolve(&self, value: V, to: u32, timed: bool) -> (u32, Arc<Flight<V>>) {
         let meta = self.meta.load(Ordering::Relaxed);
         debug_assert_eq!(state(meta), PENDING);
         // SAFETY: PENDING, so `pending` is initialized; with the lock held
-        // nobody else reads it, and readers without the lock read `expires`
-        // and `ready` only after the Release store below makes it READY.
+        // nobody else reads it, and readers without the lock read `ready`
+        // only after the Release store below makes it READY.
         let flight = unsafe {
             let payload = (*self.payload.get()).assume_init_mut();
             let flight = ManuallyDrop::take(&mut payload.pending);
-            *self.expires.get() = expires;
             (*self.payload.get()).write(Payload { ready: ManuallyDrop::new(value) });
             flight
         };
         debug_assert!(to == READY || to == STALE);
-        let meta = with_state(meta, to);
+        let meta = with_state(meta, to) | if timed { TIMED } else { 0 };
         self.meta.store(meta, Ordering::Release);
         (meta, flight)
     }
@@ -422,7 +422,8 @@ mod tests {
     }
 
     #[test]
-    fn a_slot_of_u64_to_u64_is_32_bytes() {
-        assert_eq!(std::mem::size_of::<Slot<u64, u64>>(), 32);
+    fn a_slot_of_u64_to_u64_is_24_bytes() {
+        // Meta, tag, key, value: a TTL deadline lives beside the slab.
+        assert_eq!(std::mem::size_of::<Slot<u64, u64>>(), 24);
     }
 }

@@ -1,9 +1,11 @@
 //! Per-entry times kept beside the slab, one `u64` per slot, only by the
 //! caches that use them (a cache without these settings pays no byte):
-//! idle deadlines (`time_to_idle`) and write times (`refresh_after`).
+//! TTL deadlines (for the entries that have one), idle deadlines (`time_to_idle`)
+//! and write times (`refresh_after`).
 //!
-//! Readers touch them without the lock (a read pushes an idle deadline on;
-//! a `fetch` hit claims an entry's refresh), so each is an atomic.
+//! Readers touch them without the lock (a hit checks a TTL deadline, a
+//! read pushes an idle deadline on, a `fetch` hit claims an entry's
+//! refresh), so each is an atomic.
 //!
 //! The wheel holds one timer per entry, armed at whichever of its TTL and
 //! idle deadlines comes first; reads never touch the wheel. When a timer
@@ -11,8 +13,9 @@
 //! new deadline: an entry read often costs one re-arm per idle period, not
 //! one per read.
 
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::alloc::{self, Layout};
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::slab::{SEGMENTS, locate, segment_len};
@@ -21,28 +24,102 @@ use super::slab::{SEGMENTS, locate, segment_len};
 /// `now + time_to_idle` below `NEVER` for 146 years of uptime.
 const LONGEST: u64 = 1 << 62;
 
-/// One atomic `u64` per slot, laid out as the slab's segments and
-/// allocated with them.
+/// One atomic `u64` per slot, laid out as the slab's segments. A segment
+/// is made at most once, under the store's lock, and freed with the store:
+/// a reader that found a slot holds its segment's stamps as long as it
+/// holds the slot. (Raw pointers rather than `OnceLock`s: a hit reads a
+/// stamp through one load and a null check.)
 struct Stamps {
-    segments: [OnceLock<Box<[AtomicU64]>>; SEGMENTS],
+    segments: [AtomicPtr<AtomicU64>; SEGMENTS],
 }
 
 impl Stamps {
     fn new() -> Self {
-        Stamps { segments: std::array::from_fn(|_| OnceLock::new()) }
+        Stamps { segments: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())) }
     }
 
-    /// Makes room for slot `idx`'s stamp. Under the store's lock, beside
-    /// `Slab::ensure`.
-    fn ensure(&self, idx: u32) {
+    /// Slot `idx`'s stamp, making its segment's (zeroed) if there are none
+    /// yet. Under the store's lock.
+    fn ensure(&self, idx: u32) -> &AtomicU64 {
+        if let Some(stamp) = self.find(idx) {
+            return stamp;
+        }
         let (segment, _) = locate(idx);
-        self.segments[segment].get_or_init(|| (0..segment_len(segment)).map(|_| AtomicU64::new(0)).collect());
+        let layout = Self::layout(segment);
+        // SAFETY: not zero-sized (a segment holds at least 32 stamps).
+        // Zeroed, so that the pages of stamps never written are never
+        // touched either; zero is a valid `AtomicU64`.
+        let base = unsafe { alloc::alloc_zeroed(layout) }.cast::<AtomicU64>();
+        if base.is_null() {
+            alloc::handle_alloc_error(layout);
+        }
+        // Release: a reader that sees the pointer sees the zeroed stamps.
+        self.segments[segment].store(base, Ordering::Release);
+        self.find(idx).expect("made above")
+    }
+
+    fn layout(segment: usize) -> Layout {
+        Layout::array::<AtomicU64>(segment_len(segment)).expect("a segment's stamps fit in memory")
+    }
+
+    /// Slot `idx`'s stamp, if its segment has them.
+    #[inline]
+    fn find(&self, idx: u32) -> Option<&AtomicU64> {
+        let (segment, offset) = locate(idx);
+        let base = self.segments[segment].load(Ordering::Acquire);
+        // SAFETY: a non-null pointer came from `ensure`: `segment_len(segment)`
+        // stamps, `offset` below that (`locate`), freed only by `drop`.
+        (!base.is_null()).then(|| unsafe { &*base.add(offset) })
     }
 
     #[inline]
     fn get(&self, idx: u32) -> &AtomicU64 {
-        let (segment, offset) = locate(idx);
-        &self.segments[segment].get().expect("ensured with the slot")[offset]
+        self.find(idx).expect("ensured with the slot")
+    }
+}
+
+impl Drop for Stamps {
+    fn drop(&mut self) {
+        for (segment, base) in self.segments.iter_mut().enumerate() {
+            let base = *base.get_mut();
+            if !base.is_null() {
+                // SAFETY: allocated by `ensure` with this layout, and nobody
+                // can read it any more (`&mut self`).
+                unsafe { alloc::dealloc(base.cast(), Self::layout(segment)) };
+            }
+        }
+    }
+}
+
+/// Each timed entry's deadline (TTL, or `IDLE_ONLY`), in clock
+/// nanoseconds. Not in the slot, where a cache without TTLs would pay 8
+/// bytes an entry for nothing: a segment of deadlines is made when an entry
+/// in it first gets one, and readers look here only for a slot whose meta
+/// is `TIMED`.
+pub(crate) struct Deadlines {
+    stamps: Stamps,
+}
+
+impl Deadlines {
+    pub(crate) fn new() -> Self {
+        Deadlines { stamps: Stamps::new() }
+    }
+
+    /// `TIMED` slot `idx`'s deadline. The slot was seen with that meta
+    /// through an Acquire load, or the lock is held.
+    #[inline]
+    pub(crate) fn get(&self, idx: u32) -> u64 {
+        // Relaxed: the Acquire that found the slot ordered its deadline
+        // (and its segment's making) before this load.
+        self.stamps.get(idx).load(Ordering::Relaxed)
+    }
+
+    /// Sets slot `idx`'s deadline: by the lock holder, before the slot is
+    /// published `TIMED` (a Release store, which orders this one before any
+    /// reader's load).
+    #[inline]
+    pub(crate) fn set(&self, idx: u32, deadline: u64) {
+        self.stamps.ensure(idx).store(deadline, Ordering::Relaxed);
     }
 }
 
@@ -133,5 +210,30 @@ impl Refresh {
         written != REFRESHING
             && now.saturating_sub(written) >= self.after
             && cell.compare_exchange(written, REFRESHING, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn made(stamps: &Stamps) -> Vec<usize> {
+        (0..SEGMENTS).filter(|&s| !stamps.segments[s].load(Ordering::Relaxed).is_null()).collect()
+    }
+
+    #[test]
+    fn a_cache_keeps_deadlines_only_for_the_segments_of_entries_that_have_one() {
+        let cache = crate::Cache::<u64, u64>::new(1_000);
+        for k in 0..1_000 {
+            cache.insert(k, k);
+        }
+        let deadlines = &cache.store.deadlines;
+        assert_eq!(made(&deadlines.stamps), Vec::<usize>::new(), "no TTL, no deadlines");
+        cache.insert_with_ttl(1, 1, Some(Duration::from_secs(60)));
+        // The overwrite took a new slot, past the first thousand.
+        assert_eq!(made(&deadlines.stamps).len(), 1);
+        assert_eq!(cache.get(&1), Some(1));
     }
 }
