@@ -40,10 +40,18 @@ impl Stamps {
 
     /// Slot `idx`'s stamp, making its segment's (zeroed) if there are none
     /// yet. Under the store's lock.
+    #[inline]
     fn ensure(&self, idx: u32) -> &AtomicU64 {
-        if let Some(stamp) = self.find(idx) {
-            return stamp;
+        match self.find(idx) {
+            Some(stamp) => stamp,
+            None => self.make(idx),
         }
+    }
+
+    /// [`ensure`](Self::ensure)'s first call for a segment.
+    #[cold]
+    #[inline(never)]
+    fn make(&self, idx: u32) -> &AtomicU64 {
         let (segment, _) = locate(idx);
         let layout = Self::layout(segment);
         // SAFETY: not zero-sized (a segment holds at least 32 stamps).
