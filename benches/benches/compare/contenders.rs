@@ -90,6 +90,22 @@ pub(crate) fn all(capacity: usize) -> Vec<(&'static str, Box<dyn Contender>)> {
     ]
 }
 
+/// For hits with a TTL: our default policy and moka, each without and
+/// with a one-hour TTL, and quick_cache (which has no TTLs) as the yardstick.
+pub(crate) fn timed(capacity: usize) -> Vec<(&'static str, Box<dyn Contender>)> {
+    let hour = std::time::Duration::from_secs(3_600);
+    vec![
+        (crate::OURS, Box::new(Ours(async_cache::Cache::new(capacity)))),
+        (crate::OURS_TTL, Box::new(Ours(async_cache::Cache::builder().max_size(capacity).default_ttl(hour).build()))),
+        ("quick_cache", Box::new(Quick(quick_cache::sync::Cache::new(capacity)))),
+        ("moka", Box::new(Moka(moka::sync::Cache::new(capacity as u64)))),
+        (
+            "moka, time_to_live 1 h",
+            Box::new(Moka(moka::sync::Cache::builder().max_capacity(capacity as u64).time_to_live(hour).build())),
+        ),
+    ]
+}
+
 pub(crate) fn value(key: u64) -> Value {
     Arc::new(format!("value {key}"))
 }
