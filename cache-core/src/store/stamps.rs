@@ -27,8 +27,9 @@ const LONGEST: u64 = 1 << 62;
 /// One atomic `u64` per slot, laid out as the slab's segments. A segment
 /// is made at most once, under the store's lock, and freed with the store:
 /// a reader that found a slot holds its segment's stamps as long as it
-/// holds the slot. (Raw pointers rather than `OnceLock`s: a hit reads a
-/// stamp through one load and a null check.)
+/// holds the slot. (Raw zeroed allocations rather than boxed slices of
+/// atomics made one by one, which would write, and so take, every page of a
+/// segment, used or not.)
 struct Stamps {
     segments: [AtomicPtr<AtomicU64>; SEGMENTS],
 }
@@ -75,7 +76,7 @@ impl Stamps {
     fn find(&self, idx: u32) -> Option<&AtomicU64> {
         let (segment, offset) = locate(idx);
         let base = self.segments[segment].load(Ordering::Acquire);
-        // SAFETY: a non-null pointer came from `ensure`: `segment_len(segment)`
+        // SAFETY: a non-null pointer came from `make`: `segment_len(segment)`
         // stamps, `offset` below that (`locate`), freed only by `drop`.
         (!base.is_null()).then(|| unsafe { &*base.add(offset) })
     }
@@ -91,7 +92,7 @@ impl Drop for Stamps {
         for (segment, base) in self.segments.iter_mut().enumerate() {
             let base = *base.get_mut();
             if !base.is_null() {
-                // SAFETY: allocated by `ensure` with this layout, and nobody
+                // SAFETY: allocated by `make` with this layout, and nobody
                 // can read it any more (`&mut self`).
                 unsafe { alloc::dealloc(base.cast(), Self::layout(segment)) };
             }
