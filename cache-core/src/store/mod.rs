@@ -779,13 +779,14 @@ impl<K, V, S> Store<K, V, S> {
     /// must be gone or about to be (the caller's job unless `unindex` first).
     /// An entry (not a placeholder) leaves for `cause`.
     fn retire(&self, p: &mut State<V>, idx: u32, cause: RemovalCause) {
-        if state(self.slot(idx).meta.load(Ordering::Relaxed)) == READY {
+        let meta = self.slot(idx).meta.load(Ordering::Relaxed);
+        if state(meta) == READY {
             p.order.unlink(idx);
             p.len -= 1;
             if self.weigher.is_some() {
                 p.weight -= u64::from(p.weights[idx as usize]);
             }
-            self.unarm(p, idx);
+            self.unarm(p, meta);
             self.depart(p, idx, cause);
         } else {
             self.retire_other(p, idx);
@@ -863,11 +864,12 @@ impl<K, V, S> Store<K, V, S> {
         p.wheel.retain(|t| self.slot(t.idx).meta.load(Ordering::Relaxed) == t.meta);
     }
 
-    /// The opposite of [`arm`](Self::arm) for `READY` slot `idx`, about to
-    /// be retired (its timer then finds a changed meta and does nothing).
-    fn unarm(&self, p: &mut State<V>, idx: u32) {
+    /// The opposite of [`arm`](Self::arm) for a `READY` slot with `meta`,
+    /// about to be retired (its timer then finds a changed meta and does
+    /// nothing).
+    fn unarm(&self, p: &mut State<V>, meta: u32) {
         // With `time_to_idle`, every entry is timed.
-        if slab::timed(self.slot(idx).meta.load(Ordering::Relaxed)) {
+        if slab::timed(meta) {
             p.timed -= 1;
         }
     }
@@ -1373,7 +1375,8 @@ where
         match probe {
             Probe::Found(pos, old) => {
                 self.table(shard, &p.locked).expect("found in it").replace(pos, tag, idx);
-                if state(self.slot(old).meta.load(Ordering::Relaxed)) == READY {
+                let old_meta = self.slot(old).meta.load(Ordering::Relaxed);
+                if state(old_meta) == READY {
                     // An overwrite is a use of the entry, not a newcomer: it
                     // keeps its standing in the order (under TinyLfu, its
                     // region: a popular key written often must not have to
@@ -1383,7 +1386,7 @@ where
                         p.weight -= u64::from(p.weights[old as usize]);
                     }
                     self.weighs(p, idx, weight);
-                    self.unarm(p, old);
+                    self.unarm(p, old_meta);
                     self.depart(p, old, RemovalCause::Replaced);
                     self.discard(p, old);
                     self.arm(p, idx, meta, expires);
