@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use cache_core_shuttle::Cache;
 use shuttle::thread;
@@ -77,6 +78,25 @@ fn reads_during_overwrites_always_find_the_key() {
             }
         },
         |cache| assert_eq!(cache.get(&0), Some(4)),
+    );
+}
+
+/// Overwrites that alternate between a TTL and none: the key never looks
+/// expired to a reader (a deadline is stored before its entry is published,
+/// and an entry without one never reads one, even in a slot that had one).
+#[test]
+fn reads_during_overwrites_with_and_without_a_ttl_always_find_the_key() {
+    model(
+        16,
+        |_| {},
+        |cache, published| {
+            for version in 2..=5 {
+                let ttl = (version % 2 == 0).then(|| Duration::from_secs(3_600));
+                cache.insert_with_ttl(0, version, ttl);
+                published.store(version, Ordering::SeqCst);
+            }
+        },
+        |cache| assert_eq!(cache.get(&0), Some(5)),
     );
 }
 
