@@ -186,7 +186,7 @@ pub(crate) struct Store<K, V, S = DefaultHasher> {
     pub(crate) observers: Observers,
     listener: Option<Listener<K, V>>,
     weigher: Option<Weigher<K, V>>,
-    /// TTL deadlines, once an entry has one.
+    /// The deadlines of `TIMED` entries (a TTL, or idle expiry).
     deadlines: Deadlines,
     /// Idle deadlines, with `time_to_idle`.
     idle: Option<Idle>,

@@ -422,6 +422,23 @@ mod tests {
     }
 
     #[test]
+    fn a_new_generation_is_free_and_untimed_and_the_last_one_is_exhausted() {
+        let meta = with_state(0, READY) | TIMED;
+        assert!(timed(meta) && state(meta) == READY);
+        // A state change keeps the bit; the generation ignores it.
+        let retired = with_state(meta, RETIRED_READY);
+        assert!(timed(retired));
+        assert_eq!(generation(retired), generation(meta));
+        let next = next_generation(retired);
+        assert_eq!((state(next), timed(next)), (FREE, false));
+        assert_ne!(generation(next), generation(meta));
+        assert!(!exhausted(next));
+        // The generation after the last wraps to the first: never reused.
+        let last = GENERATION_MASK | TIMED | READY;
+        assert!(exhausted(next_generation(last)));
+    }
+
+    #[test]
     fn a_slot_of_u64_to_u64_is_24_bytes() {
         // Meta, tag, key, value: a TTL deadline lives beside the slab.
         assert_eq!(std::mem::size_of::<Slot<u64, u64>>(), 24);
