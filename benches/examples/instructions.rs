@@ -9,7 +9,7 @@
 //! ```
 //!
 //! `qc-hit`, `qc-insert` and `qc-miss` run quick_cache's calls on the same
-//! workloads.
+//! workloads, and `lru-insert` a `Mutex<lru::LruCache>`'s.
 //!
 //! Each runs 200,000 operations (`hit` first fills 10,000 entries); `save`
 //! saves the persistence bench's 100,000 entries to a file once, and `load`
@@ -94,6 +94,14 @@ fn main() {
                 cache.insert(key_of(i), i);
             }
         }
+        // The floor of an exact LRU whose reads take the lock too.
+        "lru-insert" => {
+            let cache =
+                std::sync::Mutex::new(lru::LruCache::<u64, u64>::new(std::num::NonZeroUsize::new(10_000).unwrap()));
+            for i in 0..n {
+                cache.lock().unwrap().put(key_of(i), i);
+            }
+        }
         "qc-miss" => {
             let runtime = tokio::runtime::Builder::new_current_thread().build().expect("a runtime");
             let cache: quick_cache::sync::Cache<u64, u64> = quick_cache::sync::Cache::new(10_000);
@@ -106,7 +114,7 @@ fn main() {
         }
         other => {
             eprintln!(
-                "unknown workload {other:?}: hit, hit-ttl, insert, insert-ttl, insert-lfu, miss, save, load, qc-hit, qc-insert or qc-miss"
+                "unknown workload {other:?}: hit, hit-ttl, insert, insert-ttl, insert-lfu, miss, save, load, qc-hit, qc-insert, qc-miss or lru-insert"
             );
             std::process::exit(2);
         }

@@ -765,9 +765,7 @@ impl<K, V, S> Store<K, V, S> {
     }
 
     /// Removes `idx`'s table word.
-    fn unindex(&self, p: &mut State<V>, idx: u32) {
-        // SAFETY: a slot in a table is not FREE.
-        let tag = unsafe { self.slot(idx).tag() };
+    fn unindex(&self, p: &mut State<V>, idx: u32, tag: u32) {
         let shard = self.shard(tag);
         let table = self.table(shard, &p.locked).expect("an indexed slot has a table");
         let usage = &mut p.usage[shard];
@@ -775,11 +773,12 @@ impl<K, V, S> Store<K, V, S> {
         usage.live -= 1;
     }
 
-    /// Takes `idx` out of the recency order and retires it; its table word
-    /// must be gone or about to be (the caller's job unless `unindex` first).
-    /// An entry (not a placeholder) leaves for `cause`.
-    fn retire(&self, p: &mut State<V>, idx: u32, cause: RemovalCause) {
-        let meta = self.slot(idx).meta.load(Ordering::Relaxed);
+    /// Takes `idx` (whose slot is `slot`) out of the recency order and
+    /// retires it; its table word must be gone or about to be (the caller's
+    /// job unless `unindex` first). An entry (not a placeholder) leaves for
+    /// `cause`.
+    fn retire(&self, p: &mut State<V>, idx: u32, slot: &Slot<K, V>, cause: RemovalCause) {
+        let meta = slot.meta.load(Ordering::Relaxed);
         if state(meta) == READY {
             p.order.unlink(idx);
             p.len -= 1;
@@ -791,7 +790,7 @@ impl<K, V, S> Store<K, V, S> {
         } else {
             self.retire_other(p, idx);
         }
-        self.discard(p, idx);
+        self.discard(p, idx, slot);
     }
 
     /// `retire`'s accounting for a slot that is not a live entry: a
@@ -819,10 +818,11 @@ impl<K, V, S> Store<K, V, S> {
     /// Retires the stale entry `flight`'s load holds, if it still does: the
     /// load's placeholder is leaving.
     fn release_held(&self, p: &mut State<V>, flight: &Flight<V>) {
-        if let Some((idx, meta)) = flight.stale()
-            && self.slot(idx).meta.load(Ordering::Relaxed) == meta
-        {
-            self.retire(p, idx, RemovalCause::Expired);
+        if let Some((idx, meta)) = flight.stale() {
+            let slot = self.slot(idx);
+            if slot.meta.load(Ordering::Relaxed) == meta {
+                self.retire(p, idx, slot, RemovalCause::Expired);
+            }
         }
     }
 
@@ -834,10 +834,11 @@ impl<K, V, S> Store<K, V, S> {
         }
     }
 
-    /// Retires slot `idx`, already out of the order and the table, into
-    /// limbo: it waits there for its grace period.
-    fn discard(&self, p: &mut State<V>, idx: u32) {
-        self.slot(idx).retire();
+    /// Retires slot `idx` (`slot`: callers have it in hand, and looking it
+    /// up again costs a write ~10 instructions), already out of the order
+    /// and the table, into limbo: it waits there for its grace period.
+    fn discard(&self, p: &mut State<V>, idx: u32, slot: &Slot<K, V>) {
+        slot.retire();
         p.limbo.push(idx);
     }
 
@@ -876,8 +877,10 @@ impl<K, V, S> Store<K, V, S> {
 
     /// `unindex` then `retire`.
     fn detach(&self, p: &mut State<V>, idx: u32, cause: RemovalCause) {
-        self.unindex(p, idx);
-        self.retire(p, idx, cause);
+        let slot = self.slot(idx);
+        // SAFETY: a slot in a table is not FREE.
+        self.unindex(p, idx, unsafe { slot.tag() });
+        self.retire(p, idx, slot, cause);
     }
 
     /// Hands a fresh `READY` slot to the order and enforces the bounds.
@@ -1015,9 +1018,10 @@ impl<K, V, S> Store<K, V, S> {
             // SAFETY: our PENDING slot, lock held.
             let (_, flight) = unsafe { slot.resolve(value, READY, timed) };
             self.release_held(p, &flight);
-            self.unindex(p, lead.idx);
+            // SAFETY: our slot, READY and in a table.
+            self.unindex(p, lead.idx, unsafe { slot.tag() });
             self.depart(p, lead.idx, cause);
-            self.discard(p, lead.idx);
+            self.discard(p, lead.idx, slot);
             Ok(flight)
         } else {
             if ours {
@@ -1050,7 +1054,7 @@ impl<K, V, S> Store<K, V, S> {
                         let shard = self.shard(tag);
                         let table = self.table(shard, &p.locked).expect("an indexed slot has a table");
                         table.replace(table.position_of(tag, lead.idx), tag, old);
-                        self.discard(p, lead.idx);
+                        self.discard(p, lead.idx, self.slot(lead.idx));
                         let meta = self.slot(old).shift(STALE);
                         // Timed: it went stale.
                         let end = self.stale_end(self.deadlines.get(old));
@@ -1375,7 +1379,8 @@ where
         match probe {
             Probe::Found(pos, old) => {
                 self.table(shard, &p.locked).expect("found in it").replace(pos, tag, idx);
-                let old_meta = self.slot(old).meta.load(Ordering::Relaxed);
+                let old_slot = self.slot(old);
+                let old_meta = old_slot.meta.load(Ordering::Relaxed);
                 if state(old_meta) == READY {
                     // An overwrite is a use of the entry, not a newcomer: it
                     // keeps its standing in the order (under TinyLfu, its
@@ -1388,14 +1393,14 @@ where
                     self.weighs(p, idx, weight);
                     self.unarm(p, old_meta);
                     self.depart(p, old, RemovalCause::Replaced);
-                    self.discard(p, old);
+                    self.discard(p, old, old_slot);
                     self.arm(p, idx, meta, expires);
                     // Heavier than the value it replaced, it may push others out.
                     self.enforce(p);
                     return None;
                 }
                 // A load's placeholder: not an entry yet, nothing is told.
-                self.retire(p, old, RemovalCause::Replaced);
+                self.retire(p, old, old_slot, RemovalCause::Replaced);
             }
             Probe::Vacant(pos) => self.occupy(p, shard, pos, tag, idx),
         }
@@ -1441,7 +1446,7 @@ where
                         PENDING => self.release_held(p, unsafe { slot.flight() }),
                         _ => {}
                     }
-                    self.discard(p, idx);
+                    self.discard(p, idx, slot);
                 }
                 retire_table(old);
                 p.usage[shard] = Usage::default();
