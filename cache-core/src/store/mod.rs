@@ -838,6 +838,7 @@ impl<K, V, S> Store<K, V, S> {
     /// up again costs a write ~10 instructions), already out of the order
     /// and the table, into limbo: it waits there for its grace period.
     fn discard(&self, p: &mut State<V>, idx: u32, slot: &Slot<K, V>) {
+        debug_assert!(ptr::eq(slot, self.slot(idx)), "slot {idx} handed with another's");
         slot.retire();
         p.limbo.push(idx);
     }

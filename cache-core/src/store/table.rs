@@ -277,8 +277,8 @@ impl Usage {
     #[inline]
     pub(crate) fn full(&self, capacity: usize) -> bool {
         let used = self.live + self.dead + 1;
-        // Half used or less, no rule applies: the common case, one test
-        // (three cost inserts ~12 instructions).
+        // Half used or less, no rule below applies: the common case, in one
+        // test (the three rules cost an insert ~12 instructions).
         if used * 2 <= capacity {
             return false;
         }
