@@ -1053,12 +1053,13 @@ impl<K, V, S> Store<K, V, S> {
                     // The stale entry goes back in its place, for the rest
                     // of its window.
                     Some((old, held)) if self.slot(old).meta.load(Ordering::Relaxed) == held => {
+                        let slot = self.slot(lead.idx);
                         // SAFETY: our PENDING slot is in a table.
-                        let tag = unsafe { self.slot(lead.idx).tag() };
+                        let tag = unsafe { slot.tag() };
                         let shard = self.shard(tag);
                         let table = self.table(shard, &p.locked).expect("an indexed slot has a table");
                         table.replace(table.position_of(tag, lead.idx), tag, old);
-                        self.discard(p, lead.idx, self.slot(lead.idx));
+                        self.discard(p, lead.idx, slot);
                         let meta = self.slot(old).shift(STALE);
                         // Timed: it went stale.
                         let end = self.stale_end(self.deadlines.get(old));
