@@ -239,12 +239,22 @@ where
             // A leading claim moves its key into the placeholder; the batch
             // keeps this copy to hand to the loader.
             let mut placed = Some(key.clone());
-            let (flight, joined) = match store.claim(hash, &mut placed) {
+            let (flight, joined) = match store.claim(hash, &mut placed, false) {
                 Claim::Hit(value) => return Ok(Some(value)),
                 Claim::Join(flight) => (flight, true),
                 Claim::Lead(lead) => {
-                    let flight = Arc::clone(&lead.flight);
-                    self.enqueue(key.clone(), lead);
+                    let flight = Arc::clone(lead.flight());
+                    // User code with the placeholder in hand: if the copy
+                    // panics, the flight is abandoned first (a waiter takes
+                    // the load over), not left for nobody to end.
+                    let copy = match std::panic::catch_unwind(AssertUnwindSafe(|| key.clone())) {
+                        Ok(copy) => copy,
+                        Err(panic) => {
+                            store.fail([&lead], || Outcome::Abandoned);
+                            std::panic::resume_unwind(panic);
+                        }
+                    };
+                    self.enqueue(copy, lead);
                     (flight, false)
                 }
             };
@@ -376,9 +386,9 @@ where
         self.shared.runtime.spawn(async move {
             let store = Arc::clone(&shared.cache.store);
             // Keys whose every caller is gone are not sent: a flight only
-            // held by its placeholder and this batch has nobody waiting.
+            // held by its placeholder (in this batch) has nobody waiting.
             batch.held.retain(|(_, lead)| {
-                let wanted = Arc::strong_count(&lead.flight) > 2;
+                let wanted = Arc::strong_count(lead.flight()) > 1;
                 if !wanted {
                     store.fail([lead], || Outcome::Abandoned);
                 }
@@ -458,7 +468,7 @@ where
                     // One lock for the whole batch, then the wake-ups.
                     let current = store.resolve_all(found, store.config.default_ttl);
                     for (lead, value) in wake {
-                        lead.flight.finish(Outcome::Value(value));
+                        lead.flight().finish(Outcome::Value(value));
                     }
                     store.fail(absent, || Outcome::Absent);
                     // Values cut off meanwhile (an invalidation, say) do

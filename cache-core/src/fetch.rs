@@ -130,11 +130,11 @@ where
         let mut key = Some(key);
         let mut load = Some(load);
         loop {
-            let (flight, task) = match store.claim(hash, &mut key) {
+            let (flight, task) = match store.claim(hash, &mut key, false) {
                 Claim::Hit(value) => return Ok(value),
                 Claim::Join(flight) => (flight, None),
                 Claim::Lead(lead) => {
-                    let flight = Arc::clone(&lead.flight);
+                    let flight = Arc::clone(lead.flight());
                     let load = load.take().expect("a caller leads at most once");
                     (flight, Some(self.spawn_load(lead, tiered.clone(), load)))
                 }

@@ -1,7 +1,7 @@
 //! A load in flight: the outcome its waiters are parked on.
 //!
-//! The leader's placeholder in the store holds an `Arc<Flight>`; callers that
-//! find the placeholder wait on it. A flight ends exactly once, with a value,
+//! The leader holds an `Arc<Flight>`, and its placeholder in the store a
+//! pointer to it; callers that find the placeholder wait on it. A flight ends exactly once, with a value,
 //! an error, or `Abandoned` when the leader panicked or was dropped; waiters
 //! of an abandoned flight go back to the store, where one of them becomes the
 //! next leader (see `load.rs`, which runs that protocol). A waiter that is
@@ -13,6 +13,7 @@
 use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
 
@@ -56,6 +57,8 @@ pub(crate) struct Flight<V> {
     /// entry this load replaces. Set under the store's lock before anyone
     /// can join.
     stale: OnceLock<(u32, u32)>,
+    /// Whether a waiter ever registered. Written under `waiters`' lock.
+    waited: AtomicBool,
 }
 
 #[derive(Default)]
@@ -72,7 +75,23 @@ impl<V> std::fmt::Debug for Flight<V> {
 
 impl<V> Flight<V> {
     pub(crate) fn new() -> Self {
-        Flight { outcome: OnceLock::new(), waiters: Mutex::new(Waiters::default()), stale: OnceLock::new() }
+        Flight {
+            outcome: OnceLock::new(),
+            waiters: Mutex::new(Waiters::default()),
+            stale: OnceLock::new(),
+            waited: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether a flight that nobody else holds is as new: nobody waited on
+    /// it and it holds no stale entry, so another load may use it without
+    /// [`reset`](Self::reset) (whose `&mut` costs `Arc::get_mut`'s atomic
+    /// compare-exchange, on every miss). The caller has seen, with
+    /// acquire ordering, that it holds the only `Arc`: the registrations
+    /// of waiters that have dropped theirs are then visible.
+    #[inline]
+    pub(crate) fn is_pristine(&self) -> bool {
+        !self.waited.load(Ordering::Relaxed) && self.stale.get().is_none() && self.outcome.get().is_none()
     }
 
     /// Makes a flight that nobody else holds new again, keeping nothing of
@@ -82,6 +101,7 @@ impl<V> Flight<V> {
     pub(crate) fn reset(&mut self) {
         debug_assert!(self.outcome.get().is_none(), "a finished flight is not reused");
         self.stale = OnceLock::new();
+        *self.waited.get_mut() = false;
         let waiters = self.waiters.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
         // Nobody else holds the flight, so every waiter has unregistered:
         // the wakers' places are all empty. A herd's worth is not kept.
@@ -165,6 +185,7 @@ impl<V: Clone> Future for Wait<V> {
                         slot => *slot = Some(cx.waker().clone()),
                     },
                     None => {
+                        this.flight.waited.store(true, Ordering::Relaxed);
                         let waker = Some(cx.waker().clone());
                         let place = match waiters.vacant.pop() {
                             Some(place) => {
@@ -212,6 +233,28 @@ mod tests {
         }
         // A late waiter sees it at once.
         assert!(matches!(Arc::clone(&flight).wait().await, Outcome::Value(7)));
+    }
+
+    /// A flight is kept for another load without a reset only if nothing
+    /// of its load is left in it: no waiter ever (their places), no stale
+    /// entry, no outcome.
+    #[tokio::test]
+    async fn only_a_flight_nobody_waited_on_is_pristine() {
+        let mut flight = Arc::new(Flight::<u32>::new());
+        assert!(flight.is_pristine());
+        let mut wait = Box::pin(Arc::clone(&flight).wait());
+        assert!(std::future::poll_fn(|cx| Poll::Ready(wait.as_mut().poll(cx))).await.is_pending());
+        drop(wait);
+        assert!(!flight.is_pristine(), "a waiter came and went");
+        Arc::get_mut(&mut flight).unwrap().reset();
+        assert!(flight.is_pristine());
+        assert_eq!(lock(&flight.waiters).wakers.capacity(), 0, "a reset keeps no waiters' places");
+        flight.hold_stale(3, 4);
+        assert!(!flight.is_pristine(), "it holds a stale entry");
+        Arc::get_mut(&mut flight).unwrap().reset();
+        assert!(flight.is_pristine());
+        flight.finish(Outcome::Abandoned);
+        assert!(!flight.is_pristine(), "it ended");
     }
 
     #[tokio::test]

@@ -372,15 +372,17 @@ where
     {
         let store = &*self.store;
         let hash = store.hash(&key);
-        let found = if lookup { store.get(hash, &key) } else { store.peek(hash, &key) };
+        let found = if lookup { store.get_before_claim(hash, &key) } else { store.peek(hash, &key) };
         if let Some(value) = found {
             return Ok(value);
         }
         let tiered = self.tier_key(&key);
         let mut key = Some(key);
         let mut load = Some(load);
+        // The first claim counts the miss.
+        let mut miss = lookup;
         loop {
-            match store.claim(hash, &mut key) {
+            match store.claim(hash, &mut key, std::mem::take(&mut miss)) {
                 Claim::Hit(value) => return Ok(value),
                 Claim::Lead(placeholder) => {
                     // The guard first: it ends the flight if the load panics

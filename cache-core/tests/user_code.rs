@@ -220,6 +220,45 @@ async fn a_panicking_clone_in_a_batch_strands_no_caller() {
     assert!(!FRAGILE_ARMED.load(Ordering::SeqCst));
 }
 
+/// A key whose `Clone` panics on the n-th call after arming.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct CountdownKey(u64);
+
+static KEY_COUNTDOWN: AtomicUsize = AtomicUsize::new(0);
+
+impl Clone for CountdownKey {
+    fn clone(&self) -> Self {
+        let left = KEY_COUNTDOWN.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if left == Ok(1) {
+            panic!("on purpose: CountdownKey::clone");
+        }
+        CountdownKey(self.0)
+    }
+}
+
+/// A batched caller that leads copies its key twice (one for the
+/// placeholder, one for the batch): the second copy panics with the
+/// placeholder placed. It must be abandoned, not left for nobody to end:
+/// the next caller of the key leads a load of its own instead of waiting
+/// for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_key_clone_of_a_batched_leader_strands_no_caller() {
+    quiet();
+    let cache = Cache::<CountdownKey, u64>::new(10);
+    let batched = cache.batched(|keys: Vec<CountdownKey>| async move {
+        Ok::<_, String>(keys.into_iter().map(|k| (CountdownKey(k.0), k.0 * 10)).collect::<HashMap<_, _>>())
+    });
+    KEY_COUNTDOWN.store(2, Ordering::SeqCst);
+    let first = {
+        let batched = batched.clone();
+        tokio::spawn(async move { batched.get(CountdownKey(7)).await })
+    };
+    assert!(within(first).await.unwrap_err().is_panic(), "the second copy panics");
+    assert_eq!(KEY_COUNTDOWN.load(Ordering::SeqCst), 0);
+    assert_eq!(within(batched.get(CountdownKey(7))).await.unwrap(), Some(70));
+    assert_eq!(cache.get(&CountdownKey(7)), Some(70));
+}
+
 /// A value whose `Clone` panics on the n-th call after arming.
 #[derive(Debug, PartialEq)]
 struct Countdown(u64);

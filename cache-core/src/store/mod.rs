@@ -32,9 +32,10 @@ mod wheel;
 
 use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash};
+use std::mem::ManuallyDrop;
 use std::ptr::{self, NonNull};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use self::buffer::ReadBuffer;
@@ -121,7 +122,9 @@ struct State<V> {
     /// Counted here, under the lock that evicts and expires, not with atomics.
     evictions: u64,
     expirations: u64,
-    /// Flights of loads that ended with nobody else holding them, reset:
+    /// Misses counted by `claim` (see `get_before_claim`).
+    misses: u64,
+    /// Flights of loads that ended with nobody else holding them, as new:
     /// a miss leads with one of these instead of allocating (an allocation
     /// and a free cost ~190 instructions, an eighth of a miss).
     spare: Vec<Arc<Flight<V>>>,
@@ -160,12 +163,56 @@ pub(crate) enum Claim<V> {
     Lead(Placeholder<V>),
 }
 
-/// A leader's placeholder: slot `idx` as it was when placed.
+/// A leader's placeholder: slot `idx` as it was when placed, and the
+/// flight it points to.
+///
+/// The slot points to the flight without holding a count (see
+/// `slab::Payload`), so the flight must outlive the slot's time as this
+/// placeholder: [`resolve`](Store::resolve) and [`fail`](Store::fail) end
+/// it (or find it ended) under the lock and mark it given up. One dropped
+/// before that (a panic on the way, say) keeps its flight alive for good
+/// rather than leave the slot pointing to freed memory.
 #[derive(Debug)]
 pub(crate) struct Placeholder<V> {
     idx: u32,
     meta: u32,
-    pub(crate) flight: Arc<Flight<V>>,
+    flight: ManuallyDrop<Arc<Flight<V>>>,
+    /// Set under the lock once the slot is no longer `PENDING` with
+    /// `meta`: nothing reads its pointer to the flight any more.
+    given_up: AtomicBool,
+}
+
+impl<V> Placeholder<V> {
+    /// The flight its waiters wait on.
+    #[inline]
+    pub(crate) fn flight(&self) -> &Arc<Flight<V>> {
+        &self.flight
+    }
+
+    /// Notes that the slot no longer needs the flight. Lock held.
+    #[inline]
+    fn give_up(&self) {
+        self.given_up.store(true, Ordering::Relaxed);
+    }
+
+    /// The flight, from a placeholder the store has given up.
+    #[inline]
+    fn into_flight(self) -> Arc<Flight<V>> {
+        debug_assert!(self.given_up.load(Ordering::Relaxed));
+        let mut this = ManuallyDrop::new(self);
+        // SAFETY: `this` is never dropped, so the flight is taken once.
+        unsafe { ManuallyDrop::take(&mut this.flight) }
+    }
+}
+
+impl<V> Drop for Placeholder<V> {
+    fn drop(&mut self) {
+        if self.given_up.load(Ordering::Relaxed) {
+            // SAFETY: dropped once, here; no slot's pointer to it is read
+            // any more (`given_up`).
+            unsafe { ManuallyDrop::drop(&mut self.flight) }
+        }
+    }
 }
 
 pub(crate) struct Store<K, V, S = DefaultHasher> {
@@ -259,6 +306,7 @@ impl<K, V, S> Store<K, V, S> {
                 replaying: Vec::new(),
                 evictions: 0,
                 expirations: 0,
+                misses: 0,
                 spare: Vec::new(),
             })),
             reclaimed: Arc::default(),
@@ -336,12 +384,12 @@ impl<K, V, S> Store<K, V, S> {
     /// Counters since the cache was built, never reset (for exporters),
     /// with the current size.
     pub(crate) fn totals(&self) -> Metrics {
-        let (size, weight, evictions, expirations) =
-            self.settled(|p| (p.len, self.weight_in(p), p.evictions, p.expirations));
+        let (size, weight, evictions, expirations, claimed_misses) =
+            self.settled(|p| (p.len, self.weight_in(p), p.evictions, p.expirations, p.misses));
         let max_size = (self.config.max_size != usize::MAX).then_some(self.config.max_size as u64);
         let max_weight = (self.config.max_weight != u64::MAX).then_some(self.config.max_weight);
         let hits = self.reads.hits();
-        let misses = self.reads.misses();
+        let misses = self.reads.misses() + claimed_misses;
         Metrics {
             size: size as u64,
             max_size,
@@ -930,10 +978,8 @@ impl<K, V, S> Store<K, V, S> {
     ) -> (bool, Option<Arc<Flight<V>>>) {
         let placing = self.placing(ttl, weight);
         let (resolved, unkept) = self.write_at(Handoff::Batched, placing.now, |p| {
-            // The slot's handle goes first (not the last: the lead holds
-            // one), so the lead's is the last if nobody else holds it.
-            let resolved = self.resolve_locked(p, &lead, value, placing).map(drop);
-            (resolved, self.spare(p, lead.flight))
+            let resolved = self.resolve_locked(p, &lead, value, placing);
+            (resolved, self.spare(p, lead.into_flight()))
         });
         let current = resolved.is_ok();
         Self::drop_leftover(resolved);
@@ -945,14 +991,20 @@ impl<K, V, S> Store<K, V, S> {
     /// held: nobody can join the flight any more (its slot is no longer
     /// `PENDING`), so one that nobody else holds stays so.
     fn spare(&self, p: &mut State<V>, mut flight: Arc<Flight<V>>) -> Option<Arc<Flight<V>>> {
-        if p.spare.len() < SPARE_FLIGHTS
-            && let Some(unshared) = Arc::get_mut(&mut flight)
-        {
-            unshared.reset();
-            p.spare.push(flight);
-            return None;
+        // A load of the count, where `Arc::get_mut` is a read-modify-write
+        // on every miss; the fence orders what `is_pristine` reads after
+        // the release decrements of holders that have let go.
+        if p.spare.len() >= SPARE_FLIGHTS || Arc::strong_count(&flight) > 1 {
+            return Some(flight);
         }
-        Some(flight)
+        std::sync::atomic::fence(Ordering::Acquire);
+        if !flight.is_pristine() {
+            // Waiters came and went, or it held a stale entry: a reset.
+            let Some(unshared) = Arc::get_mut(&mut flight) else { return Some(flight) };
+            unshared.reset();
+        }
+        p.spare.push(flight);
+        None
     }
 
     /// [`resolve`](Self::resolve) for many placeholders under one lock.
@@ -979,61 +1031,54 @@ impl<K, V, S> Store<K, V, S> {
             .collect()
     }
 
-    /// Drops what [`resolve_locked`](Self::resolve_locked) handed back, after
-    /// unlocking. The placeholder's flight (if it is still here) runs no user
-    /// code in its drop (the leader sets its outcome later); a value that was
-    /// not stored is the user's, dropped quietly so that a panic in it cannot
-    /// keep the leader from waking its waiters.
-    fn drop_leftover<T>(leftover: Result<T, V>) {
-        match leftover {
-            Ok(flight) => drop(flight),
-            Err(unstored) => drop_quietly([unstored]),
+    /// Drops a value [`resolve_locked`](Self::resolve_locked) did not
+    /// store, after unlocking: the user's, dropped quietly so that a panic
+    /// in it cannot keep the leader from waking its waiters.
+    fn drop_leftover(leftover: Result<(), V>) {
+        if let Err(unstored) = leftover {
+            drop_quietly([unstored]);
         }
     }
 
-    /// One placeholder of `resolve`, lock held. Returns what to drop after
-    /// unlocking (never under the lock): the flight taken out if the value
-    /// was stored, else the value.
-    fn resolve_locked(
-        &self,
-        p: &mut State<V>,
-        lead: &Placeholder<V>,
-        value: V,
-        placing: Placing,
-    ) -> Result<Arc<Flight<V>>, V> {
+    /// One placeholder of `resolve`, lock held; gives it up. Hands back the
+    /// value if it was not stored, to drop after unlocking (never under the
+    /// lock).
+    fn resolve_locked(&self, p: &mut State<V>, lead: &Placeholder<V>, value: V, placing: Placing) -> Result<(), V> {
         let Placing { expires, weight, refused, .. } = placing;
         let slot = self.slot(lead.idx);
         let ours = slot.meta.load(Ordering::Relaxed) == lead.meta;
-        if let (true, None) = (ours, refused) {
+        let resolved = if let (true, None) = (ours, refused) {
             self.start_clocks(lead.idx);
             let timed = self.stamp_deadline(lead.idx, expires);
             // SAFETY: our PENDING slot, lock held.
-            let (meta, flight) = unsafe { slot.resolve(value, READY, timed) };
+            let meta = unsafe { slot.resolve(value, READY, timed) };
             // SAFETY: READY now.
             let tag = unsafe { slot.tag() };
             self.link(p, lead.idx, meta, tag, expires, weight);
             // The stale entry it replaced is gone for good.
-            self.release_held(p, &flight);
-            Ok(flight)
+            self.release_held(p, lead.flight());
+            Ok(())
         } else if let (true, Some(cause), true) = (ours, refused, self.listener.is_some()) {
             // Never stored, yet an entry to the listener: resolved, then
             // straight out, so that it is told with the key and value.
             let timed = self.stamp_deadline(lead.idx, expires);
             // SAFETY: our PENDING slot, lock held.
-            let (_, flight) = unsafe { slot.resolve(value, READY, timed) };
-            self.release_held(p, &flight);
+            unsafe { slot.resolve(value, READY, timed) };
+            self.release_held(p, lead.flight());
             // SAFETY: our slot, READY and in a table.
             self.unindex(p, lead.idx, unsafe { slot.tag() });
             self.depart(p, lead.idx, cause);
             self.discard(p, lead.idx, slot);
-            Ok(flight)
+            Ok(())
         } else {
             if ours {
                 // A placeholder: no entry leaves, the cause is not told.
                 self.detach(p, lead.idx, RemovalCause::Size);
             }
             Err(value)
-        }
+        };
+        lead.give_up();
+        resolved
     }
 
     /// Ends flights that get no value: takes their placeholders out (those
@@ -1046,29 +1091,30 @@ impl<K, V, S> Store<K, V, S> {
     {
         self.write(Handoff::Now, |p| {
             for lead in leads.clone() {
-                if self.slot(lead.idx).meta.load(Ordering::Relaxed) != lead.meta {
-                    continue;
-                }
-                match lead.flight.stale() {
-                    // The stale entry goes back in its place, for the rest
-                    // of its window.
-                    Some((old, held)) if self.slot(old).meta.load(Ordering::Relaxed) == held => {
-                        let slot = self.slot(lead.idx);
-                        // SAFETY: our PENDING slot is in a table.
-                        let tag = unsafe { slot.tag() };
-                        let shard = self.shard(tag);
-                        let table = self.table(shard, &p.locked).expect("an indexed slot has a table");
-                        table.replace(table.position_of(tag, lead.idx), tag, old);
-                        self.discard(p, lead.idx, slot);
-                        let meta = self.slot(old).shift(STALE);
-                        // Timed: it went stale.
-                        let end = self.stale_end(self.deadlines.get(old));
-                        p.timed += 1;
-                        p.wheel.push(Timer { idx: old, meta }, end);
+                // Still ours: taken out. Else someone took it out already.
+                if self.slot(lead.idx).meta.load(Ordering::Relaxed) == lead.meta {
+                    match lead.flight.stale() {
+                        // The stale entry goes back in its place, for the
+                        // rest of its window.
+                        Some((old, held)) if self.slot(old).meta.load(Ordering::Relaxed) == held => {
+                            let slot = self.slot(lead.idx);
+                            // SAFETY: our PENDING slot is in a table.
+                            let tag = unsafe { slot.tag() };
+                            let shard = self.shard(tag);
+                            let table = self.table(shard, &p.locked).expect("an indexed slot has a table");
+                            table.replace(table.position_of(tag, lead.idx), tag, old);
+                            self.discard(p, lead.idx, slot);
+                            let meta = self.slot(old).shift(STALE);
+                            // Timed: it went stale.
+                            let end = self.stale_end(self.deadlines.get(old));
+                            p.timed += 1;
+                            p.wheel.push(Timer { idx: old, meta }, end);
+                        }
+                        // A placeholder: no entry leaves, the cause is not told.
+                        _ => self.detach(p, lead.idx, RemovalCause::Explicit),
                     }
-                    // A placeholder: no entry leaves, the cause is not told.
-                    _ => self.detach(p, lead.idx, RemovalCause::Explicit),
                 }
+                lead.give_up();
             }
         });
         for lead in leads {
@@ -1234,7 +1280,16 @@ where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
-        self.lookup::<Q, false>(hash, key, &mut None)
+        self.lookup::<Q, false, true>(hash, key, &mut None)
+    }
+
+    /// [`get`](Self::get) without counting a miss, for a caller that
+    /// claims the key next and counts it there: under the lock the count is
+    /// a plain add, where a lookup's is an atomic read-modify-write on a
+    /// stripe other threads share.
+    #[inline]
+    pub(crate) fn get_before_claim(&self, hash: u64, key: &K) -> Option<V> {
+        self.lookup::<K, false, false>(hash, key, &mut None)
     }
 
     /// [`get`](Self::get) for `fetch`: a hit also says which entry this
@@ -1242,12 +1297,18 @@ where
     /// else is refreshing it.
     pub(crate) fn get_or_refresh(&self, hash: u64, key: &K) -> Option<(V, Option<Entry>)> {
         let mut refresh = None;
-        self.lookup::<K, true>(hash, key, &mut refresh).map(|value| (value, refresh))
+        self.lookup::<K, true, true>(hash, key, &mut refresh).map(|value| (value, refresh))
     }
 
-    /// `get`, and with `REFRESH`, the entry to refresh in `refresh`.
+    /// `get`, and with `REFRESH`, the entry to refresh in `refresh`; a
+    /// miss is counted with `MISS`.
     #[inline(always)]
-    fn lookup<Q, const REFRESH: bool>(&self, hash: u64, key: &Q, refresh: &mut Option<Entry>) -> Option<V>
+    fn lookup<Q, const REFRESH: bool, const MISS: bool>(
+        &self,
+        hash: u64,
+        key: &Q,
+        refresh: &mut Option<Entry>,
+    ) -> Option<V>
     where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
@@ -1271,7 +1332,9 @@ where
             // runs on the next write, `len()` or `metrics()`): reads never
             // take the lock.
             Lookup::Absent => {
-                self.reads.miss(stripe);
+                if MISS {
+                    self.reads.miss(stripe);
+                }
                 None
             }
         }
@@ -1465,11 +1528,13 @@ where
     }
 
     /// Finds a live value, joins the load in flight, or places the caller's
-    /// placeholder (taking `key`) so it leads the load.
-    pub(crate) fn claim(&self, hash: u64, key: &mut Option<K>) -> Claim<V> {
+    /// placeholder (taking `key`) so it leads the load. Counts a miss with
+    /// `miss` (see [`get_before_claim`](Self::get_before_claim)).
+    pub(crate) fn claim(&self, hash: u64, key: &mut Option<K>, miss: bool) -> Claim<V> {
         let tag = tag_of(hash);
         let guard = pin();
         let found = self.write(Handoff::Batched, |p| {
+            p.misses += u64::from(miss);
             let (shard, probe) = self.probe(p, hash, key.as_ref().expect("the caller still owns its key"));
             let (pos, stale) = match probe {
                 Probe::Found(pos, idx) => {
@@ -1483,7 +1548,7 @@ where
                             return Ok(Ok(idx));
                         }
                         // SAFETY: PENDING.
-                        PENDING => return Ok(Err(Arc::clone(unsafe { slot.flight() }))),
+                        PENDING => return Ok(Err(unsafe { slot.join() })),
                         // Expired, kept by `stale_for`: the load replaces it
                         // in the table and holds it meanwhile.
                         STALE => (pos, Some(idx)),
@@ -1495,11 +1560,15 @@ where
             let idx = self.alloc(p);
             let key = key.take().expect("checked above");
             // Only the caller that leads needs one: joiners and hits (most
-            // callers under a herd) pay nothing.
+            // callers under a herd) pay nothing. Held by the placeholder
+            // before the slot points to it (see `Placeholder`).
             let flight = p.spare.pop().unwrap_or_else(|| Arc::new(Flight::new()));
+            let mut lead =
+                Placeholder { idx, meta: 0, flight: ManuallyDrop::new(flight), given_up: AtomicBool::new(false) };
+            let flight = lead.flight();
             // SAFETY: a fresh slot, published below.
             // (No deadline: readers and timers look at it only once `READY`.)
-            let meta = unsafe { self.slot(idx).fill(tag, key, Filling::Pending(Arc::clone(&flight)), false) };
+            let meta = unsafe { self.slot(idx).fill(tag, key, Filling::Pending(Arc::as_ptr(flight)), false) };
             match stale {
                 Some(old) => {
                     self.table(shard, &p.locked).expect("found in it").replace(pos, tag, idx);
@@ -1510,7 +1579,8 @@ where
                 }
                 None => self.occupy(p, shard, pos, tag, idx),
             }
-            Err(Placeholder { idx, meta, flight })
+            lead.meta = meta;
+            Err(lead)
         });
         let claim = match found {
             // SAFETY: READY when found; pinned since, so not reclaimed.

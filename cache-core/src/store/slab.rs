@@ -89,9 +89,17 @@ pub(crate) fn exhausted(meta: u32) -> bool {
 }
 
 /// A value, or the flight that is loading it.
+///
+/// The flight is the leader's: the slot points to it without holding a
+/// count (an `Arc` clone and its drop were two atomic read-modify-writes on
+/// every miss). The leader's `Arc` keeps it alive while the slot is
+/// `PENDING`: the leader gives its placeholder up (see `Placeholder`) only
+/// under the lock, after the slot stopped being `PENDING` with its meta,
+/// and only then lets go of the flight; the pointer of a slot in any other
+/// state is never read.
 pub(crate) union Payload<V> {
     ready: ManuallyDrop<V>,
-    pending: ManuallyDrop<Arc<Flight<V>>>,
+    pending: *const Flight<V>,
 }
 
 /// What a reclaimed slot held; dropped by the writer that took the slot
@@ -99,7 +107,8 @@ pub(crate) union Payload<V> {
 /// under it.
 pub(crate) enum Garbage<K, V> {
     Ready(#[allow(dead_code)] K, #[allow(dead_code)] V),
-    Pending(#[allow(dead_code)] K, #[allow(dead_code)] Arc<Flight<V>>),
+    /// A placeholder's key (its flight is its leader's).
+    Pending(#[allow(dead_code)] K),
 }
 
 pub(crate) struct Slot<K, V> {
@@ -145,13 +154,31 @@ impl<K, V> Slot<K, V> {
     }
 
     /// # Safety
-    /// The lock is held and the slot is `PENDING` (only the lock holder
-    /// turns it `READY`, which replaces the payload).
+    /// The lock is held and the slot is `PENDING`: its leader gives the
+    /// placeholder up only under the lock, once the slot is no longer
+    /// `PENDING` with its meta, and keeps the flight alive until then (see
+    /// [`Payload`]).
     #[inline]
-    pub(crate) unsafe fn flight(&self) -> &Arc<Flight<V>> {
-        // SAFETY: the `pending` payload is initialized while PENDING, and the
-        // lock keeps it so.
-        unsafe { &(*self.payload.get()).assume_init_ref().pending }
+    pub(crate) unsafe fn flight(&self) -> &Flight<V> {
+        // SAFETY: the `pending` payload is initialized while PENDING, the
+        // lock keeps it so, and it points to a live flight (the contract).
+        unsafe { &*(*self.payload.get()).assume_init_ref().pending }
+    }
+
+    /// A handle on the flight, for a caller that joins the load.
+    ///
+    /// # Safety
+    /// As [`flight`](Self::flight).
+    #[inline]
+    pub(crate) unsafe fn join(&self) -> Arc<Flight<V>> {
+        // SAFETY: the pointer came from `Arc::as_ptr` (`Filling::pending`),
+        // and the leader's `Arc` is alive (the contract), so its count is
+        // at least one while this one is added.
+        unsafe {
+            let flight = (*self.payload.get()).assume_init_ref().pending;
+            Arc::increment_strong_count(flight);
+            Arc::from_raw(flight)
+        }
     }
 
     /// # Safety
@@ -173,7 +200,7 @@ impl<K, V> Slot<K, V> {
         debug_assert_eq!(state(meta), FREE);
         let (payload, new_state) = match payload {
             Filling::Ready(value) => (Payload { ready: ManuallyDrop::new(value) }, READY),
-            Filling::Pending(flight) => (Payload { pending: ManuallyDrop::new(flight) }, PENDING),
+            Filling::Pending(flight) => (Payload { pending: flight }, PENDING),
         };
         // SAFETY: FREE and unreachable (the contract): nobody reads these
         // fields until the Release store below publishes them.
@@ -188,27 +215,22 @@ impl<K, V> Slot<K, V> {
     }
 
     /// Turns a `PENDING` slot `READY` (or `STALE`: `to`) in place,
-    /// [`TIMED`] if `timed`, returning its flight.
+    /// [`TIMED`] if `timed`; returns its new meta.
     ///
     /// # Safety
     /// Lock held, slot `PENDING`. Readers never read the payload of a `PENDING`
     /// slot without the lock, and the state is stored last (Release).
-    pub(crate) unsafe fn resolve(&self, value: V, to: u32, timed: bool) -> (u32, Arc<Flight<V>>) {
+    pub(crate) unsafe fn resolve(&self, value: V, to: u32, timed: bool) -> u32 {
         let meta = self.meta.load(Ordering::Relaxed);
         debug_assert_eq!(state(meta), PENDING);
-        // SAFETY: PENDING, so `pending` is initialized; with the lock held
-        // nobody else reads it, and readers without the lock read `ready`
-        // only after the Release store below makes it READY.
-        let flight = unsafe {
-            let payload = (*self.payload.get()).assume_init_mut();
-            let flight = ManuallyDrop::take(&mut payload.pending);
-            (*self.payload.get()).write(Payload { ready: ManuallyDrop::new(value) });
-            flight
-        };
+        // SAFETY: PENDING: the payload is a pointer, nothing to drop; with
+        // the lock held nobody else reads it, and readers without the lock
+        // read `ready` only after the Release store below makes it READY.
+        unsafe { (*self.payload.get()).write(Payload { ready: ManuallyDrop::new(value) }) };
         debug_assert!(to == READY || to == STALE);
         let meta = with_state(meta, to) | if timed { TIMED } else { 0 };
         self.meta.store(meta, Ordering::Release);
-        (meta, flight)
+        meta
     }
 
     /// Moves a slot holding a value between `READY`, `STALE` and `HELD`
@@ -235,8 +257,7 @@ impl<K, V> Slot<K, V> {
     }
 
     /// Marks a slot `FREE`, one generation on, and moves out its contents
-    /// if they need dropping (a flight always does; a key and value only if
-    /// `K` or `V` has drop glue). Returns them, for the caller to drop, and
+    /// if they need dropping (only if `K` or `V` has drop glue). Returns them, for the caller to drop, and
     /// whether the slot may be reused (see [`exhausted`]). Runs no user code.
     ///
     /// # Safety
@@ -245,7 +266,7 @@ impl<K, V> Slot<K, V> {
     pub(crate) unsafe fn empty(&self) -> (Option<Garbage<K, V>>, bool) {
         let meta = self.meta.load(Ordering::Relaxed);
         let reusable = !exhausted(next_generation(meta));
-        if matches!(state(meta), READY | STALE | HELD | RETIRED_READY) && !std::mem::needs_drop::<(K, V)>() {
+        if !std::mem::needs_drop::<(K, V)>() {
             self.meta.store(next_generation(meta), Ordering::Relaxed);
             return (None, reusable);
         }
@@ -272,11 +293,7 @@ impl<K, V> Slot<K, V> {
                     let mut payload = (*self.payload.get()).assume_init_read();
                     Some(Garbage::Ready(key, ManuallyDrop::take(&mut payload.ready)))
                 }
-                PENDING | RETIRED_PENDING => {
-                    let key = (*self.key.get()).assume_init_read();
-                    let mut payload = (*self.payload.get()).assume_init_read();
-                    Some(Garbage::Pending(key, ManuallyDrop::take(&mut payload.pending)))
-                }
+                PENDING | RETIRED_PENDING => Some(Garbage::Pending((*self.key.get()).assume_init_read())),
                 _ => None,
             }
         };
@@ -288,7 +305,8 @@ impl<K, V> Slot<K, V> {
 /// What a slot is filled with.
 pub(crate) enum Filling<V> {
     Ready(V),
-    Pending(Arc<Flight<V>>),
+    /// A placeholder, pointing to its leader's flight (from `Arc::as_ptr`).
+    Pending(*const Flight<V>),
 }
 
 #[cold]
