@@ -1,11 +1,12 @@
 //! A load in flight: the outcome its waiters are parked on.
 //!
 //! The leader holds an `Arc<Flight>`, and its placeholder in the store a
-//! pointer to it; callers that find the placeholder wait on it. A flight ends exactly once, with a value,
-//! an error, or `Abandoned` when the leader panicked or was dropped; waiters
-//! of an abandoned flight go back to the store, where one of them becomes the
-//! next leader (see `load.rs`, which runs that protocol). A waiter that is
-//! dropped takes its waker out, so a cancelled caller leaves nothing behind.
+//! pointer to it; callers that find the placeholder wait on it. A flight
+//! ends exactly once, with a value, an error, or `Abandoned` when the
+//! leader panicked or was dropped; waiters of an abandoned flight go back
+//! to the store, where one of them becomes the next leader (see `load.rs`,
+//! which runs that protocol). A waiter that is dropped takes its waker out,
+//! so a cancelled caller leaves nothing behind.
 //!
 //! This file knows nothing of the store or of loading: it is the one-shot
 //! broadcast that both use.

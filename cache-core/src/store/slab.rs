@@ -171,7 +171,7 @@ impl<K, V> Slot<K, V> {
     /// As [`flight`](Self::flight).
     #[inline]
     pub(crate) unsafe fn join(&self) -> Arc<Flight<V>> {
-        // SAFETY: the pointer came from `Arc::as_ptr` (`Filling::pending`),
+        // SAFETY: the pointer came from `Arc::as_ptr` (`Filling::Pending`),
         // and the leader's `Arc` is alive (the contract), so its count is
         // at least one while this one is added.
         unsafe {
@@ -257,8 +257,10 @@ impl<K, V> Slot<K, V> {
     }
 
     /// Marks a slot `FREE`, one generation on, and moves out its contents
-    /// if they need dropping (only if `K` or `V` has drop glue). Returns them, for the caller to drop, and
-    /// whether the slot may be reused (see [`exhausted`]). Runs no user code.
+    /// if they need dropping (only if `K` or `V` has drop glue: a
+    /// placeholder's flight is its leader's). Returns them, for the caller
+    /// to drop, and whether the slot may be reused (see [`exhausted`]).
+    /// Runs no user code.
     ///
     /// # Safety
     /// As [`take`](Self::take).
