@@ -220,6 +220,12 @@ async fn a_panicking_clone_in_a_batch_strands_no_caller() {
     assert!(!FRAGILE_ARMED.load(Ordering::SeqCst));
 }
 
+/// Counts `left` down; true on the call that takes it from 1 to 0 (the
+/// n-th after it was set to n), for a `Clone` to panic there.
+fn runs_out(left: &AtomicUsize) -> bool {
+    left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)) == Ok(1)
+}
+
 /// A key whose `Clone` panics on the n-th call after arming.
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct CountdownKey(u64);
@@ -228,8 +234,7 @@ static KEY_COUNTDOWN: AtomicUsize = AtomicUsize::new(0);
 
 impl Clone for CountdownKey {
     fn clone(&self) -> Self {
-        let left = KEY_COUNTDOWN.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-        if left == Ok(1) {
+        if runs_out(&KEY_COUNTDOWN) {
             panic!("on purpose: CountdownKey::clone");
         }
         CountdownKey(self.0)
@@ -267,8 +272,7 @@ static COUNTDOWN: AtomicUsize = AtomicUsize::new(0);
 
 impl Clone for Countdown {
     fn clone(&self) -> Self {
-        let left = COUNTDOWN.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-        if left == Ok(1) {
+        if runs_out(&COUNTDOWN) {
             panic!("on purpose: Countdown::clone");
         }
         Countdown(self.0)

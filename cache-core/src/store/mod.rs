@@ -1895,3 +1895,33 @@ where
         Ok(visited)
     }
 }
+
+#[cfg(all(test, not(shuttle)))]
+mod tests {
+    use super::*;
+
+    fn placeholder(flight: &Arc<Flight<u32>>) -> Placeholder<u32> {
+        Placeholder { idx: 0, meta: 0, flight: ManuallyDrop::new(Arc::clone(flight)), given_up: AtomicBool::new(false) }
+    }
+
+    /// A slot points to its placeholder's flight without a count, so a
+    /// placeholder the store has not given up (dropped by a panic on the
+    /// way) must keep its flight alive, and one it has given up lets go.
+    #[test]
+    fn only_a_given_up_placeholder_lets_go_of_its_flight() {
+        let flight = Arc::new(Flight::new());
+        drop(placeholder(&flight));
+        assert_eq!(Arc::strong_count(&flight), 2, "kept alive for good");
+        let given_up = placeholder(&flight);
+        given_up.give_up();
+        drop(given_up);
+        assert_eq!(Arc::strong_count(&flight), 2, "its own count went");
+        let given_up = placeholder(&flight);
+        given_up.give_up();
+        assert!(Arc::ptr_eq(&given_up.into_flight(), &flight));
+        // SAFETY: the count the first placeholder kept, released so that
+        // the test itself leaks nothing (Miri checks).
+        unsafe { Arc::decrement_strong_count(Arc::as_ptr(&flight)) };
+        assert_eq!(Arc::strong_count(&flight), 1);
+    }
+}
