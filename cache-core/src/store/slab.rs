@@ -190,14 +190,27 @@ impl<K, V> Slot<K, V> {
         unsafe { *self.tag.get() }
     }
 
-    /// Fills a `FREE` slot and returns its new meta ([`TIMED`] if `timed`);
+    /// Fills a free slot and returns its new meta ([`TIMED`] if `timed`);
     /// the caller publishes it.
     ///
+    /// A free slot is `FREE`, or, in a cache whose keys and values need no
+    /// drop, still retired: the writer that took it back after its grace
+    /// period left it as it was (one cache miss fewer than marking it
+    /// `FREE`), and its next generation starts here.
+    ///
     /// # Safety
-    /// Lock held, slot `FREE` and unreachable by readers.
+    /// Lock held; the slot came from the free list (or was never used),
+    /// and is unreachable by readers.
     pub(crate) unsafe fn fill(&self, tag: u32, key: K, payload: Filling<V>, timed: bool) -> u32 {
         let meta = self.meta.load(Ordering::Relaxed);
-        debug_assert_eq!(state(meta), FREE);
+        let meta = match state(meta) {
+            FREE => meta,
+            _ => {
+                debug_assert!(!std::mem::needs_drop::<(K, V)>());
+                debug_assert!(matches!(state(meta), RETIRED_READY | RETIRED_PENDING));
+                next_generation(meta)
+            }
+        };
         let (payload, new_state) = match payload {
             Filling::Ready(value) => (Payload { ready: ManuallyDrop::new(value) }, READY),
             Filling::Pending(flight) => (Payload { pending: flight }, PENDING),
@@ -245,8 +258,9 @@ impl<K, V> Slot<K, V> {
     }
 
     /// Marks a published slot as removed; readers that already found it may
-    /// still read it until the grace period ends.
-    pub(crate) fn retire(&self) {
+    /// still read it until the grace period ends. Returns whether it may be
+    /// used again (see [`exhausted`]).
+    pub(crate) fn retire(&self) -> bool {
         let meta = self.meta.load(Ordering::Relaxed);
         let retired = match state(meta) {
             READY | STALE | HELD => RETIRED_READY,
@@ -254,26 +268,7 @@ impl<K, V> Slot<K, V> {
             other => unreachable!("retiring a slot in state {other}"),
         };
         self.meta.store(with_state(meta, retired), Ordering::Release);
-    }
-
-    /// Marks a slot `FREE`, one generation on, and moves out its contents
-    /// if they need dropping (only if `K` or `V` has drop glue: a
-    /// placeholder's flight is its leader's). Returns them, for the caller
-    /// to drop, and whether the slot may be reused (see [`exhausted`]).
-    /// Runs no user code.
-    ///
-    /// # Safety
-    /// As [`take`](Self::take).
-    #[inline]
-    pub(crate) unsafe fn empty(&self) -> (Option<Garbage<K, V>>, bool) {
-        let meta = self.meta.load(Ordering::Relaxed);
-        let reusable = !exhausted(next_generation(meta));
-        if !std::mem::needs_drop::<(K, V)>() {
-            self.meta.store(next_generation(meta), Ordering::Relaxed);
-            return (None, reusable);
-        }
-        // SAFETY: the caller's contract.
-        (unsafe { self.take() }, reusable)
+        !exhausted(next_generation(meta))
     }
 
     /// Moves the contents out of a slot and marks it `FREE`, one generation
