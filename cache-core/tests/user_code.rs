@@ -220,24 +220,24 @@ async fn a_panicking_clone_in_a_batch_strands_no_caller() {
     assert!(!FRAGILE_ARMED.load(Ordering::SeqCst));
 }
 
-/// Counts `left` down; true on the call that takes it from 1 to 0 (the
-/// n-th after it was set to n), for a `Clone` to panic there.
-fn runs_out(left: &AtomicUsize) -> bool {
-    left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)) == Ok(1)
-}
-
-/// A key whose `Clone` panics on the n-th call after arming.
+/// A key or value whose `Clone` panics on the n-th call after
+/// `COUNTDOWNS[C]` is set to n. One counter per test (`C`), since tests run
+/// at once.
 #[derive(Debug, PartialEq, Eq, Hash)]
-struct CountdownKey(u64);
+struct Countdown<const C: usize>(u64);
 
-static KEY_COUNTDOWN: AtomicUsize = AtomicUsize::new(0);
+static COUNTDOWNS: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
+/// The counter of the batched key test's keys.
+const KEYS: usize = 0;
+/// The counter of the leader's value test's values.
+const VALUES: usize = 1;
 
-impl Clone for CountdownKey {
+impl<const C: usize> Clone for Countdown<C> {
     fn clone(&self) -> Self {
-        if runs_out(&KEY_COUNTDOWN) {
-            panic!("on purpose: CountdownKey::clone");
+        if COUNTDOWNS[C].fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)) == Ok(1) {
+            panic!("on purpose: Countdown::clone");
         }
-        CountdownKey(self.0)
+        Countdown(self.0)
     }
 }
 
@@ -249,34 +249,19 @@ impl Clone for CountdownKey {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_key_clone_of_a_batched_leader_strands_no_caller() {
     quiet();
-    let cache = Cache::<CountdownKey, u64>::new(10);
-    let batched = cache.batched(|keys: Vec<CountdownKey>| async move {
-        Ok::<_, String>(keys.into_iter().map(|k| (CountdownKey(k.0), k.0 * 10)).collect::<HashMap<_, _>>())
+    let cache = Cache::<Countdown<KEYS>, u64>::new(10);
+    let batched = cache.batched(|keys: Vec<Countdown<KEYS>>| async move {
+        Ok::<_, String>(keys.into_iter().map(|k| (Countdown(k.0), k.0 * 10)).collect::<HashMap<_, _>>())
     });
-    KEY_COUNTDOWN.store(2, Ordering::SeqCst);
+    COUNTDOWNS[KEYS].store(2, Ordering::SeqCst);
     let first = {
         let batched = batched.clone();
-        tokio::spawn(async move { batched.get(CountdownKey(7)).await })
+        tokio::spawn(async move { batched.get(Countdown(7)).await })
     };
     assert!(within(first).await.unwrap_err().is_panic(), "the second copy panics");
-    assert_eq!(KEY_COUNTDOWN.load(Ordering::SeqCst), 0);
-    assert_eq!(within(batched.get(CountdownKey(7))).await.unwrap(), Some(70));
-    assert_eq!(cache.get(&CountdownKey(7)), Some(70));
-}
-
-/// A value whose `Clone` panics on the n-th call after arming.
-#[derive(Debug, PartialEq)]
-struct Countdown(u64);
-
-static COUNTDOWN: AtomicUsize = AtomicUsize::new(0);
-
-impl Clone for Countdown {
-    fn clone(&self) -> Self {
-        if runs_out(&COUNTDOWN) {
-            panic!("on purpose: Countdown::clone");
-        }
-        Countdown(self.0)
-    }
+    assert_eq!(COUNTDOWNS[KEYS].load(Ordering::SeqCst), 0);
+    assert_eq!(within(batched.get(Countdown(7))).await.unwrap(), Some(70));
+    assert_eq!(cache.get(&Countdown(7)), Some(70));
 }
 
 /// The leader copies its loaded value twice (one for the store, one for
@@ -286,7 +271,7 @@ impl Clone for Countdown {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_clone_of_a_leaders_value_strands_no_waiter() {
     for nth in [1, 2] {
-        let cache = Cache::<u64, Countdown>::new(10);
+        let cache = Cache::<u64, Countdown<VALUES>>::new(10);
         let (started, leading) = tokio::sync::oneshot::channel();
         let leader = {
             let cache = cache.clone();
@@ -295,7 +280,7 @@ async fn a_panicking_clone_of_a_leaders_value_strands_no_waiter() {
                     .get_or_load(1, || async {
                         started.send(()).unwrap();
                         tokio::time::sleep(Duration::from_millis(50)).await;
-                        COUNTDOWN.store(nth, Ordering::SeqCst);
+                        COUNTDOWNS[VALUES].store(nth, Ordering::SeqCst);
                         Countdown(1)
                     })
                     .await
@@ -308,6 +293,6 @@ async fn a_panicking_clone_of_a_leaders_value_strands_no_waiter() {
         assert!(leader.await.is_err(), "copy {nth}: the panic reaches the leader's caller");
         let expected = if nth == 1 { 2 } else { 1 };
         assert!(got.iter().all(|v| v.0 == expected), "copy {nth}: {got:?}");
-        assert_eq!(COUNTDOWN.load(Ordering::SeqCst), 0);
+        assert_eq!(COUNTDOWNS[VALUES].load(Ordering::SeqCst), 0);
     }
 }
