@@ -27,7 +27,7 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The atomics of the lock-free read path.
 pub(crate) mod atomic {
     #[cfg(shuttle)]
-    pub(crate) use shuttle::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64};
+    pub(crate) use shuttle::sync::atomic::{AtomicPtr, AtomicU32};
     #[cfg(not(shuttle))]
-    pub(crate) use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64};
+    pub(crate) use std::sync::atomic::{AtomicPtr, AtomicU32};
 }

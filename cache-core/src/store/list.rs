@@ -71,14 +71,14 @@ impl<X: Copy + Default> Links<X> {
         }
     }
 
-    /// Makes room for links up to `idx`, to the next power of two: as much
-    /// as the vector's doubling holds anyway, written at once instead of a
+    /// Makes room for links up to `idx` and some more (see
+    /// [`room_for`](super::room_for)), written at once instead of a
     /// `resize` call per new slot (~65 instructions each).
     #[inline]
     pub(super) fn reserve(&mut self, idx: u32) {
         let needed = idx as usize + 1;
         if self.links.len() < needed {
-            self.links.resize(needed.next_power_of_two(), Self::unlinked());
+            self.links.resize(super::room_for(needed), Self::unlinked());
         }
     }
 

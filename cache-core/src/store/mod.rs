@@ -43,7 +43,7 @@ use self::order::Order;
 use self::reclaim::{Locked, Pinned, Protects, Reclaimed, defer_and_flush, drop_quietly, flush, pin, retire_table};
 use self::slab::{Filling, HELD, PENDING, READY, RETIRED_PENDING, RETIRED_READY, STALE, Slab, Slot, state};
 use self::stamps::{Deadlines, Idle, Refresh};
-use self::table::{Probe, Table, TableRef, Usage};
+use self::table::{Format, Probe, Table, TableRef, Usage};
 use self::wheel::{Timer, Wheel};
 use crossbeam_utils::CachePadded;
 
@@ -68,7 +68,7 @@ const LIMBO_BATCH: usize = 128;
 /// Finished flights kept for the next misses to lead with.
 const SPARE_FLIGHTS: usize = 8;
 /// The most table shards (a resize copies one shard).
-const MAX_SHARD_BITS: u32 = 6;
+pub(super) const MAX_SHARD_BITS: u32 = 6;
 
 /// Settings fixed at build time.
 #[derive(Debug, Clone)]
@@ -108,6 +108,9 @@ struct State<V> {
     /// `READY` entries with a deadline: the wheel's live timers.
     timed: usize,
     usage: Vec<Usage>,
+    /// How new tables split their words: wide enough for every slab index
+    /// up to `high`.
+    format: Format,
     /// Retired slots not yet handed to the epoch.
     limbo: Vec<u32>,
     /// The sum of live entries' weights (with a weigher; else unused).
@@ -266,6 +269,28 @@ fn prefetch<T>(at: *const T) {
     let _ = at;
 }
 
+/// How long to make a side array indexed by slot (a link, a weight) that
+/// must hold `needed`: to the next power of two while small, then by steps
+/// of 4,096. What a side array holds is written whole, so all of it is
+/// memory the process keeps: doubling left up to half of a large one
+/// unused (5% at 1,000,000 entries, ~0.8 bytes an entry).
+pub(super) fn room_for(needed: usize) -> usize {
+    needed.next_power_of_two().min(needed.next_multiple_of(4_096))
+}
+
+/// Calls `each` on every slab index in `table`, in table order, and
+/// `ahead` on the one [`PREFETCH_AHEAD`] further on, to have its slot in
+/// cache by then (the indices are at random in the slab).
+fn scan(table: TableRef<'_>, mut ahead: impl FnMut(u32), mut each: impl FnMut(u32)) {
+    let mut next = table.indices().skip(PREFETCH_AHEAD);
+    for idx in table.indices() {
+        if let Some(later) = next.next() {
+            ahead(later);
+        }
+        each(idx);
+    }
+}
+
 #[inline]
 fn tag_of(hash: u64) -> u32 {
     (hash >> 32) as u32
@@ -299,6 +324,7 @@ impl<K, V, S> Store<K, V, S> {
                 wheel: Wheel::default(),
                 timed: 0,
                 usage: vec![Usage::default(); shards],
+                format: Format::new(),
                 limbo: Vec::new(),
                 weight: 0,
                 weights: Vec::new(),
@@ -737,6 +763,9 @@ impl<K, V, S> Store<K, V, S> {
     #[inline(never)]
     fn alloc_new(&self, p: &mut State<V>) -> u32 {
         let idx = p.high;
+        if !p.format.holds(idx) {
+            self.widen(p);
+        }
         self.slab.ensure(idx);
         if let Some(idle) = &self.idle {
             idle.ensure(idx);
@@ -746,10 +775,28 @@ impl<K, V, S> Store<K, V, S> {
         }
         p.order.reserve(idx);
         if self.weigher.is_some() && p.weights.len() <= idx as usize {
-            p.weights.resize((idx as usize + 1).next_power_of_two(), 0);
+            p.weights.resize(room_for(idx as usize + 1), 0);
         }
         p.high += 1;
         idx
+    }
+
+    /// Rebuilds every table with words that hold one more slab index than
+    /// they can now (slots ever allocated reached 2^24, or 2^26...). The
+    /// slab grows past the entries the cache may keep only by the slots
+    /// that wait out readers, so a cache of up to ~16 million entries never
+    /// gets here: this is for larger ones, once per fourfold growth.
+    #[cold]
+    #[inline(never)]
+    fn widen(&self, p: &mut State<V>) {
+        while !p.format.holds(p.high) {
+            p.format = p.format.wider();
+        }
+        for shard in 0..self.shards.len() {
+            if let Some(table) = self.table(shard, &p.locked) {
+                self.rebuild(p, shard, table.capacity());
+            }
+        }
     }
 
     /// Rebuilds `shard`'s table (or makes its first) if one more word would
@@ -766,19 +813,26 @@ impl<K, V, S> Store<K, V, S> {
     }
 
     /// Moves `shard`'s words to a new table of `capacity` words (a power of
-    /// two, at least twice the live words), sweeping its tombstones. Out of
-    /// line: rare, and inlined it grew every write's code.
+    /// two, at least twice the live words) in the current format, sweeping
+    /// its tombstones. Out of line: rare, and inlined it grew every write's
+    /// code.
     #[cold]
     #[inline(never)]
     fn rebuild(&self, p: &mut State<V>, shard: usize, capacity: usize) {
-        let fresh = Table::alloc(capacity);
+        let fresh = Table::alloc(capacity, p.format);
         // SAFETY: just allocated; freed only after being swapped out below
         // and retired, long after this function returns.
         let table = unsafe { TableRef::new(fresh) };
         if let Some(old) = self.table(shard, &p.locked) {
-            for (tag, idx) in old.entries() {
-                table.insert(tag, idx);
-            }
+            // A word keeps only part of its tag: the slot has it whole.
+            scan(
+                old,
+                |idx| prefetch(self.slot(idx)),
+                |idx| {
+                    // SAFETY: an indexed slot is not FREE.
+                    table.insert(unsafe { self.slot(idx).tag() }, idx);
+                },
+            );
         }
         let old = self.shards[shard].swap(fresh.as_ptr(), Ordering::Release);
         p.usage[shard].dead = 0;
@@ -1514,7 +1568,7 @@ where
                     continue;
                 };
                 // SAFETY: swapped out under the lock, retired only below.
-                for (_, idx) in unsafe { TableRef::new(old) }.entries() {
+                for idx in unsafe { TableRef::new(old) }.indices() {
                     let slot = self.slot(idx);
                     match state(slot.meta.load(Ordering::Relaxed)) {
                         READY => self.depart(p, idx, RemovalCause::Explicit),
@@ -1673,13 +1727,7 @@ where
             let Some(table) = self.table(shard, &p.locked) else {
                 return;
             };
-            let mut next = table.entries().skip(PREFETCH_AHEAD);
-            picked.extend(table.entries().filter_map(|(_, idx)| {
-                if let Some((_, later)) = next.next() {
-                    ahead(p, later);
-                }
-                each(p, idx)
-            }));
+            scan(table, |later| ahead(p, later), |idx| picked.extend(each(p, idx)));
         });
     }
 
@@ -1936,6 +1984,54 @@ mod tests {
         }
         assert_eq!(cache.len(), 4);
         assert_eq!(slot.meta.load(Ordering::Relaxed), retired, "slot 0 was used again");
+    }
+
+    /// A table word holds a slab index only up to a bound (2^24 at first):
+    /// before the slab grows past it, every table is rebuilt with wider
+    /// words, and a reader meanwhile never misses a present key.
+    #[test]
+    fn tables_widen_their_words_before_the_slab_outgrows_them() {
+        let cache = crate::Cache::<u64, u64>::new(10_000);
+        {
+            let mut p = cache.store.lock();
+            p.format = Format::narrowest();
+        }
+        const PRESENT: u64 = 8;
+        for key in 0..PRESENT {
+            cache.insert(key, key * 10);
+        }
+        let added = if cfg!(miri) { 300 } else { 5_000 };
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let reader = s.spawn(|| {
+                let mut rounds = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    for key in 0..PRESENT {
+                        assert_eq!(cache.get(&key), Some(key * 10), "missed a present key");
+                    }
+                    rounds += 1;
+                }
+                rounds
+            });
+            // Stops the reader even if an insert panics, so a failure ends.
+            struct Stop<'a>(&'a AtomicBool);
+            impl Drop for Stop<'_> {
+                fn drop(&mut self) {
+                    self.0.store(true, Ordering::Relaxed);
+                }
+            }
+            let stopping = Stop(&stop);
+            for key in PRESENT..PRESENT + added {
+                cache.insert(key, key * 10);
+            }
+            drop(stopping);
+            assert!(reader.join().unwrap() > 0);
+        });
+        for key in 0..PRESENT + added {
+            assert_eq!(cache.get(&key), Some(key * 10));
+        }
+        let p = cache.store.lock();
+        assert!(p.format.holds(p.high) && p.format != Format::narrowest());
     }
 
     /// A slot points to its placeholder's flight without a count, so a

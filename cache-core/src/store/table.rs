@@ -1,38 +1,101 @@
-//! One shard's index: linear probing over atomic 64-bit words.
+//! One shard's index: linear probing over atomic 32-bit words.
 //!
-//! A word holds a 32-bit hash tag and a slab index, so a probe compares tags
-//! without touching the slab and a rebuild never rehashes a key (no user code
-//! under the lock). Only the lock holder writes; readers probe without a lock.
-//! A word goes from empty to used, and back to empty or to a tombstone (see
-//! `remove`); a table is never more than 5/8 used, so a reader's probe always
-//! meets an empty word within one lap. Growing or cleaning tombstones builds
-//! a new table and retires the old one through the epoch, as it is, for
-//! readers still in it.
+//! A word holds a slab index in its low bits and, above them, as many bits
+//! of the key's hash tag as are left (eight while the slab has fewer than
+//! 2^24 slots), so a probe passes other keys' words without touching the
+//! slab: a word whose tag bits match by chance costs one slot read, about
+//! once in 256 words passed. Words of four bytes, not eight (a full tag and
+//! an index), save a table of a 1,000,000-entry cache 8 bytes an entry.
+//! Only the lock holder writes; readers probe without a lock. A word goes
+//! from empty to used, and back to empty or to a tombstone (see `remove`);
+//! a table is never more than 5/8 used, so a reader's probe always meets an
+//! empty word within one lap. Growing or cleaning tombstones builds a new
+//! table and retires the old one through the epoch, as it is, for readers
+//! still in it; a word does not hold the whole tag its position came from,
+//! so a rebuild reads it from the slot (`Slot::tag`, never the key: no user
+//! code under the lock).
 
 use std::alloc::{self, Layout};
 use std::marker::PhantomData;
 use std::ptr::{self, NonNull};
 use std::sync::atomic::Ordering;
 
-use crate::sync::atomic::AtomicU64;
+use super::MAX_SHARD_BITS;
+use crate::sync::atomic::AtomicU32;
 
-const EMPTY: u64 = 0;
-const TOMBSTONE: u64 = 1;
+const EMPTY: u32 = 0;
+const TOMBSTONE: u32 = 1;
 /// Slab indices are stored plus this, keeping 0 and 1 for the markers above.
 const INDEX_BIAS: u32 = 2;
 /// The smallest table.
 pub(crate) const MIN_CAPACITY: usize = 16;
+/// The index bits of a new store's words; the rest (eight) hold tag bits.
+const NARROWEST: u32 = 24;
 
-#[inline]
-fn word(tag: u32, idx: u32) -> u64 {
-    (u64::from(tag) << 32) | u64::from(idx + INDEX_BIAS)
+/// How a table's words split between slab index and tag bits.
+///
+/// A word keeps the tag's bits below the six that may pick its shard (see
+/// `Store::shard`): those are the same for every key of a shard. The shift
+/// is fixed, not the store's shard count, so that it costs one instruction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Format {
+    /// The bits of a word that hold tag bits; the others hold a slab index
+    /// plus [`INDEX_BIAS`].
+    tag_mask: u32,
 }
 
-/// A table's allocation: its mask, then its words.
+impl Format {
+    pub(crate) fn new() -> Format {
+        Format::with_index_bits(NARROWEST)
+    }
+
+    fn with_index_bits(index_bits: u32) -> Format {
+        debug_assert!(index_bits <= 32);
+        Format { tag_mask: !((u64::from(u32::MAX) >> (32 - index_bits)) as u32) }
+    }
+
+    /// Words of four index bits (slots 0 to 13), for tests that widen them.
+    #[cfg(all(test, not(shuttle)))]
+    pub(super) fn narrowest() -> Format {
+        Format::with_index_bits(4)
+    }
+
+    /// Whether a word of this format can hold slab index `idx`.
+    #[inline]
+    pub(crate) fn holds(self, idx: u32) -> bool {
+        u64::from(idx) + u64::from(INDEX_BIAS) <= u64::from(!self.tag_mask)
+    }
+
+    /// A format with two more index bits (two fewer tag bits), up to all 32.
+    pub(crate) fn wider(self) -> Format {
+        Format::with_index_bits((self.tag_mask.count_zeros() + 2).min(32))
+    }
+
+    /// The tag bits of `tag`'s words, in place.
+    #[inline]
+    fn tag_bits(self, tag: u32) -> u32 {
+        (tag << MAX_SHARD_BITS) & self.tag_mask
+    }
+
+    #[inline]
+    fn word(self, tag: u32, idx: u32) -> u32 {
+        debug_assert!(self.holds(idx));
+        self.tag_bits(tag) | (idx + INDEX_BIAS)
+    }
+
+    /// The slab index of a used word.
+    #[inline]
+    fn index(self, w: u32) -> u32 {
+        (w & !self.tag_mask) - INDEX_BIAS
+    }
+}
+
+/// A table's allocation: its mask and format, then its words.
 #[repr(C)]
 pub(crate) struct Table {
     mask: usize,
-    words: [AtomicU64; 0],
+    format: Format,
+    words: [AtomicU32; 0],
 }
 
 /// A table, reached through the pointer its allocation returned.
@@ -58,27 +121,30 @@ unsafe impl Sync for TableRef<'_> {}
 impl Table {
     fn layout(capacity: usize) -> Layout {
         Layout::new::<Table>()
-            .extend(Layout::array::<AtomicU64>(capacity).expect("table too large"))
+            .extend(Layout::array::<AtomicU32>(capacity).expect("table too large"))
             .expect("table too large")
             .0
             .pad_to_align()
     }
 
     /// An empty table of `capacity` (a power of two) words.
-    pub(crate) fn alloc(capacity: usize) -> NonNull<Table> {
+    pub(crate) fn alloc(capacity: usize, format: Format) -> NonNull<Table> {
         debug_assert!(capacity.is_power_of_two());
         let layout = Self::layout(capacity);
         // SAFETY: the layout is non-zero; zeroed words are EMPTY.
         let ptr = unsafe { alloc::alloc_zeroed(layout) }.cast::<Table>();
         let Some(table) = NonNull::new(ptr) else { alloc::handle_alloc_error(layout) };
         // SAFETY: freshly allocated, large enough for the header.
-        unsafe { (*table.as_ptr()).mask = capacity - 1 };
+        unsafe {
+            (*table.as_ptr()).mask = capacity - 1;
+            (*table.as_ptr()).format = format;
+        }
         // A model checker's atomics are not valid zeroed: make them.
         #[cfg(shuttle)]
         for pos in 0..capacity {
             // SAFETY: within the allocation, not yet shared.
             unsafe {
-                ptr::addr_of_mut!((*table.as_ptr()).words).cast::<AtomicU64>().add(pos).write(AtomicU64::new(EMPTY))
+                ptr::addr_of_mut!((*table.as_ptr()).words).cast::<AtomicU32>().add(pos).write(AtomicU32::new(EMPTY))
             };
         }
         table
@@ -117,27 +183,36 @@ impl<'a> TableRef<'a> {
     }
 
     #[inline]
-    fn word(self, pos: usize) -> &'a AtomicU64 {
+    pub(crate) fn format(self) -> Format {
+        // SAFETY: as in `mask`.
+        unsafe { (*self.ptr.as_ptr()).format }
+    }
+
+    #[inline]
+    fn word(self, pos: usize) -> &'a AtomicU32 {
         debug_assert!(pos <= self.mask());
         // SAFETY: `pos <= mask`, the allocation holds `mask + 1` words after
         // the header, and the pointer carries the whole allocation's
         // provenance; allocated for 'a.
-        unsafe { &*ptr::addr_of!((*self.ptr.as_ptr()).words).cast::<AtomicU64>().add(pos) }
+        unsafe { &*ptr::addr_of!((*self.ptr.as_ptr()).words).cast::<AtomicU32>().add(pos) }
     }
 
     /// Probes for `tag`, calling `matches` on each candidate slab index until
     /// it says yes. Returns the word's position and the index.
     #[inline]
     pub(crate) fn find(self, tag: u32, mut matches: impl FnMut(u32) -> bool) -> Option<(usize, u32)> {
-        let mask = self.mask();
+        let (mask, format) = (self.mask(), self.format());
+        let tag_bits = format.tag_bits(tag);
         let mut pos = tag as usize & mask;
         loop {
             let w = self.word(pos).load(Ordering::Acquire);
             if w == EMPTY {
                 return None;
             }
-            if (w >> 32) as u32 == tag && w as u32 >= INDEX_BIAS {
-                let idx = w as u32 - INDEX_BIAS;
+            // A tombstone is a word of no tag bits: told apart only when
+            // they match, off the common path.
+            if w & format.tag_mask == tag_bits && w != TOMBSTONE {
+                let idx = format.index(w);
                 if matches(idx) {
                     return Some((pos, idx));
                 }
@@ -150,7 +225,8 @@ impl<'a> TableRef<'a> {
     /// next: where the key is, or where its word would go.
     #[inline]
     pub(crate) fn probe(self, tag: u32, mut matches: impl FnMut(u32) -> bool) -> Probe {
-        let mask = self.mask();
+        let (mask, format) = (self.mask(), self.format());
+        let tag_bits = format.tag_bits(tag);
         let mut pos = tag as usize & mask;
         let mut tombstone = None;
         loop {
@@ -160,8 +236,8 @@ impl<'a> TableRef<'a> {
             }
             if w == TOMBSTONE {
                 tombstone = tombstone.or(Some(pos));
-            } else if (w >> 32) as u32 == tag && matches(w as u32 - INDEX_BIAS) {
-                return Probe::Found(pos, w as u32 - INDEX_BIAS);
+            } else if w & format.tag_mask == tag_bits && matches(format.index(w)) {
+                return Probe::Found(pos, format.index(w));
             }
             pos = (pos + 1) & mask;
         }
@@ -173,14 +249,14 @@ impl<'a> TableRef<'a> {
     pub(crate) fn fill(self, pos: usize, tag: u32, idx: u32) -> bool {
         let was = self.word(pos).load(Ordering::Relaxed);
         debug_assert!(was == EMPTY || was == TOMBSTONE, "filling a used word");
-        self.word(pos).store(word(tag, idx), Ordering::Release);
+        self.word(pos).store(self.format().word(tag, idx), Ordering::Release);
         was == TOMBSTONE
     }
 
     /// The position of the word that holds `idx`. Lock held; the entry exists.
     pub(crate) fn position_of(self, tag: u32, idx: u32) -> usize {
         let mask = self.mask();
-        let target = word(tag, idx);
+        let target = self.format().word(tag, idx);
         let mut pos = tag as usize & mask;
         loop {
             let w = self.word(pos).load(Ordering::Relaxed);
@@ -201,7 +277,7 @@ impl<'a> TableRef<'a> {
 
     /// Points the word at `pos` to another slab index. Lock held.
     pub(crate) fn replace(self, pos: usize, tag: u32, idx: u32) {
-        self.word(pos).store(word(tag, idx), Ordering::Release);
+        self.word(pos).store(self.format().word(tag, idx), Ordering::Release);
     }
 
     /// Takes the word at `pos` out; returns the change in tombstones. Lock
@@ -234,11 +310,12 @@ impl<'a> TableRef<'a> {
         }
     }
 
-    /// Every `(tag, index)` in the table. Lock held.
-    pub(crate) fn entries(self) -> impl Iterator<Item = (u32, u32)> + 'a {
+    /// Every slab index in the table, in table order. Lock held.
+    pub(crate) fn indices(self) -> impl Iterator<Item = u32> + 'a {
+        let format = self.format();
         (0..self.capacity()).filter_map(move |pos| {
             let w = self.word(pos).load(Ordering::Relaxed);
-            (w as u32 >= INDEX_BIAS).then(|| ((w >> 32) as u32, w as u32 - INDEX_BIAS))
+            (w != EMPTY && w != TOMBSTONE).then(|| format.index(w))
         })
     }
 }
@@ -303,6 +380,9 @@ mod tests {
 
     struct Owned(NonNull<Table>);
     impl Owned {
+        fn new(capacity: usize) -> Owned {
+            Owned(Table::alloc(capacity, Format::new()))
+        }
         fn get(&self) -> TableRef<'_> {
             // SAFETY: allocated until `self` drops.
             unsafe { TableRef::new(self.0) }
@@ -315,38 +395,69 @@ mod tests {
         }
     }
 
+    /// Two tags with the same home position in a 16-word table, and
+    /// different tag bits in their words.
+    const A: u32 = 3;
+    const B: u32 = 3 | 1 << 24;
+
     #[test]
     fn insert_find_replace_remove() {
-        let owned = Owned(Table::alloc(16));
+        let owned = Owned::new(16);
         let t = owned.get();
         // Three entries colliding on the same home position.
-        assert!(!t.insert(3, 10));
-        assert!(!t.insert(3 + 16, 11));
-        assert!(!t.insert(3, 12));
-        assert_eq!(t.find(3, |i| i == 12), Some((5, 12)));
-        assert_eq!(t.find(19, |_| true), Some((4, 11)));
-        assert_eq!(t.find(3, |i| i == 99), None);
+        assert!(!t.insert(A, 10));
+        assert!(!t.insert(B, 11));
+        assert!(!t.insert(A, 12));
+        assert_eq!(t.find(A, |i| i == 12), Some((5, 12)));
+        assert_eq!(t.find(A, |_| true), Some((3, 10)), "the same tag bits: the slot decides");
+        assert_eq!(t.find(B, |_| true), Some((4, 11)), "other tag bits: passed without asking");
+        assert_eq!(t.find(A, |i| i == 99), None);
         assert_eq!(t.remove(4), 1, "a run goes on after it: a tombstone");
-        assert_eq!(t.find(3, |i| i == 12), Some((5, 12)), "a tombstone does not end a probe");
-        assert_eq!(t.find(19, |_| true), None);
-        assert_eq!(t.probe(19, |_| true), Probe::Vacant(4), "the first tombstone on the way");
-        assert_eq!(t.probe(3, |i| i == 12), Probe::Found(5, 12));
-        assert_eq!(t.probe(3, |i| i == 99), Probe::Vacant(4));
-        assert!(t.insert(19, 13), "a tombstone is reused");
-        assert_eq!(t.probe(3, |i| i == 99), Probe::Vacant(6), "the empty word that ends the run");
-        assert!(!t.fill(6, 3, 15));
-        assert_eq!(t.find(3, |i| i == 15), Some((6, 15)));
-        assert_eq!(t.position_of(19, 13), 4);
-        t.replace(5, 3, 14);
-        assert_eq!(t.find(3, |i| i == 14), Some((5, 14)));
-        let mut all: Vec<_> = t.entries().collect();
-        all.sort();
-        assert_eq!(all, vec![(3, 10), (3, 14), (3, 15), (19, 13)]);
+        assert_eq!(t.find(A, |i| i == 12), Some((5, 12)), "a tombstone does not end a probe");
+        assert_eq!(t.find(B, |_| true), None);
+        assert_eq!(t.probe(B, |_| true), Probe::Vacant(4), "the first tombstone on the way");
+        assert_eq!(t.probe(A, |i| i == 12), Probe::Found(5, 12));
+        assert_eq!(t.probe(A, |i| i == 99), Probe::Vacant(4));
+        assert!(t.insert(B, 13), "a tombstone is reused");
+        assert_eq!(t.probe(A, |i| i == 99), Probe::Vacant(6), "the empty word that ends the run");
+        assert!(!t.fill(6, A, 15));
+        assert_eq!(t.find(A, |i| i == 15), Some((6, 15)));
+        assert_eq!(t.position_of(B, 13), 4);
+        t.replace(5, A, 14);
+        assert_eq!(t.find(A, |i| i == 14), Some((5, 14)));
+        assert_eq!(t.indices().collect::<Vec<_>>(), vec![10, 13, 14, 15]);
+    }
+
+    #[test]
+    fn words_keep_the_tag_bits_below_the_shard_bits() {
+        let owned = Owned::new(16);
+        let t = owned.get();
+        t.insert(5, 1);
+        // Bits 26 to 31 pick the shard; the word keeps bits 18 to 25.
+        assert_eq!(t.find(5 | 1 << 26, |_| true), Some((5, 1)), "a shard bit: not in the word");
+        assert_eq!(t.find(5 | 1 << 17, |_| true), Some((5, 1)), "below the eight kept: not in the word");
+        assert_eq!(t.find(5 | 1 << 18, |_| true), None, "the lowest bit kept");
+        assert_eq!(t.find(5 | 1 << 25, |_| true), None, "the highest bit kept");
+    }
+
+    #[test]
+    fn wider_formats_hold_more_slots_with_fewer_tag_bits() {
+        let narrow = Format::new();
+        assert!(narrow.holds((1 << 24) - 3));
+        assert!(!narrow.holds((1 << 24) - 2), "index plus bias must fit 24 bits");
+        let wider = narrow.wider();
+        assert!(wider.holds((1 << 26) - 3) && !wider.holds((1 << 26) - 2));
+        assert_eq!(wider.tag_bits(u32::MAX), 0xFC00_0000, "six tag bits left");
+        let widest = (0..4).fold(wider, |f, _| f.wider());
+        assert_eq!(widest, widest.wider(), "32 index bits at most");
+        assert!(widest.holds(u32::MAX - 2));
+        assert_eq!(widest.tag_bits(u32::MAX), 0, "no tag bits left: every word asks the slot");
+        assert_eq!(widest.index(widest.word(7, u32::MAX - 2)), u32::MAX - 2);
     }
 
     #[test]
     fn a_removal_at_the_end_of_a_run_leaves_no_tombstones() {
-        let owned = Owned(Table::alloc(16));
+        let owned = Owned::new(16);
         let t = owned.get();
         for idx in 0..4 {
             t.insert(15, idx);
@@ -362,7 +473,7 @@ mod tests {
         assert_eq!(t.position_of(15, 4), 0);
         assert_eq!(t.remove(0), 0);
         assert_eq!(t.remove(15), 0);
-        assert_eq!(t.entries().count(), 0);
+        assert_eq!(t.indices().count(), 0);
     }
 
     /// Readers probe while the lock holder removes and re-adds the words
@@ -370,7 +481,7 @@ mod tests {
     /// never missed (a word inside its run is never emptied).
     #[test]
     fn readers_never_miss_a_present_key_while_its_run_changes() {
-        let owned = Owned(Table::alloc(16));
+        let owned = Owned::new(16);
         let t = owned.get();
         const PRESENT: u32 = 100;
         // One run from position 3: two words before the present key, two after.
@@ -404,7 +515,7 @@ mod tests {
 
     #[test]
     fn tags_wrap_around_the_end() {
-        let owned = Owned(Table::alloc(16));
+        let owned = Owned::new(16);
         let t = owned.get();
         t.insert(15, 1);
         t.insert(15, 2);
