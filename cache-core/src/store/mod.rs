@@ -324,7 +324,7 @@ impl<K, V, S> Store<K, V, S> {
                 wheel: Wheel::default(),
                 timed: 0,
                 usage: vec![Usage::default(); shards],
-                format: Format::new(),
+                format: Format::new(config.max_size),
                 limbo: Vec::new(),
                 weight: 0,
                 weights: Vec::new(),
@@ -782,10 +782,12 @@ impl<K, V, S> Store<K, V, S> {
     }
 
     /// Rebuilds every table with words that hold one more slab index than
-    /// they can now (slots ever allocated reached 2^24, or 2^26...). The
-    /// slab grows past the entries the cache may keep only by the slots
-    /// that wait out readers, so a cache of up to ~16 million entries never
-    /// gets here: this is for larger ones, once per fourfold growth.
+    /// they can now (slots ever allocated reached 2^24, or 2^26...). A
+    /// bounded cache starts with words for twice its entries (the slab
+    /// grows past them only by the slots that wait out readers), so this is
+    /// for an unbounded cache as it grows, one of more than 2^27 entries,
+    /// or slots piled up behind a reader that stays pinned: once per
+    /// fourfold growth.
     #[cold]
     #[inline(never)]
     fn widen(&self, p: &mut State<V>) {

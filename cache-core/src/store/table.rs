@@ -45,8 +45,20 @@ pub(crate) struct Format {
 }
 
 impl Format {
-    pub(crate) fn new() -> Format {
-        Format::with_index_bits(NARROWEST)
+    /// The format for a store of up to `entries` entries: the narrowest
+    /// whose words hold twice as many slots (slots past the entries wait
+    /// out readers), up to 2^28, so that a large cache does not rebuild
+    /// every table at once as it fills (see `Store::widen`). An unbounded
+    /// one starts narrow and widens as it grows.
+    pub(crate) fn new(entries: usize) -> Format {
+        // The last slot index of 28-bit words.
+        const MOST: usize = (1 << 28) - 1 - INDEX_BIAS as usize;
+        let slots = if entries == usize::MAX { 0 } else { entries.saturating_mul(2).min(MOST) };
+        let mut format = Format::with_index_bits(NARROWEST);
+        while !format.holds(u32::try_from(slots).expect("at most 2^28")) {
+            format = format.wider();
+        }
+        format
     }
 
     fn with_index_bits(index_bits: u32) -> Format {
@@ -381,7 +393,7 @@ mod tests {
     struct Owned(NonNull<Table>);
     impl Owned {
         fn new(capacity: usize) -> Owned {
-            Owned(Table::alloc(capacity, Format::new()))
+            Owned(Table::alloc(capacity, Format::new(16)))
         }
         fn get(&self) -> TableRef<'_> {
             // SAFETY: allocated until `self` drops.
@@ -442,7 +454,11 @@ mod tests {
 
     #[test]
     fn wider_formats_hold_more_slots_with_fewer_tag_bits() {
-        let narrow = Format::new();
+        let narrow = Format::new(1_000_000);
+        assert_eq!(narrow, Format::new(usize::MAX), "unbounded: narrow at first");
+        assert_eq!(Format::new(8_388_606), narrow, "twice as many slots still fit");
+        assert_eq!(Format::new(8_388_607), narrow.wider());
+        assert_eq!(Format::new(1 << 31), narrow.wider().wider(), "28 index bits at most");
         assert!(narrow.holds((1 << 24) - 3));
         assert!(!narrow.holds((1 << 24) - 2), "index plus bias must fit 24 bits");
         let wider = narrow.wider();
