@@ -763,9 +763,7 @@ impl<K, V, S> Store<K, V, S> {
     #[inline(never)]
     fn alloc_new(&self, p: &mut State<V>) -> u32 {
         let idx = p.high;
-        if !p.format.holds(idx) {
-            self.widen(p);
-        }
+        debug_assert!(p.format.holds(idx), "widened before the probe (see `probe`)");
         self.slab.ensure(idx);
         if let Some(idle) = &self.idle {
             idle.ensure(idx);
@@ -1275,6 +1273,11 @@ where
     fn probe(&self, p: &mut State<V>, hash: u64, key: &K) -> (usize, Probe) {
         let tag = tag_of(hash);
         let shard = self.shard(tag);
+        // The slot the write takes next must fit the tables' words: they
+        // widen here, before the probe, whose position a rebuild moves.
+        if !p.format.holds(p.high) {
+            self.widen(p);
+        }
         self.make_room(p, shard);
         // SAFETY: a slot found in a table is not FREE.
         let probe =
@@ -2034,6 +2037,32 @@ mod tests {
         }
         let p = cache.store.lock();
         assert!(p.format.holds(p.high) && p.format != Format::narrowest());
+    }
+
+    /// A write probes, then takes a slot: a slot that needs wider words
+    /// must widen the tables before the probe, whose position a rebuild
+    /// would move (removals leave tombstones a rebuild sweeps).
+    #[test]
+    fn a_write_that_widens_the_tables_finds_its_place_in_the_new_ones() {
+        for round in 0..if cfg!(miri) { 2 } else { 40 } {
+            let cache = crate::Cache::<u64, u64>::new(10_000);
+            cache.store.lock().format = Format::narrowest();
+            let mut present = std::collections::BTreeMap::new();
+            let base = round * 1_000_000;
+            for key in base..base + if cfg!(miri) { 300 } else { 2_000 } {
+                cache.insert(key, key);
+                present.insert(key, key);
+                if key % 3 == 0 {
+                    let gone = base + (key - base) / 2;
+                    cache.remove(&gone);
+                    present.remove(&gone);
+                }
+            }
+            for (key, value) in &present {
+                assert_eq!(cache.get(key), Some(*value), "round {round}");
+            }
+            assert_eq!(cache.len(), present.len());
+        }
     }
 
     /// A slot points to its placeholder's flight without a count, so a
