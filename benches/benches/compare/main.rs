@@ -515,7 +515,7 @@ fn memory(report: &mut Report) {
 }
 
 /// What the memory rows include that not every build has.
-const MEMORY_NOTE: &str = "This benchmark builds async-cache with the `file` feature, as the benches crate does to save snapshots: with any persistence feature, each entry's recency link carries a 4-byte stamp that snapshots sort by, so a build without one takes 4 bytes an entry less.";
+const MEMORY_NOTE: &str = "This benchmark builds async-cache with the `file` feature, as the benches crate does to save snapshots: with any persistence feature, each entry's recency link carries a 4-byte stamp that snapshots sort by, so a build without one takes 4 bytes an entry less (45.5 for the first row, measured by the same loop in a crate that depends on async-cache without features). Where async-cache's bytes go, at this size: the slot 24 (key, value, state and generation, 4 bytes of the hash), the recency link 16 (12 without persistence), the table 8.4 (a 4-byte word per entry at under half full: a power-of-two table of 32,768 words for a shard's 15,625 entries); a TTL adds the deadline (8) and the timer-wheel record (8).";
 
 fn rss_kb(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
