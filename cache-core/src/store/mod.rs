@@ -763,7 +763,9 @@ impl<K, V, S> Store<K, V, S> {
     #[inline(never)]
     fn alloc_new(&self, p: &mut State<V>) -> u32 {
         let idx = p.high;
-        debug_assert!(p.format.holds(idx), "widened before the probe (see `probe`)");
+        if !p.format.holds(idx) {
+            self.widen(p);
+        }
         self.slab.ensure(idx);
         if let Some(idle) = &self.idle {
             idle.ensure(idx);
@@ -779,13 +781,14 @@ impl<K, V, S> Store<K, V, S> {
         idx
     }
 
-    /// Rebuilds every table with words that hold one more slab index than
-    /// they can now (slots ever allocated reached 2^24, or 2^26...). A
-    /// bounded cache starts with words for twice its entries (the slab
-    /// grows past them only by the slots that wait out readers), so this is
-    /// for an unbounded cache as it grows, one of more than 2^27 entries,
-    /// or slots piled up behind a reader that stays pinned: once per
-    /// fourfold growth.
+    /// Copies every table into words that hold one more slab index than
+    /// they can now (slots ever allocated reached 2^24, or 2^26...), each
+    /// word at its own position, so that the position a write probed
+    /// before taking its slot still holds. A bounded cache starts with
+    /// words for twice its entries (the slab grows past them only by the
+    /// slots that wait out readers), so this is for an unbounded cache as
+    /// it grows, one of more than 2^27 entries, or slots piled up behind a
+    /// reader that stays pinned: once per fourfold growth.
     #[cold]
     #[inline(never)]
     fn widen(&self, p: &mut State<V>) {
@@ -793,9 +796,15 @@ impl<K, V, S> Store<K, V, S> {
             p.format = p.format.wider();
         }
         for shard in 0..self.shards.len() {
-            if let Some(table) = self.table(shard, &p.locked) {
-                self.rebuild(p, shard, table.capacity());
-            }
+            let Some(old) = self.table(shard, &p.locked) else { continue };
+            let fresh = Table::alloc(old.capacity(), p.format);
+            // SAFETY: just allocated; freed only after being swapped out and
+            // retired, long after this function returns.
+            let table = unsafe { TableRef::new(fresh) };
+            // SAFETY: an indexed slot is not FREE.
+            table.copy_from(old, |idx| unsafe { self.slot(idx).tag() });
+            let old = self.shards[shard].swap(fresh.as_ptr(), Ordering::Release);
+            retire_table(NonNull::new(old).expect("copied from"));
         }
     }
 
@@ -1273,11 +1282,6 @@ where
     fn probe(&self, p: &mut State<V>, hash: u64, key: &K) -> (usize, Probe) {
         let tag = tag_of(hash);
         let shard = self.shard(tag);
-        // The slot the write takes next must fit the tables' words: they
-        // widen here, before the probe, whose position a rebuild moves.
-        if !p.format.holds(p.high) {
-            self.widen(p);
-        }
         self.make_room(p, shard);
         // SAFETY: a slot found in a table is not FREE.
         let probe =
@@ -2039,9 +2043,10 @@ mod tests {
         assert!(p.format.holds(p.high) && p.format != Format::narrowest());
     }
 
-    /// A write probes, then takes a slot: a slot that needs wider words
-    /// must widen the tables before the probe, whose position a rebuild
-    /// would move (removals leave tombstones a rebuild sweeps).
+    /// A write probes, then takes a slot, which may widen the tables: the
+    /// wider copy must keep every word where it was, or the position the
+    /// write probed is stale (removals leave tombstones, which a rebuild
+    /// would sweep, moving the words after them).
     #[test]
     fn a_write_that_widens_the_tables_finds_its_place_in_the_new_ones() {
         for round in 0..if cfg!(miri) { 2 } else { 40 } {

@@ -322,6 +322,26 @@ impl<'a> TableRef<'a> {
         }
     }
 
+    /// Writes every word of `old`, a table of the same capacity, at the
+    /// same position in this table's format, tombstones too, with `tag`
+    /// giving each slab index's tag: every key stays where a probe found
+    /// it. Lock held; this table not yet shared.
+    pub(crate) fn copy_from(self, old: TableRef<'_>, mut tag: impl FnMut(u32) -> u32) {
+        debug_assert_eq!(self.capacity(), old.capacity());
+        let (format, old_format) = (self.format(), old.format());
+        for pos in 0..self.capacity() {
+            let w = old.word(pos).load(Ordering::Relaxed);
+            let w = match w {
+                EMPTY | TOMBSTONE => w,
+                _ => {
+                    let idx = old_format.index(w);
+                    format.word(tag(idx), idx)
+                }
+            };
+            self.word(pos).store(w, Ordering::Relaxed);
+        }
+    }
+
     /// Every slab index in the table, in table order. Lock held.
     pub(crate) fn indices(self) -> impl Iterator<Item = u32> + 'a {
         let format = self.format();
@@ -469,6 +489,28 @@ mod tests {
         assert!(widest.holds(u32::MAX - 2));
         assert_eq!(widest.tag_bits(u32::MAX), 0, "no tag bits left: every word asks the slot");
         assert_eq!(widest.index(widest.word(7, u32::MAX - 2)), u32::MAX - 2);
+    }
+
+    #[test]
+    fn a_copy_into_wider_words_keeps_every_position() {
+        let owned = Owned::new(16);
+        let t = owned.get();
+        let tags = [A, B, A, 7];
+        for (idx, tag) in tags.into_iter().enumerate() {
+            t.insert(tag, idx as u32);
+        }
+        t.remove(t.position_of(B, 1));
+        let wide = Owned(Table::alloc(16, Format::new(16).wider()));
+        let w = wide.get();
+        w.copy_from(t, |idx| tags[idx as usize]);
+        assert_eq!(w.format(), Format::new(16).wider());
+        for pos in 0..16 {
+            assert_eq!(w.word(pos).load(Ordering::Relaxed) == TOMBSTONE, pos == 4, "the tombstone stays");
+        }
+        assert_eq!(w.find(A, |i| i == 2), Some((5, 2)), "past the tombstone, where it was");
+        assert_eq!(w.find(A, |i| i == 0), Some((3, 0)));
+        assert_eq!(w.find(7, |_| true), Some((7, 3)));
+        assert_eq!(w.probe(B, |_| true), Probe::Vacant(4), "a write that probed before the copy");
     }
 
     #[test]
