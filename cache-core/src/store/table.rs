@@ -195,7 +195,7 @@ impl<'a> TableRef<'a> {
     }
 
     #[inline]
-    pub(crate) fn format(self) -> Format {
+    fn format(self) -> Format {
         // SAFETY: as in `mask`.
         unsafe { (*self.ptr.as_ptr()).format }
     }
