@@ -803,8 +803,16 @@ impl<K, V, S> Store<K, V, S> {
             let table = unsafe { TableRef::new(fresh) };
             // SAFETY: an indexed slot is not FREE.
             table.copy_from(old, |idx| unsafe { self.slot(idx).tag() });
-            let old = self.shards[shard].swap(fresh.as_ptr(), Ordering::Release);
-            retire_table(NonNull::new(old).expect("copied from"));
+            self.install(shard, fresh);
+        }
+    }
+
+    /// Publishes `fresh` as `shard`'s table and retires the one it replaces
+    /// through the epoch, for readers still in it. Lock held.
+    fn install(&self, shard: usize, fresh: NonNull<Table>) {
+        let old = self.shards[shard].swap(fresh.as_ptr(), Ordering::Release);
+        if let Some(old) = NonNull::new(old) {
+            retire_table(old);
         }
     }
 
@@ -843,11 +851,8 @@ impl<K, V, S> Store<K, V, S> {
                 },
             );
         }
-        let old = self.shards[shard].swap(fresh.as_ptr(), Ordering::Release);
+        self.install(shard, fresh);
         p.usage[shard].dead = 0;
-        if let Some(old) = NonNull::new(old) {
-            retire_table(old);
-        }
     }
 
     /// Makes room in the tables for `additional` more entries (up to
@@ -1996,7 +2001,7 @@ mod tests {
     }
 
     /// A table word holds a slab index only up to a bound (2^24 at first):
-    /// before the slab grows past it, every table is rebuilt with wider
+    /// before the slab grows past it, every table is copied into wider
     /// words, and a reader meanwhile never misses a present key.
     #[test]
     fn tables_widen_their_words_before_the_slab_outgrows_them() {

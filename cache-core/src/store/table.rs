@@ -32,6 +32,12 @@ pub(crate) const MIN_CAPACITY: usize = 16;
 /// The index bits of a new store's words; the rest (eight) hold tag bits.
 const NARROWEST: u32 = 24;
 
+/// Whether word `w` holds a slab index (is neither empty nor a tombstone).
+#[inline]
+fn used(w: u32) -> bool {
+    w != EMPTY && w != TOMBSTONE
+}
+
 /// How a table's words split between slab index and tag bits.
 ///
 /// A word keeps the tag's bits below the six that may pick its shard (see
@@ -331,12 +337,11 @@ impl<'a> TableRef<'a> {
         let (format, old_format) = (self.format(), old.format());
         for pos in 0..self.capacity() {
             let w = old.word(pos).load(Ordering::Relaxed);
-            let w = match w {
-                EMPTY | TOMBSTONE => w,
-                _ => {
-                    let idx = old_format.index(w);
-                    format.word(tag(idx), idx)
-                }
+            let w = if used(w) {
+                let idx = old_format.index(w);
+                format.word(tag(idx), idx)
+            } else {
+                w
             };
             self.word(pos).store(w, Ordering::Relaxed);
         }
@@ -347,7 +352,7 @@ impl<'a> TableRef<'a> {
         let format = self.format();
         (0..self.capacity()).filter_map(move |pos| {
             let w = self.word(pos).load(Ordering::Relaxed);
-            (w != EMPTY && w != TOMBSTONE).then(|| format.index(w))
+            used(w).then(|| format.index(w))
         })
     }
 }
