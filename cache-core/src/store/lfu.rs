@@ -148,7 +148,7 @@ impl TinyLfu {
 
     /// A new entry: counted, and at the front of the window; the window's
     /// overflow goes to probation while the main region has room.
-    pub(crate) fn push(&mut self, idx: u32, meta: u32, hash: u32) {
+    pub(crate) fn push(&mut self, idx: u32, hash: u32) {
         self.sketch.increment(hash);
         self.misses += 1;
         self.requests = self.requests.wrapping_add(1);
@@ -162,7 +162,7 @@ impl TinyLfu {
         }
         let entry = Entry { hash, region: WINDOW, read: false };
         self.newest = idx;
-        self.links.push_front(&mut self.regions[WINDOW as usize], idx, meta, entry);
+        self.links.push_front(&mut self.regions[WINDOW as usize], idx, entry);
         while self.regions[WINDOW as usize].len > self.window_max && self.main_len() < self.main_max() {
             let oldest = self.back(WINDOW).expect("over its bound");
             self.shift(oldest, PROBATION);
@@ -172,12 +172,11 @@ impl TinyLfu {
 
     /// `new` takes `old`'s place in its region, marked read (an overwrite
     /// is a use), and is counted as a read would be.
-    pub(crate) fn replace(&mut self, old: u32, new: u32, meta: u32) {
+    pub(crate) fn replace(&mut self, old: u32, new: u32) {
         let region = self.links.extra(old).region;
-        self.links.replace(&mut self.regions[region as usize], old, new, meta);
-        if let Some(entry) = self.links.linked_mut(new, meta)
-            && !std::mem::replace(&mut entry.read, true)
-        {
+        self.links.replace(&mut self.regions[region as usize], old, new);
+        let entry = self.links.extra_mut(new);
+        if !std::mem::replace(&mut entry.read, true) {
             let hash = entry.hash;
             self.sketch.increment(hash);
         }
@@ -208,12 +207,16 @@ impl TinyLfu {
     /// already costs the lock holder one link, no sketch block. (Measured:
     /// hit ratios within noise of counting every hit on every workload of
     /// the benchmark, and a third of the cost of a hit.)
-    pub(crate) fn touch_all(&mut self, records: &[(u32, u32)]) {
+    ///
+    /// A record counts only if `linked` says its entry is still linked
+    /// (see `Order::touch_all`).
+    pub(crate) fn touch_all(&mut self, records: &[(u32, u32)], linked: impl Fn(u32, u32) -> bool) {
         for &(idx, _) in records {
             self.links.prefetch(idx);
         }
         for &(idx, meta) in records {
-            if let Some(entry) = self.links.linked_mut(idx, meta) {
+            if linked(idx, meta) {
+                let entry = self.links.extra_mut(idx);
                 self.hits += 1;
                 self.requests = self.requests.wrapping_add(1);
                 if !entry.read {
@@ -437,10 +440,9 @@ impl TinyLfu {
         self.links.clock()
     }
 
-    /// Empties every region and forgets every link; keeps the counts (the
-    /// popularity of keys outlives a clear) and the window's share.
+    /// Empties every region; keeps the counts (the popularity of keys
+    /// outlives a clear) and the window's share.
     pub(crate) fn clear(&mut self) {
-        self.links.clear();
         self.regions = [Queue::EMPTY; 3];
     }
 
@@ -472,7 +474,7 @@ mod tests {
             requests += usize::from(counted);
             if let Some(&idx) = held.get(&key) {
                 hits += usize::from(counted);
-                lfu.touch_all(&[(idx, 8)]);
+                lfu.touch_all(&[(idx, 8)], |_, _| true);
                 continue;
             }
             let idx = free.pop().unwrap_or(keys.len() as u32);
@@ -482,7 +484,7 @@ mod tests {
             keys[idx as usize] = key;
             lfu.reserve(idx);
             held.insert(key, idx);
-            lfu.push(idx, 8, (key as u32).wrapping_mul(0x9E37_79B9) ^ (key >> 32) as u32);
+            lfu.push(idx, (key as u32).wrapping_mul(0x9E37_79B9) ^ (key >> 32) as u32);
             while held.len() > capacity {
                 let victim = lfu.victim().expect("over capacity");
                 lfu.unlink(victim);

@@ -3,11 +3,15 @@
 //!
 //! Links live here, owned by the lock holder, not in the slots: readers never
 //! touch them, so promoting an entry never dirties a cache line a reader needs.
-//! Each link also keeps its entry's meta, so replaying a read record checks
-//! the record against the very cache line it is about to move, and a
-//! recency stamp, so a snapshot copied shard by shard (not by walking the
-//! lists under one long lock) can still be put back in order. `X` is what a
-//! policy keeps beside (nothing for LRU).
+//! With a persistence feature each link also keeps a recency stamp, so a
+//! snapshot copied shard by shard (not by walking the lists under one long
+//! lock) can still be put back in order. `X` is what a policy keeps beside
+//! (nothing for LRU).
+//!
+//! A link does not say whether its index is linked: an entry is linked
+//! exactly while its slot is `READY`, so the store asks the slot (a read
+//! record is checked against the slot's meta before it moves a link).
+//! Keeping the meta here too cost 4 bytes an entry.
 
 pub(super) const NIL: u32 = u32::MAX;
 
@@ -15,8 +19,6 @@ pub(super) const NIL: u32 = u32::MAX;
 struct Link<X> {
     prev: u32,
     next: u32,
-    /// The linked entry's meta; 0 (no valid meta) when unlinked.
-    meta: u32,
     /// `Links::clock` when the entry last moved to the front.
     #[cfg(feature = "persist")]
     stamp: u32,
@@ -56,7 +58,6 @@ impl<X: Copy + Default> Links<X> {
         Link {
             prev: NIL,
             next: NIL,
-            meta: 0,
             #[cfg(feature = "persist")]
             stamp: 0,
             extra: X::default(),
@@ -82,21 +83,10 @@ impl<X: Copy + Default> Links<X> {
         }
     }
 
-    /// What was linked with `idx`, if it is linked with `meta`. Meta 0,
-    /// which no linked entry has, is an unlinked link's: a zero record (a
-    /// place a racing reader reserved but had not yet written) finds nothing.
+    /// Linked `idx`'s extra, for changing.
     #[inline]
-    pub(super) fn linked(&self, idx: u32, meta: u32) -> Option<X> {
-        let link = self.links.get(idx as usize)?;
-        (meta != 0 && link.meta == meta).then_some(link.extra)
-    }
-
-    /// What was linked with `idx`, for changing, if it is linked with
-    /// `meta` (see [`linked`](Self::linked)).
-    #[inline]
-    pub(super) fn linked_mut(&mut self, idx: u32, meta: u32) -> Option<&mut X> {
-        let link = self.links.get_mut(idx as usize)?;
-        (meta != 0 && link.meta == meta).then_some(&mut link.extra)
+    pub(super) fn extra_mut(&mut self, idx: u32) -> &mut X {
+        &mut self.links[idx as usize].extra
     }
 
     /// Replaces linked `idx`'s extra.
@@ -112,8 +102,7 @@ impl<X: Copy + Default> Links<X> {
     }
 
     /// Links `idx` at the front of `queue`, stamped now.
-    pub(super) fn push_front(&mut self, queue: &mut Queue, idx: u32, meta: u32, extra: X) {
-        debug_assert_ne!(meta, 0);
+    pub(super) fn push_front(&mut self, queue: &mut Queue, idx: u32, extra: X) {
         #[cfg(feature = "persist")]
         let stamp = self.tick();
         self.link_front(
@@ -122,7 +111,6 @@ impl<X: Copy + Default> Links<X> {
             Link {
                 prev: NIL,
                 next: NIL,
-                meta,
                 #[cfg(feature = "persist")]
                 stamp,
                 extra,
@@ -165,11 +153,11 @@ impl<X: Copy + Default> Links<X> {
         link
     }
 
-    /// Puts `new` where `old` is in `queue`, with `meta` and `old`'s stamp
-    /// and extra; `old` is unlinked.
-    pub(super) fn replace(&mut self, queue: &mut Queue, old: u32, new: u32, meta: u32) {
+    /// Puts `new` where `old` is in `queue`, with `old`'s stamp and extra;
+    /// `old` is unlinked.
+    pub(super) fn replace(&mut self, queue: &mut Queue, old: u32, new: u32) {
         let link = std::mem::replace(&mut self.links[old as usize], Self::unlinked());
-        self.links[new as usize] = Link { meta, ..link };
+        self.links[new as usize] = link;
         if link.prev == NIL {
             queue.head = new;
         } else {
@@ -225,12 +213,6 @@ impl<X: Copy + Default> Links<X> {
         super::prefetch(self.links.as_ptr().wrapping_add(idx as usize));
     }
 
-    /// Forgets every link: a read record that outlives the entries it names
-    /// must not find them still linked. The caller empties its queues.
-    pub(super) fn clear(&mut self) {
-        self.links.fill(Self::unlinked());
-    }
-
     /// The stamp for a move to the front now.
     #[cfg(feature = "persist")]
     fn tick(&mut self) -> u32 {
@@ -249,12 +231,6 @@ impl<X: Copy + Default> Links<X> {
     #[cfg(feature = "persist")]
     pub(super) fn stamp(&self, idx: u32) -> u32 {
         self.links[idx as usize].stamp
-    }
-
-    /// The meta `idx` is linked with; 0 if it is not linked.
-    #[cfg(feature = "persist")]
-    pub(super) fn meta(&self, idx: u32) -> u32 {
-        self.links.get(idx as usize).map_or(0, |link| link.meta)
     }
 
     /// `queue` from back to front.

@@ -19,37 +19,38 @@ impl Lru {
         self.links.reserve(idx);
     }
 
-    pub(crate) fn push_front(&mut self, idx: u32, meta: u32) {
-        self.links.push_front(&mut self.queue, idx, meta, ());
+    pub(crate) fn push_front(&mut self, idx: u32) {
+        self.links.push_front(&mut self.queue, idx, ());
     }
 
     /// `new` replaces `old` and, as a use, moves to the front.
-    pub(crate) fn replace(&mut self, old: u32, new: u32, meta: u32) {
+    pub(crate) fn replace(&mut self, old: u32, new: u32) {
         self.unlink(old);
-        self.push_front(new, meta);
+        self.push_front(new);
     }
 
     pub(crate) fn unlink(&mut self, idx: u32) {
         self.links.unlink(&mut self.queue, idx);
     }
 
-    /// [`touch`](Self::touch)es each `(idx, meta)` in order, the entries'
-    /// links prefetched first so their (random) loads overlap.
-    pub(crate) fn touch_all(&mut self, records: &[(u32, u32)]) {
+    /// Moves each record's entry to the front, in order, if `linked` says
+    /// it is still linked (see `Order::touch_all`); the entries' links are
+    /// prefetched first so their (random) loads overlap.
+    pub(crate) fn touch_all(&mut self, records: &[(u32, u32)], linked: impl Fn(u32, u32) -> bool) {
         for &(idx, _) in records {
             self.links.prefetch(idx);
         }
         for &(idx, meta) in records {
-            self.touch(idx, meta);
+            if linked(idx, meta) {
+                self.touch(idx);
+            }
         }
     }
 
-    /// Moves `idx` to the front if it is still linked with `meta`.
+    /// Moves linked `idx` to the front.
     #[inline]
-    pub(crate) fn touch(&mut self, idx: u32, meta: u32) {
-        if self.links.linked(idx, meta).is_some() {
-            self.links.touch(&mut self.queue, idx);
-        }
+    pub(crate) fn touch(&mut self, idx: u32) {
+        self.links.touch(&mut self.queue, idx);
     }
 
     /// The least recently used entry.
@@ -70,9 +71,8 @@ impl Lru {
         self.links.stamp(idx)
     }
 
-    /// Empties the list and forgets every link.
+    /// Empties the list.
     pub(crate) fn clear(&mut self) {
-        self.links.clear();
         self.queue = Queue::EMPTY;
     }
 }
@@ -90,15 +90,13 @@ mod tests {
         let mut lru = Lru::new();
         lru.reserve(9);
         for i in 0..4 {
-            lru.push_front(i, 8);
+            lru.push_front(i);
         }
         assert_eq!(order(&lru), [0, 1, 2, 3]);
-        lru.touch(0, 8);
+        lru.touch(0);
         assert_eq!(order(&lru), [1, 2, 3, 0]);
-        lru.touch(0, 8);
+        lru.touch(0);
         assert_eq!(order(&lru), [1, 2, 3, 0]);
-        lru.touch(1, 16);
-        assert_eq!(order(&lru), [1, 2, 3, 0], "a stale record moves nothing");
         #[cfg(feature = "persist")]
         {
             let mut by_age: Vec<u32> = (0..4).collect();
@@ -112,36 +110,32 @@ mod tests {
         assert_eq!(lru.back(), Some(3));
         lru.unlink(3);
         assert_eq!(lru.back(), None);
-        lru.touch(3, 8);
-        assert_eq!(lru.back(), None, "an unlinked entry is not touched");
         assert_eq!(order(&lru), Vec::<u32>::new());
     }
 
     #[test]
-    fn a_zero_record_moves_nothing() {
+    fn only_records_said_linked_move() {
         let mut lru = Lru::new();
-        lru.reserve(3);
-        lru.push_front(1, 8);
-        lru.push_front(2, 8);
-        // Index 0 was never linked: its link has meta 0.
-        lru.touch(0, 0);
-        assert_eq!(order(&lru), [1, 2]);
-        assert_eq!(lru.back(), Some(1));
+        lru.reserve(9);
+        for i in 0..4 {
+            lru.push_front(i);
+        }
+        // Records of entries 0 and 2; only meta 8 is current.
+        lru.touch_all(&[(0, 16), (2, 8), (1, 8)], |idx, meta| meta == 8 && idx != 1);
+        assert_eq!(order(&lru), [0, 1, 3, 2]);
     }
 
     #[test]
-    fn records_from_before_a_clear_move_nothing() {
+    fn a_cleared_list_is_empty_and_takes_new_entries() {
         let mut lru = Lru::new();
         lru.reserve(3);
         for i in 0..3 {
-            lru.push_front(i, 8);
+            lru.push_front(i);
         }
         lru.clear();
-        // A reader found entry 1 before the clear and records it after.
-        lru.touch(1, 8);
-        assert_eq!(lru.back(), None, "the cleared list stays empty");
-        lru.push_front(2, 16);
-        lru.touch(0, 8);
-        assert_eq!(order(&lru), [2]);
+        assert_eq!(lru.back(), None, "the cleared list is empty");
+        lru.push_front(2);
+        lru.push_front(0);
+        assert_eq!(order(&lru), [2, 0]);
     }
 }

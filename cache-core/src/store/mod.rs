@@ -733,7 +733,18 @@ impl<K, V, S> Store<K, V, S> {
 
     fn replay(&self, p: &mut State<V>, reader: Option<usize>) {
         let State { order, replaying, .. } = p;
-        self.reads.drain(reader, replaying, |records| order.touch_all(records));
+        self.reads.drain(reader, replaying, |records| order.touch_all(records, |idx, meta| self.linked(idx, meta)));
+    }
+
+    /// Whether read record `(idx, meta)` names an entry still linked in
+    /// the order: one whose slot is `READY` with that very meta (an entry
+    /// is linked exactly while it is `READY`; a slot reused since has
+    /// another generation). Lock held. Meta 0 is no `READY` meta: a zero
+    /// record (a place a racing reader reserved but had not yet written)
+    /// names nothing.
+    #[inline]
+    fn linked(&self, idx: u32, meta: u32) -> bool {
+        state(meta) == READY && self.slot(idx).meta.load(Ordering::Relaxed) == meta
     }
 
     /// Records a hit, and replays the read records when the buffer asks and
@@ -1017,7 +1028,7 @@ impl<K, V, S> Store<K, V, S> {
     /// load's resolve): a call cost them ~25 instructions of register saves.
     #[inline(always)]
     fn link(&self, p: &mut State<V>, idx: u32, meta: u32, tag: u32, expires: u64, weight: u32) {
-        p.order.push(idx, meta, tag);
+        p.order.push(idx, tag);
         p.len += 1;
         self.weighs(p, idx, weight);
         self.arm(p, idx, meta, expires);
@@ -1534,7 +1545,7 @@ where
                     // keeps its standing in the order (under TinyLfu, its
                     // region: a popular key written often must not have to
                     // win admission again each time).
-                    p.order.replace(old, idx, meta);
+                    p.order.replace(old, idx);
                     if self.weigher.is_some() {
                         p.weight -= u64::from(p.weights[old as usize]);
                     }
@@ -1691,17 +1702,18 @@ where
         // Which entries, and their recency, a shard per lock.
         let mut picked: Vec<((u8, u32), u32, u32)> = Vec::new();
         for shard in 0..self.shards.len() {
-            // The links alone say which slots are READY, with what meta,
-            // and how recent: one random load an entry, not two (the
-            // slot's meta and the link).
+            // The slot says whether it is READY (so linked), the link how
+            // recent: two random loads an entry, both asked for ahead.
             self.pick(
                 shard,
                 &mut picked,
-                |p, idx| p.order.prefetch(idx),
                 |p, idx| {
-                    let (meta, rank) = p.order.ranked(idx)?;
-                    debug_assert_eq!(meta, self.slot(idx).meta.load(Ordering::Relaxed), "linked, so READY");
-                    Some((rank, idx, meta))
+                    prefetch(self.slot(idx));
+                    p.order.prefetch(idx);
+                },
+                |p, idx| {
+                    let meta = self.slot(idx).meta.load(Ordering::Relaxed);
+                    (state(meta) == READY).then(|| (p.order.rank(idx), idx, meta))
                 },
             );
         }
@@ -2075,6 +2087,43 @@ mod tests {
             assert_eq!(cache.len(), present.len());
             assert_ne!(cache.store.lock().format, Format::narrowest(), "the tables widened");
         }
+    }
+
+    /// Replays check a read record against its slot, not its link: it
+    /// moves an entry only while the slot holds that very entry `READY`.
+    /// A check of the record's state alone passes records of removed
+    /// entries; one of the slot's state alone passes records of an earlier
+    /// use of a reused slot.
+    #[test]
+    fn a_read_record_names_only_the_entry_it_was_made_for() {
+        let cache = crate::Cache::<u64, u64>::new(2);
+        let store = &cache.store;
+        let record = |key: u64| {
+            let (_, idx) = store.find(store.hash(&key), &key, &pin()).expect("present");
+            (idx, store.slot(idx).meta.load(Ordering::Relaxed))
+        };
+        cache.insert(1, 10);
+        let (idx, meta) = record(1);
+        assert!(store.linked(idx, meta), "the live entry");
+        assert!(!store.linked(idx, 0) && !store.linked(0, 0), "a zero record");
+        cache.insert(1, 11);
+        assert!(!store.linked(idx, meta), "the overwritten value");
+        // Evictions until the first slot is reused.
+        let mut key = 100;
+        let reused = loop {
+            cache.insert(key, key);
+            let (i, m) = record(key);
+            if i == idx {
+                break m;
+            }
+            key += 1;
+            assert!(key < 100_000, "slot {idx} never reused");
+        };
+        assert!(store.linked(idx, reused), "its new entry");
+        assert!(!store.linked(idx, meta), "the slot's earlier entry");
+        let (live, live_meta) = record(key);
+        cache.clear();
+        assert!(!store.linked(live, live_meta), "an entry cleared");
     }
 
     /// A slot points to its placeholder's flight without a count, so a

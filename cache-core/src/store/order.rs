@@ -30,19 +30,19 @@ impl Order {
 
     /// A new `READY` entry, `hash` being its table tag.
     #[inline]
-    pub(super) fn push(&mut self, idx: u32, meta: u32, hash: u32) {
+    pub(super) fn push(&mut self, idx: u32, hash: u32) {
         match self {
-            Order::Lru(lru) => lru.push_front(idx, meta),
-            Order::TinyLfu(lfu) => lfu.push(idx, meta, hash),
+            Order::Lru(lru) => lru.push_front(idx),
+            Order::TinyLfu(lfu) => lfu.push(idx, hash),
         }
     }
 
-    /// Entry `new` (meta `meta`) replaces linked entry `old` of the same
-    /// key: an overwrite, which is a use of it.
-    pub(super) fn replace(&mut self, old: u32, new: u32, meta: u32) {
+    /// Entry `new` replaces linked entry `old` of the same key: an
+    /// overwrite, which is a use of it.
+    pub(super) fn replace(&mut self, old: u32, new: u32) {
         match self {
-            Order::Lru(lru) => lru.replace(old, new, meta),
-            Order::TinyLfu(lfu) => lfu.replace(old, new, meta),
+            Order::Lru(lru) => lru.replace(old, new),
+            Order::TinyLfu(lfu) => lfu.replace(old, new),
         }
     }
 
@@ -53,11 +53,14 @@ impl Order {
         }
     }
 
-    /// Replays read records `(idx, meta)`, oldest first.
-    pub(super) fn touch_all(&mut self, records: &[(u32, u32)]) {
+    /// Replays read records `(idx, meta)`, oldest first: those for which
+    /// `linked(idx, meta)` says the entry is still linked, i.e. its slot
+    /// still holds it `READY` (a record may name an entry that has left
+    /// since, or a later use of its slot).
+    pub(super) fn touch_all(&mut self, records: &[(u32, u32)], linked: impl Fn(u32, u32) -> bool) {
         match self {
-            Order::Lru(lru) => lru.touch_all(records),
-            Order::TinyLfu(lfu) => lfu.touch_all(records),
+            Order::Lru(lru) => lru.touch_all(records, linked),
+            Order::TinyLfu(lfu) => lfu.touch_all(records, linked),
         }
     }
 
@@ -69,7 +72,7 @@ impl Order {
         }
     }
 
-    /// Empties the order; a read record from before finds nothing.
+    /// Empties the order.
     pub(super) fn clear(&mut self) {
         match self {
             Order::Lru(lru) => lru.clear(),
@@ -85,18 +88,6 @@ impl Order {
             Order::Lru(lru) => (0, lru.stamp(idx)),
             Order::TinyLfu(lfu) => lfu.rank(idx),
         }
-    }
-
-    /// `idx`'s meta and [`rank`](Self::rank), if it is linked: an entry is
-    /// linked exactly while it is `READY`, with its slot's meta, so a
-    /// snapshot learns both from the link without reading the slot.
-    #[cfg(feature = "persist")]
-    pub(super) fn ranked(&self, idx: u32) -> Option<(u32, (u8, u32))> {
-        let meta = match self {
-            Order::Lru(lru) => lru.links.meta(idx),
-            Order::TinyLfu(lfu) => lfu.links.meta(idx),
-        };
-        (meta != 0).then(|| (meta, self.rank(idx)))
     }
 
     /// Asks the CPU for `idx`'s link (a hint).
