@@ -423,16 +423,17 @@ impl TinyLfu {
         self.protected_max = self.protected_share();
     }
 
-    /// Snapshot order: probation, then window, then protected; within a
-    /// region by recency stamp (see [`Links::stamp`]).
+    /// Snapshot order, if `idx` is linked: probation, then window, then
+    /// protected; within a region by recency stamp (see [`Links::stamp`]).
     #[cfg(feature = "persist")]
-    pub(crate) fn rank(&self, idx: u32) -> (u8, u32) {
+    pub(crate) fn rank(&self, idx: u32) -> Option<(u8, u32)> {
+        let stamp = self.links.stamp(idx)?;
         let rank = match self.links.extra(idx).region {
             PROBATION => 0,
             WINDOW => 1,
             _ => 2,
         };
-        (rank, self.links.stamp(idx))
+        Some((rank, stamp))
     }
 
     #[cfg(feature = "persist")]
@@ -440,9 +441,10 @@ impl TinyLfu {
         self.links.clock()
     }
 
-    /// Empties every region; keeps the counts (the popularity of keys
-    /// outlives a clear) and the window's share.
+    /// Empties every region and forgets every link; keeps the counts (the
+    /// popularity of keys outlives a clear) and the window's share.
     pub(crate) fn clear(&mut self) {
+        self.links.clear();
         self.regions = [Queue::EMPTY; 3];
     }
 

@@ -8,10 +8,11 @@
 //! lock) can still be put back in order. `X` is what a policy keeps beside
 //! (nothing for LRU).
 //!
-//! A link does not say whether its index is linked: an entry is linked
-//! exactly while its slot is `READY`, so the store asks the slot (a read
-//! record is checked against the slot's meta before it moves a link).
-//! Keeping the meta here too cost 4 bytes an entry.
+//! Whether an entry is linked is its slot's business: an entry is linked
+//! exactly while its slot is `READY`, so a read record is checked against
+//! the slot's meta before it moves a link (a copy of the meta here cost 4
+//! bytes an entry). A snapshot, which reads links and not slots, tells a
+//! linked entry by its stamp, which is never 0 while linked.
 
 pub(super) const NIL: u32 = u32::MAX;
 
@@ -19,7 +20,8 @@ pub(super) const NIL: u32 = u32::MAX;
 struct Link<X> {
     prev: u32,
     next: u32,
-    /// `Links::clock` when the entry last moved to the front.
+    /// `Links::clock` when the entry last moved to the front; 0 when
+    /// unlinked.
     #[cfg(feature = "persist")]
     stamp: u32,
     extra: X,
@@ -213,10 +215,16 @@ impl<X: Copy + Default> Links<X> {
         super::prefetch(self.links.as_ptr().wrapping_add(idx as usize));
     }
 
-    /// The stamp for a move to the front now.
+    /// Forgets every link, so that no stale stamp says linked. The caller
+    /// empties its queues.
+    pub(super) fn clear(&mut self) {
+        self.links.fill(Self::unlinked());
+    }
+
+    /// The stamp for a move to the front now: never 0, an unlinked link's.
     #[cfg(feature = "persist")]
     fn tick(&mut self) -> u32 {
-        self.clock = self.clock.wrapping_add(1);
+        self.clock = self.clock.wrapping_add(1).max(1);
         self.clock
     }
 
@@ -226,11 +234,11 @@ impl<X: Copy + Default> Links<X> {
         self.clock
     }
 
-    /// The clock when `idx` last moved to the front; compare stamps by their
-    /// age from a later `clock()`, as they wrap.
+    /// The clock when `idx` last moved to the front, if it is linked;
+    /// compare stamps by their age from a later `clock()`, as they wrap.
     #[cfg(feature = "persist")]
-    pub(super) fn stamp(&self, idx: u32) -> u32 {
-        self.links[idx as usize].stamp
+    pub(super) fn stamp(&self, idx: u32) -> Option<u32> {
+        self.links.get(idx as usize).map(|link| link.stamp).filter(|&stamp| stamp != 0)
     }
 
     /// `queue` from back to front.
@@ -244,5 +252,27 @@ impl<X: Copy + Default> Links<X> {
                 idx
             })
         })
+    }
+}
+
+#[cfg(all(test, feature = "persist"))]
+mod tests {
+    use super::*;
+
+    /// A snapshot takes a link with stamp 0 for unlinked: the clock skips 0
+    /// when it wraps.
+    #[test]
+    fn a_link_is_never_stamped_unlinked() {
+        let mut links = Links::<()>::new();
+        links.reserve(1);
+        let mut queue = Queue::EMPTY;
+        links.clock = u32::MAX - 1;
+        links.push_front(&mut queue, 0, ());
+        links.push_front(&mut queue, 1, ());
+        assert_eq!(links.stamp(1), Some(1), "the wrapped clock's stamp");
+        links.touch(&mut queue, 0);
+        assert_eq!(links.stamp(0), Some(2));
+        links.unlink(&mut queue, 0);
+        assert_eq!(links.stamp(0), None, "unlinked");
     }
 }

@@ -64,15 +64,16 @@ impl Lru {
         self.links.clock()
     }
 
-    /// The clock when `idx` last moved to the front; compare stamps by their
-    /// age from a later `clock()`, as they wrap.
+    /// The clock when `idx` last moved to the front, if it is linked;
+    /// compare stamps by their age from a later `clock()`, as they wrap.
     #[cfg(feature = "persist")]
-    pub(crate) fn stamp(&self, idx: u32) -> u32 {
+    pub(crate) fn stamp(&self, idx: u32) -> Option<u32> {
         self.links.stamp(idx)
     }
 
-    /// Empties the list.
+    /// Empties the list and forgets every link.
     pub(crate) fn clear(&mut self) {
+        self.links.clear();
         self.queue = Queue::EMPTY;
     }
 }
@@ -100,10 +101,12 @@ mod tests {
         #[cfg(feature = "persist")]
         {
             let mut by_age: Vec<u32> = (0..4).collect();
-            by_age.sort_by_key(|&i| std::cmp::Reverse(lru.clock().wrapping_sub(lru.stamp(i))));
+            by_age.sort_by_key(|&i| std::cmp::Reverse(lru.clock().wrapping_sub(lru.stamp(i).expect("linked"))));
             assert_eq!(by_age, order(&lru), "stamps sort as the list does");
         }
         lru.unlink(2);
+        #[cfg(feature = "persist")]
+        assert_eq!(lru.stamp(2), None, "unlinked, no stamp");
         assert_eq!(order(&lru), [1, 3, 0]);
         lru.unlink(1);
         lru.unlink(0);
@@ -134,6 +137,8 @@ mod tests {
         }
         lru.clear();
         assert_eq!(lru.back(), None, "the cleared list is empty");
+        #[cfg(feature = "persist")]
+        assert_eq!(lru.stamp(1), None, "no stamp says linked after a clear");
         lru.push_front(2);
         lru.push_front(0);
         assert_eq!(order(&lru), [2, 0]);

@@ -1700,20 +1700,19 @@ where
         // readable, retired or not, until `_held` is dropped.
         let held = self.reclaimed.hold();
         // Which entries, and their recency, a shard per lock.
-        let mut picked: Vec<((u8, u32), u32, u32)> = Vec::new();
+        let mut picked: Vec<((u8, u32), u32)> = Vec::new();
         for shard in 0..self.shards.len() {
-            // The slot says whether it is READY (so linked), the link how
-            // recent: two random loads an entry, both asked for ahead.
+            // The link alone says whether the slot is READY and how recent:
+            // one random load an entry, not two (the slot's meta and the
+            // link; the slot waited on was a third of a save).
             self.pick(
                 shard,
                 &mut picked,
+                |p, idx| p.order.prefetch(idx),
                 |p, idx| {
-                    prefetch(self.slot(idx));
-                    p.order.prefetch(idx);
-                },
-                |p, idx| {
-                    let meta = self.slot(idx).meta.load(Ordering::Relaxed);
-                    (state(meta) == READY).then(|| (p.order.rank(idx), idx, meta))
+                    let rank = p.order.rank(idx)?;
+                    debug_assert_eq!(state(self.slot(idx).meta.load(Ordering::Relaxed)), READY, "linked");
+                    Some((rank, idx))
                 },
             );
         }
@@ -1723,11 +1722,11 @@ where
         let clock = self.write(Handoff::Batched, |p| p.order.clock());
         // One integer per entry to sort by (rank, then oldest first),
         // computed once rather than at every comparison.
-        let mut picked: Vec<(u64, u32, u32)> = picked
+        let mut picked: Vec<(u64, u32)> = picked
             .into_iter()
-            .map(|((rank, stamp), idx, meta)| {
+            .map(|((rank, stamp), idx)| {
                 let age = clock.wrapping_sub(stamp);
-                ((u64::from(rank) << 32) | u64::from(u32::MAX - age), idx, meta)
+                ((u64::from(rank) << 32) | u64::from(u32::MAX - age), idx)
             })
             .collect();
         // A radix sort: it passes only over the key's bytes that differ
@@ -1757,14 +1756,18 @@ where
         });
     }
 
-    /// The slot (and its meta) that holds the key of picked slot `idx`
-    /// now: `idx` itself if unchanged since it was picked with `meta`, else
-    /// the key's current live slot (it was overwritten, maybe more than
-    /// once); `None` if it was removed or its deadline is not after `now`.
-    /// The caller holds retired slots (see [`Reclaimed::hold`]).
-    fn current(&self, idx: u32, meta: u32, now: u64) -> Option<(u32, u32)> {
+    /// The slot (and its meta) that holds the key of slot `idx`, picked
+    /// `READY`, now: `idx` itself if still `READY`, else the key's current
+    /// live slot (it was overwritten, maybe more than once); `None` if it
+    /// was removed or its deadline is not after `now`. The caller holds
+    /// retired slots (see [`Reclaimed::hold`]), so the slot is still in
+    /// the generation it was picked in: a slot leaves `READY` for good
+    /// within a generation (only `fill` and `resolve` make one `READY`,
+    /// from `FREE` and `PENDING`), so `READY` now means unchanged.
+    fn current(&self, idx: u32, now: u64) -> Option<(u32, u32)> {
         let slot = self.slot(idx);
-        let (idx, meta) = if slot.meta.load(Ordering::Acquire) == meta {
+        let meta = slot.meta.load(Ordering::Acquire);
+        let (idx, meta) = if state(meta) == READY {
             (idx, meta)
         } else {
             let guard = pin();
@@ -1794,14 +1797,11 @@ where
             shard,
             &mut picked,
             |_, idx| prefetch(self.slot(idx)),
-            |_, idx| {
-                let meta = self.slot(idx).meta.load(Ordering::Relaxed);
-                (state(meta) == READY).then_some((idx, meta))
-            },
+            |_, idx| (state(self.slot(idx).meta.load(Ordering::Relaxed)) == READY).then_some(idx),
         );
         let now = self.clock.now();
-        for (idx, meta) in picked {
-            if let Some((idx, meta)) = self.current(idx, meta, now) {
+        for idx in picked {
+            if let Some((idx, meta)) = self.current(idx, now) {
                 let slot = self.slot(idx);
                 // SAFETY: READY when found, and held: intact.
                 let (key, value) = unsafe { (slot.key(), slot.value()) };
@@ -1926,8 +1926,8 @@ impl<K, V, S> std::fmt::Debug for Store<K, V, S> {
 pub(crate) struct Picked<'a, K, V, S> {
     store: &'a Store<K, V, S>,
     _held: reclaim::Held<'a>,
-    /// (sort key, index, meta) of each picked slot, in order.
-    picked: Vec<(u64, u32, u32)>,
+    /// (sort key, index) of each picked slot, in order.
+    picked: Vec<(u64, u32)>,
     /// Entries whose deadline is not after this are left out.
     now: u64,
 }
@@ -1961,11 +1961,11 @@ where
         let picked = &self.picked[range];
         // In recency order, which after some churn is random in the slab.
         let mut ahead = picked.iter().skip(PREFETCH_AHEAD);
-        for &(_, idx, meta) in picked {
-            if let Some(&(_, next, _)) = ahead.next() {
+        for &(_, idx) in picked {
+            if let Some(&(_, next)) = ahead.next() {
                 prefetch(self.store.slot(next));
             }
-            let Some((idx, meta)) = self.store.current(idx, meta, self.now) else {
+            let Some((idx, meta)) = self.store.current(idx, self.now) else {
                 continue;
             };
             let slot = self.store.slot(idx);

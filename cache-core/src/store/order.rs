@@ -80,12 +80,14 @@ impl Order {
         }
     }
 
-    /// Where `idx` stands for a snapshot: by rank, then by stamp (compared
-    /// by their age from a later [`clock`](Self::clock)), coldest first.
+    /// Where `idx` stands for a snapshot, if it is linked (so `READY`: a
+    /// snapshot learns that from the link, without reading the slot): by
+    /// rank, then by stamp (compared by their age from a later
+    /// [`clock`](Self::clock)), coldest first.
     #[cfg(feature = "persist")]
-    pub(super) fn rank(&self, idx: u32) -> (u8, u32) {
+    pub(super) fn rank(&self, idx: u32) -> Option<(u8, u32)> {
         match self {
-            Order::Lru(lru) => (0, lru.stamp(idx)),
+            Order::Lru(lru) => lru.stamp(idx).map(|stamp| (0, stamp)),
             Order::TinyLfu(lfu) => lfu.rank(idx),
         }
     }
