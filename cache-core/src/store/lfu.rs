@@ -32,14 +32,48 @@ const WINDOW: u8 = 0;
 const PROBATION: u8 = 1;
 const PROTECTED: u8 = 2;
 
-/// What a link keeps beside the list: the entry's hash (for the sketch,
-/// without touching the slot), its region, and whether it was read since
-/// it last reached the back of its region.
+/// What a link keeps beside the list, packed in 4 bytes (a field each
+/// took 8, padded): the entry's hash but for its low three bits (for the
+/// sketch, without touching the slot), in their place its region (two
+/// bits) and whether it was read since it last reached the back of its
+/// region.
 #[derive(Debug, Clone, Copy, Default)]
-pub(super) struct Entry {
-    hash: u32,
-    region: u8,
-    read: bool,
+pub(super) struct Entry(u32);
+
+/// The bits of [`Entry`] that are not the hash.
+const REGION_BITS: u32 = 0b11;
+const READ: u32 = 0b100;
+const HASH_BITS: u32 = !(REGION_BITS | READ);
+
+impl Entry {
+    /// An unread entry of `region`, for a key of `hash` (see [`hash`](Self::hash)).
+    fn new(hash: u32, region: u8) -> Self {
+        Entry((hash & HASH_BITS) | u32::from(region))
+    }
+
+    /// The key's hash as the sketch counts it: its low three bits cleared.
+    fn hash(self) -> u32 {
+        self.0 & HASH_BITS
+    }
+
+    fn region(self) -> u8 {
+        (self.0 & REGION_BITS) as u8
+    }
+
+    fn read(self) -> bool {
+        self.0 & READ != 0
+    }
+
+    /// Marks it read; returns whether it was already.
+    fn mark_read(&mut self) -> bool {
+        let was = self.read();
+        self.0 |= READ;
+        was
+    }
+
+    fn unread(self) -> Self {
+        Entry(self.0 & !READ)
+    }
 }
 
 /// The window's share moves by a factor of `2^step`: `step` starts at
@@ -149,6 +183,8 @@ impl TinyLfu {
     /// A new entry: counted, and at the front of the window; the window's
     /// overflow goes to probation while the main region has room.
     pub(crate) fn push(&mut self, idx: u32, hash: u32) {
+        // Counted as its link keeps it, the low bits cleared.
+        let hash = Entry::new(hash, WINDOW).hash();
         self.sketch.increment(hash);
         self.misses += 1;
         self.requests = self.requests.wrapping_add(1);
@@ -160,7 +196,7 @@ impl TinyLfu {
                 self.regrets += 1;
             }
         }
-        let entry = Entry { hash, region: WINDOW, read: false };
+        let entry = Entry::new(hash, WINDOW);
         self.newest = idx;
         self.links.push_front(&mut self.regions[WINDOW as usize], idx, entry);
         while self.regions[WINDOW as usize].len > self.window_max && self.main_len() < self.main_max() {
@@ -173,11 +209,11 @@ impl TinyLfu {
     /// `new` takes `old`'s place in its region, marked read (an overwrite
     /// is a use), and is counted as a read would be.
     pub(crate) fn replace(&mut self, old: u32, new: u32) {
-        let region = self.links.extra(old).region;
+        let region = self.links.extra(old).region();
         self.links.replace(&mut self.regions[region as usize], old, new);
         let entry = self.links.extra_mut(new);
-        if !std::mem::replace(&mut entry.read, true) {
-            let hash = entry.hash;
+        if !entry.mark_read() {
+            let hash = entry.hash();
             self.sketch.increment(hash);
         }
         if self.newest == old {
@@ -186,16 +222,16 @@ impl TinyLfu {
     }
 
     pub(crate) fn unlink(&mut self, idx: u32) {
-        let region = self.links.extra(idx).region;
+        let region = self.links.extra(idx).region();
         self.links.unlink(&mut self.regions[region as usize], idx);
     }
 
     /// Moves linked `idx` to the front of region `to` (not its own),
     /// unread.
     fn shift(&mut self, idx: u32, to: u8) {
-        let Entry { hash, region, .. } = self.links.extra(idx);
-        let [from, into] = self.regions.get_disjoint_mut([region as usize, to as usize]).expect("two regions");
-        self.links.transfer(from, into, idx, Entry { hash, region: to, read: false });
+        let entry = self.links.extra(idx);
+        let [from, into] = self.regions.get_disjoint_mut([entry.region() as usize, to as usize]).expect("two regions");
+        self.links.transfer(from, into, idx, Entry::new(entry.hash(), to));
     }
 
     /// Replays hits: each marks its entry read. The order within a region
@@ -219,9 +255,8 @@ impl TinyLfu {
                 let entry = self.links.extra_mut(idx);
                 self.hits += 1;
                 self.requests = self.requests.wrapping_add(1);
-                if !entry.read {
-                    entry.read = true;
-                    let hash = entry.hash;
+                if !entry.mark_read() {
+                    let hash = entry.hash();
                     self.sketch.increment(hash);
                 }
             }
@@ -246,14 +281,14 @@ impl TinyLfu {
                 continue;
             }
             let entry = self.links.extra(idx);
-            if !entry.read {
+            if !entry.read() {
                 return Some(idx);
             }
             if region == PROBATION {
                 self.shift(idx, PROTECTED);
                 self.demote();
             } else {
-                self.links.set_extra(idx, Entry { read: false, ..entry });
+                self.links.set_extra(idx, entry.unread());
                 self.links.touch(&mut self.regions[region as usize], idx);
             }
         }
@@ -293,7 +328,7 @@ impl TinyLfu {
 
     /// Notes that `idx`, a newcomer, was refused admission, and when.
     fn remember_refused(&mut self, idx: u32) {
-        let hash = self.links.extra(idx).hash;
+        let hash = self.links.extra(idx).hash();
         let len = self.refused.len();
         self.refused[hash.rotate_left(16) as usize & (len - 1)] = u64::from(hash | 1) << 32 | u64::from(self.requests);
     }
@@ -304,8 +339,8 @@ impl TinyLfu {
     /// keys; our hashes are seeded per cache, so collisions cannot be
     /// aimed, and measured without it, hit ratios were no lower.)
     fn admits(&self, candidate: u32, victim: u32) -> bool {
-        let candidate = self.sketch.frequency(self.links.extra(candidate).hash);
-        let victim = self.sketch.frequency(self.links.extra(victim).hash);
+        let candidate = self.sketch.frequency(self.links.extra(candidate).hash());
+        let victim = self.sketch.frequency(self.links.extra(victim).hash());
         candidate > victim
     }
 
@@ -428,7 +463,7 @@ impl TinyLfu {
     #[cfg(feature = "persist")]
     pub(crate) fn rank(&self, idx: u32) -> Option<(u8, u32)> {
         let stamp = self.links.stamp(idx)?;
-        let rank = match self.links.extra(idx).region {
+        let rank = match self.links.extra(idx).region() {
             PROBATION => 0,
             WINDOW => 1,
             _ => 2,
@@ -542,6 +577,20 @@ mod tests {
         });
         let (ratio, _) = simulate(1_000, recency);
         assert!(ratio > 0.45, "recency-driven hit ratio {ratio}, LRU's is 0.5");
+    }
+
+    #[test]
+    fn an_entry_keeps_its_hash_region_and_read_mark_apart() {
+        for region in [WINDOW, PROBATION, PROTECTED] {
+            let mut entry = Entry::new(u32::MAX, region);
+            assert_eq!((entry.hash(), entry.region(), entry.read()), (HASH_BITS, region, false));
+            assert!(!entry.mark_read(), "unread before");
+            assert!(entry.mark_read(), "read after");
+            assert_eq!((entry.hash(), entry.region()), (HASH_BITS, region));
+            let entry = entry.unread();
+            assert_eq!((entry.hash(), entry.region(), entry.read()), (HASH_BITS, region, false));
+            assert_eq!(Entry::new(0, region).hash(), 0);
+        }
     }
 
     #[test]
