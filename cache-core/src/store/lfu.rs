@@ -183,8 +183,8 @@ impl TinyLfu {
     /// A new entry: counted, and at the front of the window; the window's
     /// overflow goes to probation while the main region has room.
     pub(crate) fn push(&mut self, idx: u32, hash: u32) {
-        // Counted as its link keeps it, the low bits cleared.
-        let hash = Entry::new(hash, WINDOW).hash();
+        // Counted as its link keeps it (see `Entry::hash`).
+        let hash = hash & HASH_BITS;
         self.sketch.increment(hash);
         self.misses += 1;
         self.requests = self.requests.wrapping_add(1);
@@ -288,7 +288,7 @@ impl TinyLfu {
                 self.shift(idx, PROTECTED);
                 self.demote();
             } else {
-                self.links.set_extra(idx, entry.unread());
+                *self.links.extra_mut(idx) = entry.unread();
                 self.links.touch(&mut self.regions[region as usize], idx);
             }
         }

@@ -91,12 +91,6 @@ impl<X: Copy + Default> Links<X> {
         &mut self.links[idx as usize].extra
     }
 
-    /// Replaces linked `idx`'s extra.
-    #[inline]
-    pub(super) fn set_extra(&mut self, idx: u32, extra: X) {
-        self.links[idx as usize].extra = extra;
-    }
-
     /// `idx`'s extra; `idx` must be linked.
     #[inline]
     pub(super) fn extra(&self, idx: u32) -> X {
@@ -215,9 +209,11 @@ impl<X: Copy + Default> Links<X> {
         super::prefetch(self.links.as_ptr().wrapping_add(idx as usize));
     }
 
-    /// Forgets every link, so that no stale stamp says linked. The caller
-    /// empties its queues.
+    /// Forgets every link, so that no stale stamp says linked (without a
+    /// persistence feature there are no stamps, and nothing to forget: a
+    /// link is read only while linked). The caller empties its queues.
     pub(super) fn clear(&mut self) {
+        #[cfg(feature = "persist")]
         self.links.fill(Self::unlinked());
     }
 

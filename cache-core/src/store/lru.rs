@@ -49,7 +49,7 @@ impl Lru {
 
     /// Moves linked `idx` to the front.
     #[inline]
-    pub(crate) fn touch(&mut self, idx: u32) {
+    fn touch(&mut self, idx: u32) {
         self.links.touch(&mut self.queue, idx);
     }
 
@@ -123,7 +123,8 @@ mod tests {
         for i in 0..4 {
             lru.push_front(i);
         }
-        // Records of entries 0 and 2; only meta 8 is current.
+        // Three records; `linked` accepts only (2, 8): a stale meta and a
+        // refused index move nothing.
         lru.touch_all(&[(0, 16), (2, 8), (1, 8)], |idx, meta| meta == 8 && idx != 1);
         assert_eq!(order(&lru), [0, 1, 3, 2]);
     }
