@@ -44,7 +44,7 @@ use self::reclaim::{Locked, Pinned, Protects, Reclaimed, defer_and_flush, drop_q
 use self::slab::{Filling, HELD, PENDING, READY, RETIRED_PENDING, RETIRED_READY, STALE, Slab, Slot, state};
 use self::stamps::{Deadlines, Idle, Refresh};
 use self::table::{Format, Probe, Table, TableRef, Usage};
-use self::wheel::{Timer, Wheel};
+use self::wheel::{Bucket, Wheel};
 use crossbeam_utils::CachePadded;
 
 use crate::DefaultHasher;
@@ -105,7 +105,8 @@ struct State<V> {
     high: u32,
     free: Vec<u32>,
     wheel: Wheel,
-    /// `READY` entries with a deadline: the wheel's live timers.
+    /// `READY` entries with a deadline, and `STALE` ones: the wheel's
+    /// live timers.
     timed: usize,
     usage: Vec<Usage>,
     /// How new tables split their words: wide enough for every slab index
@@ -634,53 +635,68 @@ impl<K, V, S> Store<K, V, S> {
         let mut rearmed = Vec::new();
         wheel.advance(
             now,
-            |timer| self.due_at(timer),
-            |timer| {
-                let Some(due) = self.due_at(timer) else {
+            |idx, bucket| self.due_at(idx, bucket),
+            |idx, bucket| {
+                let Some(due) = self.due_at(idx, bucket) else {
                     return;
                 };
+                let slot = self.slot(idx);
                 if due > now {
                     // A read pushed its idle deadline on.
-                    rearmed.push((timer, due));
-                } else if state(timer.meta) == STALE {
+                    rearmed.push((idx, due));
+                } else if state(slot.meta.load(Ordering::Relaxed)) == STALE {
                     // Its stale window ended (`retire` counts and tells it).
-                    self.detach(p, timer.idx, RemovalCause::Expired);
+                    self.detach(p, idx, RemovalCause::Expired);
                 } else {
-                    let slot = self.slot(timer.idx);
                     // Timed: armed.
-                    let expires = self.deadlines.get(timer.idx);
+                    let expires = self.deadlines.get(idx);
                     if expires <= now && self.stale_end(expires) > now {
                         // Its TTL (not idleness) ended, and `stale_for` keeps it.
-                        p.order.unlink(timer.idx);
+                        p.order.unlink(idx);
                         p.len -= 1;
                         if self.weigher.is_some() {
-                            p.weight -= u64::from(p.weights[timer.idx as usize]);
+                            p.weight -= u64::from(p.weights[idx as usize]);
                         }
-                        let meta = slot.shift(STALE);
-                        rearmed.push((Timer { idx: timer.idx, meta }, self.stale_end(expires)));
+                        slot.shift(STALE);
+                        rearmed.push((idx, self.stale_end(expires)));
                     } else {
-                        self.detach(p, timer.idx, RemovalCause::Expired);
+                        self.detach(p, idx, RemovalCause::Expired);
                         p.expirations += 1;
                     }
                 }
             },
         );
-        for (timer, deadline) in rearmed {
-            wheel.push(timer, deadline);
+        for (idx, deadline) in rearmed {
+            wheel.push(idx, deadline);
         }
         p.wheel = wheel;
     }
 
-    /// When `timer`'s entry is due (the wheel keeps no deadlines), or
-    /// `None` if its slot has moved on. Lock held.
-    fn due_at(&self, timer: Timer) -> Option<u64> {
-        let slot = self.slot(timer.idx);
-        if slot.meta.load(Ordering::Relaxed) != timer.meta {
-            return None;
-        }
-        // Timed: armed.
-        let expires = self.deadlines.get(timer.idx);
-        Some(if state(timer.meta) == STALE { self.stale_end(expires) } else { self.soonest(timer.idx, expires) })
+    /// When slot `idx`'s entry is due, if a timer in `bucket` is its
+    /// entry's, or `None` if it was left by an entry that has gone (the
+    /// wheel keeps neither deadlines nor metas: see its docs). Lock held.
+    ///
+    /// A timed `READY` entry's TTL deadline and a `STALE` one's end are
+    /// fixed for the entry's life, and its timer sits in a bucket that holds
+    /// it. An idle deadline moves on with reads, away from where its timer
+    /// was placed, so in a cache with `time_to_idle` any timer before it
+    /// will do: one of a previous occupant then lives on as a duplicate
+    /// until [`prune_timers`](Self::prune_timers) keeps one a slot.
+    fn due_at(&self, idx: u32, bucket: Bucket) -> Option<u64> {
+        let meta = self.slot(idx).meta.load(Ordering::Relaxed);
+        let due = match state(meta) {
+            READY if slab::timed(meta) => {
+                let expires = self.deadlines.get(idx);
+                if let Some(idle) = &self.idle {
+                    let due = expires.min(idle.deadline(idx));
+                    return (due >= bucket.start).then_some(due);
+                }
+                expires
+            }
+            STALE => self.stale_end(self.deadlines.get(idx)),
+            _ => return None,
+        };
+        bucket.contains(due).then_some(due)
     }
 
     /// The deadline of slot `idx` with `meta` (`READY`, or retired since
@@ -986,11 +1002,11 @@ impl<K, V, S> Store<K, V, S> {
     /// `expires`, or an idle one), as live in the wheel; pruning the wheel
     /// of dead timers when they pile up.
     #[inline]
-    fn arm(&self, p: &mut State<V>, idx: u32, meta: u32, expires: u64) {
+    fn arm(&self, p: &mut State<V>, idx: u32, expires: u64) {
         let deadline = self.soonest(idx, expires);
         if deadline != NEVER {
             p.timed += 1;
-            p.wheel.push(Timer { idx, meta }, deadline);
+            p.wheel.push(idx, deadline);
             if p.wheel.len() > 2 * p.timed + 1024 {
                 self.prune_timers(p);
             }
@@ -998,16 +1014,27 @@ impl<K, V, S> Store<K, V, S> {
     }
 
     /// Drops the wheel's stale timers (their entries left before they came
-    /// due). Out of line: once in thousands of writes.
+    /// due) and keeps one timer a slot: at most one for each of the `timed`
+    /// entries is left, so this runs at most once in `timed + 1024` writes.
+    /// Any timer [`due_at`](Self::due_at) accepts leads to its entry's
+    /// deadline, so which one stays does not matter. Out of line.
     #[cold]
     #[inline(never)]
     fn prune_timers(&self, p: &mut State<V>) {
-        p.wheel.retain(|t| self.slot(t.idx).meta.load(Ordering::Relaxed) == t.meta);
+        let mut seen = vec![0u64; (p.high as usize).div_ceil(64)];
+        p.wheel.retain(|idx, bucket| {
+            let (word, bit) = (idx as usize / 64, 1u64 << (idx % 64));
+            let keep = seen[word] & bit == 0 && self.due_at(idx, bucket).is_some();
+            if keep {
+                seen[word] |= bit;
+            }
+            keep
+        });
     }
 
     /// The opposite of [`arm`](Self::arm) for a `READY` slot with `meta`,
-    /// about to be retired (its timer then finds a changed meta and does
-    /// nothing).
+    /// about to be retired (its timer then finds the slot not its entry's:
+    /// see [`due_at`](Self::due_at)).
     fn unarm(&self, p: &mut State<V>, meta: u32) {
         // With `time_to_idle`, every entry is timed.
         if slab::timed(meta) {
@@ -1027,11 +1054,11 @@ impl<K, V, S> Store<K, V, S> {
     /// Always inlined into the two writes that end in it (insert, and a
     /// load's resolve): a call cost them ~25 instructions of register saves.
     #[inline(always)]
-    fn link(&self, p: &mut State<V>, idx: u32, meta: u32, tag: u32, expires: u64, weight: u32) {
+    fn link(&self, p: &mut State<V>, idx: u32, tag: u32, expires: u64, weight: u32) {
         p.order.push(idx, tag);
         p.len += 1;
         self.weighs(p, idx, weight);
-        self.arm(p, idx, meta, expires);
+        self.arm(p, idx, expires);
         self.enforce(p);
     }
 
@@ -1142,10 +1169,10 @@ impl<K, V, S> Store<K, V, S> {
             self.start_clocks(lead.idx);
             let timed = self.stamp_deadline(lead.idx, expires);
             // SAFETY: our PENDING slot, lock held.
-            let meta = unsafe { slot.resolve(value, READY, timed) };
+            unsafe { slot.resolve(value, READY, timed) };
             // SAFETY: READY now.
             let tag = unsafe { slot.tag() };
-            self.link(p, lead.idx, meta, tag, expires, weight);
+            self.link(p, lead.idx, tag, expires, weight);
             // The stale entry it replaced is gone for good.
             self.release_held(p, lead.flight());
             Ok(())
@@ -1195,11 +1222,11 @@ impl<K, V, S> Store<K, V, S> {
                             let table = self.table(shard, &p.locked).expect("an indexed slot has a table");
                             table.replace(table.position_of(tag, lead.idx), tag, old);
                             self.discard(p, lead.idx, slot);
-                            let meta = self.slot(old).shift(STALE);
+                            self.slot(old).shift(STALE);
                             // Timed: it went stale.
                             let end = self.stale_end(self.deadlines.get(old));
                             p.timed += 1;
-                            p.wheel.push(Timer { idx: old, meta }, end);
+                            p.wheel.push(old, end);
                         }
                         // A placeholder: no entry leaves, the cause is not told.
                         _ => self.detach(p, lead.idx, RemovalCause::Explicit),
@@ -1534,7 +1561,7 @@ where
         self.start_clocks(idx);
         let timed = self.stamp_deadline(idx, expires);
         // SAFETY: a fresh slot, published below.
-        let meta = unsafe { self.slot(idx).fill(tag, key, Filling::Ready(value), timed) };
+        unsafe { self.slot(idx).fill(tag, key, Filling::Ready(value), timed) };
         match probe {
             Probe::Found(pos, old) => {
                 self.table(shard, &p.locked).expect("found in it").replace(pos, tag, idx);
@@ -1553,7 +1580,7 @@ where
                     self.unarm(p, old_meta);
                     self.depart(p, old, RemovalCause::Replaced);
                     self.discard(p, old, old_slot);
-                    self.arm(p, idx, meta, expires);
+                    self.arm(p, idx, expires);
                     // Heavier than the value it replaced, it may push others out.
                     self.enforce(p);
                     return None;
@@ -1563,7 +1590,7 @@ where
             }
             Probe::Vacant(pos) => self.occupy(p, shard, pos, tag, idx),
         }
-        self.link(p, idx, meta, tag, expires, weight);
+        self.link(p, idx, tag, expires, weight);
         None
     }
 
@@ -1663,8 +1690,8 @@ where
             match stale {
                 Some(old) => {
                     self.table(shard, &p.locked).expect("found in it").replace(pos, tag, idx);
-                    // Out of the table and the wheel (its timer sees
-                    // another meta): only the flight knows of it now.
+                    // Out of the table and the wheel (a `HELD` slot has no
+                    // timer, see `due_at`): only the flight knows of it now.
                     p.timed -= 1;
                     flight.hold_stale(old, self.slot(old).shift(HELD));
                 }
@@ -2124,6 +2151,67 @@ mod tests {
         let (live, live_meta) = record(key);
         cache.clear();
         assert!(!store.linked(live, live_meta), "an entry cleared");
+    }
+
+    /// A wheel timer is only a slab index: the ones a removed entry left
+    /// must not cost its slot's next entry its expiry, whether that one is
+    /// due before or after them (see `due_at`), nor expire it early.
+    #[tokio::test(start_paused = true)]
+    async fn a_reused_slots_entry_expires_whatever_timers_its_slot_left() {
+        use std::time::Duration;
+        let secs = Duration::from_secs;
+        for (first, next) in [(100, 1), (1, 100)] {
+            let cache = crate::Cache::<u64, u64>::new(1_000);
+            let store = &cache.store;
+            let idx_of = |key: u64| store.find(store.hash(&key), &key, &pin()).expect("present").1;
+            cache.insert_with_ttl(0, 0, Some(secs(first)));
+            let idx = idx_of(0);
+            cache.remove(&0);
+            // Removed entries' slots come back after their grace period.
+            let mut key = 1;
+            loop {
+                cache.insert_with_ttl(key, key, Some(secs(next)));
+                if idx_of(key) == idx {
+                    break;
+                }
+                cache.remove(&key);
+                key += 1;
+                assert!(key < 100_000, "slot {idx} never reused");
+            }
+            // In steps, each with a write (which expires what is due), so
+            // that timers move down the wheel level by level.
+            let cache = &cache;
+            let until = |end: Duration| async move {
+                let step = Duration::from_millis(100);
+                for _ in 0..end.div_duration_f64(step).ceil() as u32 {
+                    tokio::time::advance(step).await;
+                    cache.insert(u64::MAX, 0);
+                }
+            };
+            until(secs(first.min(next)) + Duration::from_millis(500)).await;
+            let expected = if next < first { None } else { Some(key) };
+            assert_eq!(cache.get(&key), expected, "{first} s then {next} s, after the sooner");
+            until(secs(first.max(next))).await;
+            assert_eq!(cache.len(), 1, "{first} s then {next} s: reclaimed unread");
+            assert_eq!(cache.get(&key), None);
+        }
+    }
+
+    /// Entries written in one instant with one TTL put their timers in one
+    /// bucket, so one left by a slot's earlier entry passes for its next
+    /// entry's: pruning keeps one timer a slot, or churn would fill the
+    /// wheel and prune it on every write.
+    #[tokio::test(start_paused = true)]
+    async fn pruning_leaves_one_timer_per_timed_entry() {
+        let cache = crate::Cache::<u64, u64>::builder().max_size(100).default_ttl(Duration::from_secs(60)).build();
+        for i in 0..20_000 {
+            cache.insert(i % 150, i);
+        }
+        let store = &cache.store;
+        let mut p = store.lock();
+        store.prune_timers(&mut p);
+        assert_eq!(p.timed, 100);
+        assert_eq!(p.wheel.len(), p.timed);
     }
 
     /// A slot points to its placeholder's flight without a count, so a

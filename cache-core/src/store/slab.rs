@@ -81,7 +81,7 @@ fn next_generation(meta: u32) -> u32 {
 
 /// Whether a taken-back slot has used up its generations (the next one
 /// would repeat the first): such a slot is never reused, so no `(index,
-/// meta)` pair kept by a timer or a read record can name a later entry.
+/// meta)` pair kept by a read record or a flight can name a later entry.
 /// That costs one slot per 2^28 reuses of it.
 #[inline]
 pub(crate) fn exhausted(meta: u32) -> bool {

@@ -8,33 +8,51 @@
 //! level-0 slots hold entries of exactly one deadline. An entry moves down at
 //! most ten times, whatever its TTL.
 //!
-//! A timer is only `(slab index, meta)`, 8 bytes: its deadline is the
-//! entry's own, which the store works out again whenever the wheel needs it
-//! (placing a timer, moving it down a level). An entry's deadline only ever
-//! moves later (a read pushes an idle deadline on), so a timer always sits
-//! at or before its entry's deadline, never after it.
-//!
-//! Deletion is lazy: removing or replacing an entry leaves its record here,
-//! and records whose slot has moved on (another meta) are dropped when they
-//! move down or come due, or by [`Wheel::retain`] when stale records
-//! outnumber live ones.
+//! A timer is only its entry's slab index, 4 bytes: the wheel keeps neither
+//! the deadline nor which use of the slot the timer was made for. Instead it
+//! hands every callback the [`Bucket`] the timer sits in, the span of time
+//! its slot covers, and the store tells from the slot alone whether its
+//! entry's deadline lies there: a timer left behind by an entry that has
+//! since gone (deletion is lazy) almost never matches its slot's next
+//! occupant, and is dropped when it moves down or comes due, or by
+//! [`Wheel::retain`]. One that does match is a duplicate that fires with the
+//! real one, and `retain` keeps one timer a slot. Expiry never trusts a
+//! timer: it checks the entry's own deadline against the clock.
 
 const LEVELS: usize = 11;
 const SLOT_BITS: u32 = 6;
 const SLOTS: usize = 1 << SLOT_BITS;
 
-/// An entry's timer, remembered as `(slab index, meta)` so a reused slot
-/// is never expired by its previous occupant's record.
+/// The span of time `[start, end)` a wheel slot covers, as the wheel stands:
+/// a timer in it was placed for a deadline in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Timer {
-    pub(crate) idx: u32,
-    pub(crate) meta: u32,
+pub(crate) struct Bucket {
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+}
+
+impl Bucket {
+    #[inline]
+    pub(crate) fn contains(self, deadline: u64) -> bool {
+        self.start <= deadline && deadline < self.end
+    }
+
+    /// Slot `slot` of `level`, in the lap of `elapsed`.
+    fn of(elapsed: u64, level: usize, slot: usize) -> Bucket {
+        let start = slot_start(elapsed, level, slot);
+        Bucket { start, end: start.saturating_add(1 << (level as u32 * SLOT_BITS)) }
+    }
+
+    /// The timers pushed at or before `elapsed`, due on the next advance.
+    fn due(elapsed: u64) -> Bucket {
+        Bucket { start: 0, end: elapsed.saturating_add(1) }
+    }
 }
 
 #[derive(Debug)]
 struct Level {
     occupied: u64,
-    slots: [Vec<Timer>; SLOTS],
+    slots: [Vec<u32>; SLOTS],
 }
 
 #[derive(Debug, Default)]
@@ -42,7 +60,7 @@ pub(crate) struct Wheel {
     /// Allocated on the first timer: caches without TTLs pay nothing.
     levels: Vec<Level>,
     /// Timers at or before `elapsed` when pushed.
-    due: Vec<Timer>,
+    due: Vec<u32>,
     elapsed: u64,
     len: usize,
     /// Before this, [`advance`](Wheel::advance) has nothing to do: no timer
@@ -95,8 +113,8 @@ impl Wheel {
         self.next
     }
 
-    /// Holds `timer` until `deadline`.
-    pub(crate) fn push(&mut self, timer: Timer, deadline: u64) {
+    /// Holds slab index `timer`'s timer until `deadline`.
+    pub(crate) fn push(&mut self, timer: u32, deadline: u64) {
         self.len += 1;
         if deadline <= self.elapsed {
             self.due.push(timer);
@@ -116,22 +134,23 @@ impl Wheel {
         level.slots[slot].push(timer);
     }
 
-    /// Hands every timer due by `now` to `fire`, in the order of their
-    /// slots (timers of one slot of a higher level come in any order).
-    /// `deadline` gives a timer's deadline when it moves down a level, or
-    /// `None` for a stale one, which is dropped; a timer handed to `fire`
-    /// may be stale too, or due later than the one it was placed for
+    /// Hands every timer due by `now` to `fire`, with its bucket, in the
+    /// order of their slots (timers of one slot of a higher level come in
+    /// any order). `deadline` gives a timer's deadline when it moves down a
+    /// level, or `None` for a stale one, which is dropped; a timer handed to
+    /// `fire` may be stale too, or due later than the one it was placed for
     /// (`fire` tells them apart).
     pub(crate) fn advance(
         &mut self,
         now: u64,
-        mut deadline: impl FnMut(Timer) -> Option<u64>,
-        mut fire: impl FnMut(Timer),
+        mut deadline: impl FnMut(u32, Bucket) -> Option<u64>,
+        mut fire: impl FnMut(u32, Bucket),
     ) {
         loop {
+            let due = Bucket::due(now);
             for timer in std::mem::take(&mut self.due) {
                 self.len -= 1;
-                fire(timer);
+                fire(timer, due);
             }
             // The lowest occupied level holds the earliest slot, and its
             // occupied slots all lie after `elapsed`'s digit at that level.
@@ -145,12 +164,12 @@ impl Wheel {
                 self.next = IDLE;
                 break;
             };
-            let start = slot_start(self.elapsed, level, slot);
-            if start > now {
-                self.next = start;
+            let bucket = Bucket::of(self.elapsed, level, slot);
+            if bucket.start > now {
+                self.next = bucket.start;
                 break;
             }
-            self.elapsed = start;
+            self.elapsed = bucket.start;
             let timers = {
                 let l = &mut self.levels[level];
                 l.occupied &= !(1 << slot);
@@ -159,11 +178,11 @@ impl Wheel {
             for timer in timers {
                 self.len -= 1;
                 if level == 0 {
-                    fire(timer);
-                } else if let Some(deadline) = deadline(timer) {
+                    fire(timer, bucket);
+                } else if let Some(deadline) = deadline(timer, bucket) {
                     // Already due: fired now, not moved down level by level.
                     if deadline <= now {
-                        fire(timer);
+                        fire(timer, Bucket::due(now));
                     } else {
                         self.push(timer, deadline);
                     }
@@ -175,12 +194,17 @@ impl Wheel {
 
     /// Keeps only the timers `keep` approves, each where it is; O(timers).
     /// `next` stays a lower bound: fewer timers can only make it later.
-    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&Timer) -> bool) {
-        self.due.retain(&mut keep);
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(u32, Bucket) -> bool) {
+        let due = Bucket::due(self.elapsed);
+        self.due.retain(|&t| keep(t, due));
         let mut len = self.due.len();
-        for level in &mut self.levels {
+        for (i, level) in self.levels.iter_mut().enumerate() {
             for (slot, timers) in level.slots.iter_mut().enumerate() {
-                timers.retain(&mut keep);
+                if timers.is_empty() {
+                    continue;
+                }
+                let bucket = Bucket::of(self.elapsed, i, slot);
+                timers.retain(|&t| keep(t, bucket));
                 if timers.is_empty() {
                     level.occupied &= !(1 << slot);
                 }
@@ -191,7 +215,7 @@ impl Wheel {
     }
 
     pub(crate) fn clear(&mut self) {
-        self.retain(|_| false);
+        self.retain(|_, _| false);
     }
 }
 
@@ -201,11 +225,13 @@ mod tests {
     use proptest::prelude::*;
 
     /// A wheel and its timers' deadlines, by index, as the store keeps them
-    /// in its slots; `None` once a timer is stale.
+    /// in its slots (`None` once a timer is stale), and where each timer was
+    /// placed last (its deadline then).
     #[derive(Default)]
     struct Timers {
         wheel: Wheel,
         deadlines: Vec<Option<u64>>,
+        placed: Vec<u64>,
     }
 
     impl Timers {
@@ -213,24 +239,46 @@ mod tests {
             let at = idx as usize;
             if self.deadlines.len() <= at {
                 self.deadlines.resize(at + 1, None);
+                self.placed.resize(at + 1, 0);
             }
             self.deadlines[at] = Some(deadline);
-            self.wheel.push(Timer { idx, meta: 0 }, deadline);
+            self.placed[at] = deadline;
+            self.wheel.push(idx, deadline);
         }
 
-        /// The timers fired by an advance to `now`; none early.
+        /// The timers fired by an advance to `now`; none early, and each
+        /// live one from a bucket that holds the deadline it was placed for.
         fn fired(&mut self, now: u64) -> Vec<u32> {
             let mut out = Vec::new();
-            let deadlines = &self.deadlines;
-            self.wheel.advance(
+            let Timers { wheel, deadlines, placed } = self;
+            let placed = std::cell::Cell::from_mut(placed.as_mut_slice()).as_slice_of_cells();
+            wheel.advance(
                 now,
-                |t| deadlines[t.idx as usize],
-                |t| {
-                    let deadline = deadlines[t.idx as usize].expect("a stale timer is not fired");
-                    assert!(deadline <= now, "fired {t:?} (due {deadline}) early at {now}");
-                    out.push(t.idx)
+                |t, bucket| {
+                    let deadline = deadlines[t as usize]?;
+                    let at = placed[t as usize].replace(deadline);
+                    assert!(bucket.contains(at), "timer {t} (placed for {at}) moved down from {bucket:?}");
+                    Some(deadline)
+                },
+                |t, bucket| {
+                    let deadline = deadlines[t as usize].expect("a stale timer is not fired");
+                    assert!(deadline <= now, "fired {t} (due {deadline}) early at {now}");
+                    let at = placed[t as usize].get();
+                    assert!(bucket.contains(at), "timer {t} (placed for {at}) fired from {bucket:?}");
+                    out.push(t)
                 },
             );
+            out
+        }
+
+        /// The bucket each timer sits in, by [`Wheel::retain`].
+        fn buckets(&mut self) -> Vec<(u32, Bucket)> {
+            let mut out = Vec::new();
+            self.wheel.retain(|t, bucket| {
+                out.push((t, bucket));
+                true
+            });
+            out.sort_by_key(|&(t, _)| t);
             out
         }
     }
@@ -247,7 +295,7 @@ mod tests {
     #[test]
     fn a_timer_pushed_in_the_past_fires_on_the_next_advance() {
         let mut t = Timers::default();
-        t.wheel.advance(500, |_| None, |_| {});
+        t.wheel.advance(500, |_, _| None, |_, _| {});
         t.push(7, 100);
         assert_eq!(t.fired(500), [7]);
     }
@@ -304,6 +352,11 @@ mod tests {
                     prop_assert!(!seen[idx as usize], "fired twice");
                     seen[idx as usize] = true;
                 }
+                // Where the timers wait, `retain` sees them in buckets that
+                // hold their deadlines, as the advance will.
+                for (idx, bucket) in t.buckets() {
+                    prop_assert!(bucket.contains(t.placed[idx as usize]), "timer {} in {:?}", idx, bucket);
+                }
                 for (i, d) in deadlines.iter().enumerate() {
                     prop_assert_eq!(seen[i], *d <= now, "timer {} deadline {} at {}", i, d, now);
                 }
@@ -318,7 +371,7 @@ mod tests {
     fn nothing_happens_before_next() {
         let mut t = Timers::default();
         assert_eq!(t.wheel.next(), 0, "unknown until the first advance: always right");
-        t.wheel.advance(10, |_| None, |_| {});
+        t.wheel.advance(10, |_, _| None, |_, _| {});
         assert_eq!(t.wheel.next(), IDLE);
         t.push(1, 1_000);
         t.push(2, 70);
@@ -336,6 +389,30 @@ mod tests {
         assert_eq!(t.wheel.next(), 0, "pushed in the past: due at once");
     }
 
+    /// Each timer is handed the span of its own slot: a level-0 slot is
+    /// one nanosecond, a level-`L` one 64^L, and one pushed already due
+    /// waits in a bucket from 0 to the wheel's time.
+    #[test]
+    fn a_timer_is_handed_its_slots_span() {
+        let mut t = Timers::default();
+        t.wheel.advance(1_000, |_, _| None, |_, _| {});
+        t.push(1, 1_001);
+        t.push(2, 1_000 + 4_096 * 3);
+        t.push(3, 999);
+        t.push(4, (1 << 62) + 5);
+        let b = |start, end| Bucket { start, end };
+        let lap = |level: u32| 1u64 << (6 * level);
+        assert_eq!(
+            t.buckets(),
+            [
+                (1, b(1_001, 1_002)),
+                (2, b(13_288 / lap(2) * lap(2), 13_288 / lap(2) * lap(2) + lap(2))),
+                (3, b(0, 1_001)),
+                (4, b(1 << 62, (1 << 62) + lap(10))),
+            ]
+        );
+    }
+
     #[test]
     fn retain_drops_stale_timers_in_place() {
         let mut t = Timers::default();
@@ -344,7 +421,7 @@ mod tests {
         }
         t.push(10, 0);
         t.push(11, 0);
-        t.wheel.retain(|t| t.idx % 2 == 0);
+        t.wheel.retain(|t, _| t % 2 == 0);
         assert_eq!(t.wheel.len(), 6);
         let mut got = t.fired(10_000);
         got.sort();
