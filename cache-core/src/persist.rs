@@ -343,21 +343,27 @@ impl RecordRef<'_> {
     /// since the Unix epoch. The same in every backend of this crate's
     /// family, and what [`PackedRecords`] holds.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        // The bytes postcard makes of a `Wire` (the decoder's layout; a test
-        // holds them equal), written directly: through serde, the varints
-        // went a byte per call, 450 instructions a record against 60.
-        out.reserve(self.key.len() + self.value.len() + 2 * MAX_VARINT + 1 + MAX_VARINT + 5);
-        varint(out, self.key.len() as u64);
-        out.extend_from_slice(self.key);
-        varint(out, self.value.len() as u64);
-        out.extend_from_slice(self.value);
-        match self.expires_at.map(wall_clock_parts) {
-            None => out.push(0),
-            Some((secs, nanos)) => {
-                out.push(1);
-                varint(out, secs);
-                varint(out, u64::from(nanos));
-            }
+        encode_record(out, self.key, self.value, self.expires_at.map(wall_clock_parts));
+    }
+}
+
+/// [`RecordRef::encode_into`] of a record whose expiry is `(seconds,
+/// nanoseconds)` since the Unix epoch.
+fn encode_record(out: &mut Vec<u8>, key: &[u8], value: &[u8], expires: Option<(u64, u32)>) {
+    // The bytes postcard makes of a `Wire` (the decoder's layout; a test
+    // holds them equal), written directly: through serde, the varints went
+    // a byte per call, 450 instructions a record against 60.
+    out.reserve(key.len() + value.len() + 2 * MAX_VARINT + 1 + MAX_VARINT + 5);
+    varint(out, key.len() as u64);
+    out.extend_from_slice(key);
+    varint(out, value.len() as u64);
+    out.extend_from_slice(value);
+    match expires {
+        None => out.push(0),
+        Some((secs, nanos)) => {
+            out.push(1);
+            varint(out, secs);
+            varint(out, u64::from(nanos));
         }
     }
 }
@@ -789,7 +795,7 @@ where
             let snapshot = store.snapshot();
             let walls = store.clock.walls();
             let encode = |packing: &mut Packing<'_>, range| {
-                snapshot.visit(range, |key, value, expires| packing.push(key, value, walls.at(expires)))
+                snapshot.visit(range, |key, value, expires| packing.push(key, value, walls.unix_parts(expires)))
             };
             let estimate = Estimate { entries: snapshot.len(), bytes: expected_bytes };
             let workers = encoders(snapshot.len());
@@ -1007,15 +1013,18 @@ impl<'a> Packing<'a> {
         Packing { key: Vec::new(), value: Vec::new(), part: PackedRecords::with_capacity(PART_BYTES), send, estimate }
     }
 
+    /// Appends an entry whose expiry is `expires` (see
+    /// [`unix_parts`](crate::time::Walls::unix_parts)).
     fn push<K: Serialize, V: Serialize>(
         &mut self,
         key: &K,
         value: &V,
-        expires_at: Option<SystemTime>,
+        expires: Option<(u64, u32)>,
     ) -> Result<(), Stop> {
         encode_reusing(key, &mut self.key)?;
         encode_reusing(value, &mut self.value)?;
-        self.part.push(RecordRef { key: &self.key, value: &self.value, expires_at });
+        encode_record(&mut self.part.bytes, &self.key, &self.value, expires);
+        self.part.len += 1;
         if let Some(estimate) = self.estimate.take() {
             estimate.bytes.store(self.part.bytes.len().saturating_mul(estimate.entries), Ordering::Relaxed);
         }
