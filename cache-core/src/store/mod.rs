@@ -909,9 +909,9 @@ impl<K, V, S> Store<K, V, S> {
     /// Puts `idx`'s word where [`probe`](Self::probe) found room.
     fn occupy(&self, p: &mut State<V>, shard: usize, pos: usize, tag: u32, idx: u32) {
         let usage = &mut p.usage[shard];
-        if self.table(shard, &p.locked).expect("probed").fill(pos, tag, idx) {
-            usage.dead -= 1;
-        }
+        // Whether it was a tombstone is hard to predict: counted, not
+        // branched on.
+        usage.dead -= usize::from(self.table(shard, &p.locked).expect("probed").fill(pos, tag, idx));
         usage.live += 1;
     }
 
