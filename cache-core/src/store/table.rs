@@ -351,7 +351,7 @@ impl<'a> TableRef<'a> {
         return self.position_of_words(tag, idx);
     }
 
-    /// [`position_of`](Self::position_of) four words at a time, as
+    /// [`position_of`](Self::position_of) eight words at a time, as
     /// `probe_groups`.
     #[cfg(all(target_arch = "x86_64", not(shuttle)))]
     fn position_of_groups(self, tag: u32, idx: u32) -> usize {
@@ -814,9 +814,10 @@ mod tests {
         assert_eq!(Usage { live: 14_336, dead: 0 }.rebuilt_capacity(16_384), 32_768);
     }
 
-    /// The probes that read four words at once find what the word-by-word
-    /// ones find, on tables of any mix of empty, tombstone and used words
-    /// (tag bits matching or not, runs wrapping around the end), whichever
+    /// What reads groups of words (the probe, finding an entry's word,
+    /// listing the used ones, an insert) finds what the word-by-word reads
+    /// find, on tables of any mix of empty, tombstone and used words (tag
+    /// bits matching or not, runs wrapping around the end), whichever
     /// candidate the key matches.
     #[cfg(all(target_arch = "x86_64", not(shuttle)))]
     mod groups {
@@ -829,7 +830,8 @@ mod tests {
                 // 0: empty, 1: tombstone, 2: a word of `tag`'s tag bits,
                 // 3: a word of other tag bits. Never all used: a table
                 // always has an empty word.
-                // Tables of one, two and eight reads of `indices`' 64 words.
+                // Tables smaller than one of `indices`' 64-word reads, and
+                // of eight.
                 (words, home) in prop::sample::select(vec![16usize, 32, 512]).prop_flat_map(|n| (
                     prop::collection::vec(0u8..4, n).prop_filter("an empty word", |w| w.contains(&0)),
                     0..n as u32,
