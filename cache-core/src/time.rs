@@ -81,7 +81,7 @@ mod tests {
         };
         let epoch = SystemTime::UNIX_EPOCH;
         for wall in [
-            SystemTime::now(),
+            epoch + Duration::new(1_796_000_000, 123_456_789),
             epoch + Duration::new(1_700_000_000, 999_999_999),
             epoch + Duration::new(5, 0),
             epoch - Duration::new(3, 500),
