@@ -134,6 +134,14 @@ struct State<V> {
     spare: Vec<Arc<Flight<V>>>,
 }
 
+/// The words of a bitset over `slots` slab slots, if [`Store::prune_timers`]
+/// marks them in one for a wheel of `timers`: when zeroing it costs no more
+/// than four words a timer.
+fn bitset_words(slots: u32, timers: usize) -> Option<usize> {
+    let words = (slots as usize).div_ceil(64);
+    (words <= timers.saturating_mul(4)).then_some(words)
+}
+
 /// When a write hands the slots it retired to the epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Handoff {
@@ -1021,15 +1029,28 @@ impl<K, V, S> Store<K, V, S> {
     #[cold]
     #[inline(never)]
     fn prune_timers(&self, p: &mut State<V>) {
-        let mut seen = vec![0u64; (p.high as usize).div_ceil(64)];
-        p.wheel.retain(|idx, bucket| {
-            let (word, bit) = (idx as usize / 64, 1u64 << (idx % 64));
-            let keep = seen[word] & bit == 0 && self.due_at(idx, bucket).is_some();
-            if keep {
-                seen[word] |= bit;
-            }
-            keep
-        });
+        // The slots kept a timer for: in a bitset over the slab, or, where
+        // the slab is far larger than the wheel (a large cache of which few
+        // entries expire), in a set the wheel's size, so that a prune costs
+        // in proportion to the timers, not the slots. The cheap test first:
+        // most timers a prune meets are duplicates.
+        let timers = p.wheel.len();
+        if let Some(words) = bitset_words(p.high, timers) {
+            let mut seen = vec![0u64; words];
+            p.wheel.retain(|idx, bucket| {
+                let (word, bit) = (idx as usize / 64, 1u64 << (idx % 64));
+                let keep = seen[word] & bit == 0 && self.due_at(idx, bucket).is_some();
+                if keep {
+                    seen[word] |= bit;
+                }
+                keep
+            });
+        } else {
+            let mut seen =
+                std::collections::HashSet::with_capacity_and_hasher(timers, foldhash::fast::FixedState::default());
+            p.wheel
+                .retain(|idx, bucket| !seen.contains(&idx) && self.due_at(idx, bucket).is_some() && seen.insert(idx));
+        }
     }
 
     /// The opposite of [`arm`](Self::arm) for a `READY` slot with `meta`,
@@ -2212,6 +2233,40 @@ mod tests {
         store.prune_timers(&mut p);
         assert_eq!(p.timed, 100);
         assert_eq!(p.wheel.len(), p.timed);
+    }
+
+    /// The same in a cache whose slab is far larger than its wheel (few of
+    /// its entries expire), where a prune marks slots in a set, not in a
+    /// bitset over the slab.
+    #[tokio::test(start_paused = true)]
+    async fn pruning_leaves_one_timer_per_timed_entry_in_a_large_cache() {
+        let cache = crate::Cache::<u64, u64>::new(1_000_000);
+        for key in 1_000_000..1_500_000 {
+            cache.insert(key, key);
+        }
+        let store = &cache.store;
+        let idx_of = |key: u64| store.find(store.hash(&key), &key, &pin()).expect("present").1;
+        let ttl = Some(Duration::from_secs(60));
+        cache.insert_with_ttl(0, 0, ttl);
+        let idx = idx_of(0);
+        cache.remove(&0);
+        // Until the slot is reused: its earlier entry's timer, in the same
+        // bucket (the clock is paused), then passes for its new entry's.
+        let mut key = 1;
+        loop {
+            cache.insert_with_ttl(key, key, ttl);
+            if idx_of(key) == idx {
+                break;
+            }
+            cache.remove(&key);
+            key += 1;
+            assert!(key < 100_000, "slot {idx} never reused");
+        }
+        let mut p = store.lock();
+        assert_eq!(bitset_words(p.high, p.wheel.len()), None, "the case under test");
+        store.prune_timers(&mut p);
+        assert_eq!(p.timed, 1);
+        assert_eq!(p.wheel.len(), 1);
     }
 
     /// A slot points to its placeholder's flight without a count, so a
