@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
 use crate::Cache;
-use crate::time::Clock;
+use crate::time::{Clock, wall_clock_parts};
 
 /// Where snapshots are kept. Implemented by `FileBackend`, `SledBackend`
 /// and `SqliteBackend`; implement it to keep snapshots anywhere else.
@@ -394,13 +394,6 @@ struct Wire<'a> {
     expires_at: Option<(u64, u32)>,
 }
 
-/// Seconds and nanoseconds since the Unix epoch; times before it count as
-/// the epoch (long past).
-fn wall_clock_parts(at: SystemTime) -> (u64, u32) {
-    let since = at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or(Duration::ZERO);
-    (since.as_secs(), since.subsec_nanos())
-}
-
 /// A whole snapshot's records in one buffer, each as
 /// [`RecordRef::encode_into`] writes it, in saved order: what the cache
 /// hands to [`Backend::save_packed`]. Built without an allocation per
@@ -440,7 +433,13 @@ impl PackedRecords {
 
     /// Appends one record.
     pub fn push(&mut self, record: RecordRef<'_>) {
-        record.encode_into(&mut self.bytes);
+        self.push_parts(record.key, record.value, record.expires_at.map(wall_clock_parts));
+    }
+
+    /// [`push`](Self::push) of a record whose expiry is already `(seconds,
+    /// nanoseconds)` since the Unix epoch.
+    fn push_parts(&mut self, key: &[u8], value: &[u8], expires: Option<(u64, u32)>) {
+        encode_record(&mut self.bytes, key, value, expires);
         self.len += 1;
     }
 
@@ -1023,8 +1022,7 @@ impl<'a> Packing<'a> {
     ) -> Result<(), Stop> {
         encode_reusing(key, &mut self.key)?;
         encode_reusing(value, &mut self.value)?;
-        encode_record(&mut self.part.bytes, &self.key, &self.value, expires);
-        self.part.len += 1;
+        self.part.push_parts(&self.key, &self.value, expires);
         if let Some(estimate) = self.estimate.take() {
             estimate.bytes.store(self.part.bytes.len().saturating_mul(estimate.entries), Ordering::Relaxed);
         }

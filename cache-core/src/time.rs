@@ -73,12 +73,7 @@ mod tests {
     #[cfg(feature = "persist")]
     #[test]
     fn unix_parts_is_the_wall_clock_time_since_the_epoch() {
-        let slow = |walls: Walls, deadline| {
-            walls.at(deadline).map(|at| {
-                let since = at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or(Duration::ZERO);
-                (since.as_secs(), since.subsec_nanos())
-            })
-        };
+        let slow = |walls: Walls, deadline| walls.at(deadline).map(wall_clock_parts);
         let epoch = SystemTime::UNIX_EPOCH;
         for wall in [
             epoch + Duration::new(1_796_000_000, 123_456_789),
@@ -103,6 +98,14 @@ mod tests {
             }
         }
     }
+}
+
+/// Seconds and nanoseconds since the Unix epoch; times before it count as
+/// the epoch (long past).
+#[cfg(feature = "persist")]
+pub(crate) fn wall_clock_parts(at: SystemTime) -> (u64, u32) {
+    let since = at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    (since.as_secs(), since.subsec_nanos())
 }
 
 /// [`Clock::walls`]: one instant on both clocks.
@@ -135,10 +138,7 @@ impl Walls {
                 let nanos = u64::from(unix.subsec_nanos()) + ahead % NANOS;
                 Some((unix.as_secs() + ahead / NANOS + nanos / NANOS, (nanos % NANOS) as u32))
             }
-            _ => {
-                let since = self.at(deadline)?.duration_since(SystemTime::UNIX_EPOCH).unwrap_or(Duration::ZERO);
-                Some((since.as_secs(), since.subsec_nanos()))
-            }
+            _ => self.at(deadline).map(wall_clock_parts),
         }
     }
 
