@@ -253,7 +253,7 @@ impl<'a> TableRef<'a> {
         return self.probe_words(tag, matches);
     }
 
-    /// [`probe`](Self::probe) eight words at a time (two `Group`s): at
+    /// [`probe`](Self::probe) eight words at a time (see `Eight`): at
     /// most 5/8 of a table is used, so the words from a key's home to the
     /// end of the group after it nearly always hold the empty word that
     /// ends its probe, and one pass over them (a branch on "any tag bits
@@ -264,29 +264,18 @@ impl<'a> TableRef<'a> {
     #[inline]
     fn probe_groups(self, tag: u32, mut matches: impl FnMut(u32) -> bool) -> Probe {
         const NONE: usize = usize::MAX;
-        let (mask, format) = (self.mask(), self.format());
+        let format = self.format();
         let tag_bits = format.tag_bits(tag);
-        let home = tag as usize & mask;
-        let mut at = home & !3;
-        // Lanes of the first group before the home are not in the probe.
-        let mut lanes = 0xff & (0xff << (home & 3));
+        let (mut eight, mut lanes) = Eight::from_home(self, tag as usize & self.mask());
         let mut tombstone = NONE;
         loop {
-            let next = (at + 4) & mask;
-            let (low, high) = (Group::read(self, at), Group::read(self, next));
-            let pair = |bits: fn(Group) -> u32| bits(low) | bits(high) << 4;
-            let empty = pair(|g| g.equal(EMPTY)) & lanes;
+            let empty = eight.equal(EMPTY) & lanes;
             // The lanes up to the first empty one (all eight if none).
             let run = lanes & (empty ^ empty.wrapping_sub(1));
-            let dead = pair(|g| g.equal(TOMBSTONE));
-            let mut found = (low.tags_equal(format.tag_mask, tag_bits)
-                | high.tags_equal(format.tag_mask, tag_bits) << 4)
-                & run
-                & !empty
-                & !dead;
-            let position = |lane: u32| if lane < 4 { at + lane as usize } else { next + lane as usize - 4 };
+            let dead = eight.equal(TOMBSTONE);
+            let mut found = eight.tags_equal(format.tag_mask, tag_bits) & run & !empty & !dead;
             while found != 0 {
-                let pos = position(found.trailing_zeros());
+                let pos = eight.position(found);
                 let idx = format.index(self.word(pos).load(Ordering::Relaxed));
                 if matches(idx) {
                     return Probe::Found(pos, idx);
@@ -296,14 +285,11 @@ impl<'a> TableRef<'a> {
             // Whether there is a tombstone is hard to predict: chosen
             // without a branch (`NONE` while there is none yet).
             let dead = dead & run;
-            let first_dead = position(dead.trailing_zeros());
-            tombstone = select_unpredictable(tombstone == NONE && dead != 0, first_dead, tombstone);
+            tombstone = select_unpredictable(tombstone == NONE && dead != 0, eight.position(dead), tombstone);
             if empty != 0 {
-                let first_empty = position(empty.trailing_zeros());
-                return Probe::Vacant(select_unpredictable(tombstone == NONE, first_empty, tombstone));
+                return Probe::Vacant(select_unpredictable(tombstone == NONE, eight.position(empty), tombstone));
             }
-            at = (next + 4) & mask;
-            lanes = 0xff;
+            (eight, lanes) = (eight.after(self), 0xff);
         }
     }
 
@@ -355,25 +341,17 @@ impl<'a> TableRef<'a> {
     /// `probe_groups`.
     #[cfg(all(target_arch = "x86_64", not(shuttle)))]
     fn position_of_groups(self, tag: u32, idx: u32) -> usize {
-        let mask = self.mask();
         let target = self.format().word(tag, idx);
-        let home = tag as usize & mask;
-        let mut at = home & !3;
-        let mut lanes = 0xff & (0xff << (home & 3));
+        let (mut eight, mut lanes) = Eight::from_home(self, tag as usize & self.mask());
         loop {
-            let next = (at + 4) & mask;
-            let (low, high) = (Group::read(self, at), Group::read(self, next));
             // An index has one word in a table: a match is it, even before
             // the home.
-            let found = low.equal(target) | high.equal(target) << 4;
+            let found = eight.equal(target);
             if found != 0 {
-                let lane = found.trailing_zeros() as usize;
-                return if lane < 4 { at + lane } else { next + lane - 4 };
+                return eight.position(found);
             }
-            let empty = (low.equal(EMPTY) | high.equal(EMPTY) << 4) & lanes;
-            assert!(empty == 0, "async-cache: entry missing from its table (a bug)");
-            at = (next + 4) & mask;
-            lanes = 0xff;
+            assert!(eight.equal(EMPTY) & lanes == 0, "async-cache: entry missing from its table (a bug)");
+            (eight, lanes) = (eight.after(self), 0xff);
         }
     }
 
@@ -403,14 +381,13 @@ impl<'a> TableRef<'a> {
         let home = tag as usize & mask;
         #[cfg(all(target_arch = "x86_64", not(shuttle)))]
         let pos = {
-            let (mut at, mut lanes) = (home & !3, 0b1111 & (0b1111 << (home & 3)));
+            let (mut eight, mut lanes) = Eight::from_home(self, home);
             loop {
-                let free = Group::read(self, at).free() & lanes;
+                let free = eight.free() & lanes;
                 if free != 0 {
-                    break at + free.trailing_zeros() as usize;
+                    break eight.position(free);
                 }
-                at = (at + 4) & mask;
-                lanes = 0b1111;
+                (eight, lanes) = (eight.after(self), 0xff);
             }
         };
         #[cfg(not(all(target_arch = "x86_64", not(shuttle))))]
@@ -493,8 +470,8 @@ impl<'a> TableRef<'a> {
         // group's, was mispredicted about once a group.
         let (format, capacity) = (self.format(), self.capacity());
         let used_of = move |start: usize| {
-            (0..(capacity - start).min(64) / 4).fold(0u64, |used, group| {
-                used | u64::from(!Group::read(self, start + 4 * group).free() & 0b1111) << (4 * group)
+            (0..(capacity - start).min(64) / 8).fold(0u64, |used, eight| {
+                used | u64::from(!Eight::read(self, start + 8 * eight).free() & 0xff) << (8 * eight)
             })
         };
         let (mut start, mut used) = (0, used_of(0));
@@ -520,6 +497,63 @@ impl<'a> TableRef<'a> {
             let w = self.word(pos).load(Ordering::Relaxed);
             used(w).then(|| format.index(w))
         })
+    }
+}
+
+/// Eight words of a table read at once by the lock holder: the group of
+/// four at `at` (a multiple of four) and the group after it, which wraps
+/// to the table's start after its last group. Each test gives a bit a
+/// word, the lowest for the first.
+#[cfg(all(target_arch = "x86_64", not(shuttle)))]
+#[derive(Clone, Copy)]
+struct Eight {
+    low: Group,
+    high: Group,
+    at: usize,
+    next: usize,
+}
+
+#[cfg(all(target_arch = "x86_64", not(shuttle)))]
+impl Eight {
+    #[inline]
+    fn read(table: TableRef<'_>, at: usize) -> Eight {
+        let next = (at + 4) & table.mask();
+        Eight { low: Group::read(table, at), high: Group::read(table, next), at, next }
+    }
+
+    /// The eight words from `home`'s group on, and the lanes a probe from
+    /// `home` passes (not those before it in its group).
+    #[inline]
+    fn from_home(table: TableRef<'_>, home: usize) -> (Eight, u32) {
+        (Eight::read(table, home & !3), 0xff & (0xff << (home & 3)))
+    }
+
+    /// The eight words after these.
+    #[inline]
+    fn after(self, table: TableRef<'_>) -> Eight {
+        Eight::read(table, (self.next + 4) & table.mask())
+    }
+
+    /// The position of the lowest word of `lanes` (not empty).
+    #[inline]
+    fn position(self, lanes: u32) -> usize {
+        let lane = lanes.trailing_zeros() as usize;
+        if lane < 4 { self.at + lane } else { self.next + lane - 4 }
+    }
+
+    #[inline]
+    fn equal(self, w: u32) -> u32 {
+        self.low.equal(w) | self.high.equal(w) << 4
+    }
+
+    #[inline]
+    fn tags_equal(self, mask: u32, bits: u32) -> u32 {
+        self.low.tags_equal(mask, bits) | self.high.tags_equal(mask, bits) << 4
+    }
+
+    #[inline]
+    fn free(self) -> u32 {
+        self.low.free() | self.high.free() << 4
     }
 }
 
