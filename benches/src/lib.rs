@@ -5,6 +5,58 @@ pub fn key_of(i: u64) -> u64 {
     i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5555_5555
 }
 
+/// DESIGN.md's memory workload: 1,000,000 `u64 -> u64` entries
+/// `key_of(i) -> i` in a cache of capacity 1,000,000, measured as the peak
+/// RSS growth of a process that holds one cache. Shared by the `compare`
+/// bench's child processes and the `bench-memory` binary, which builds
+/// async-cache with its default features (`compare` turns on `file`, which
+/// adds a recency stamp to each entry): one loop, measured in both builds.
+pub mod memory {
+    use std::any::Any;
+    use std::hint::black_box;
+    use std::time::Duration;
+
+    use async_cache::{Cache, Policy};
+
+    use super::key_of;
+
+    /// Entries the workload inserts, and the caches' capacity.
+    pub const ENTRIES: u64 = 1_000_000;
+
+    /// Bytes an entry: the peak RSS of this process while `fill` builds
+    /// and returns a cache, over its RSS before. Linux only (reads
+    /// `/proc/self/status`); one cache per process, as the peak is never
+    /// lowered.
+    pub fn bytes_per_entry(fill: impl FnOnce() -> Box<dyn Any>) -> f64 {
+        let before = rss_kb("VmRSS:");
+        let held = fill();
+        let peak = rss_kb("VmHWM:");
+        black_box(&held);
+        (peak - before) as f64 * 1024.0 / ENTRIES as f64
+    }
+
+    /// async-cache on the workload: with a one-hour default TTL if `ttl`,
+    /// under `policy`.
+    pub fn ours(ttl: bool, policy: Policy) -> Box<dyn Any> {
+        let mut builder = Cache::<u64, u64>::builder().max_size(ENTRIES as usize).policy(policy);
+        if ttl {
+            builder = builder.default_ttl(Duration::from_secs(3_600));
+        }
+        let cache = builder.build();
+        for k in 0..ENTRIES {
+            cache.insert(key_of(k), k);
+        }
+        assert_eq!(cache.len(), ENTRIES as usize, "every entry stays");
+        Box::new(cache)
+    }
+
+    fn rss_kb(field: &str) -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+        let line = status.lines().find(|l| l.starts_with(field)).expect("the field");
+        line.split_whitespace().nth(1).and_then(|kb| kb.parse().ok()).expect("a size in kB")
+    }
+}
+
 /// The sections of BENCHMARKS.md that the `compare` bench does not write
 /// (the `tier` bench's, the persistence figures): each between
 /// `<!-- section NAME -->` and `<!-- /section NAME -->`, kept when
@@ -37,6 +89,15 @@ pub fn with_section(doc: &str, name: &str, body: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The memory workload's measure counts memory the filler touched
+    /// (pages allocated but never written would not count, so each byte
+    /// is written).
+    #[test]
+    fn bytes_per_entry_counts_what_the_fill_touched() {
+        let bytes = memory::bytes_per_entry(|| Box::new(vec![1u8; memory::ENTRIES as usize * 64]));
+        assert!(bytes >= 63.0, "64 bytes an entry touched, {bytes} measured");
+    }
 
     #[test]
     fn sections_are_kept_and_replaced() {

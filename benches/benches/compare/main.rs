@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_cache::Policy;
+use benches::memory;
 use contenders::{Contender, value};
 use report::{Report, Table};
 
@@ -494,80 +495,83 @@ fn metrics_overhead(settings: &Settings, report: &mut Report) {
     report.table(table);
 }
 
-/// Bytes per `u64 -> u64` entry with 1,000,000 entries: peak RSS of a child
-/// process holding one cache, over its RSS before.
+/// Bytes per `u64 -> u64` entry with 1,000,000 entries (see
+/// `benches::memory`), one process per cache: async-cache as a user's
+/// default build has it (`bench-memory`, built by a `cargo run` of that
+/// package alone) and as this bench's build, with `file`; the peers in
+/// this binary's own child processes.
 fn memory(report: &mut Report) {
     let mut table = Table::new(
         "memory: 1,000,000 u64 -> u64 entries, key_of(i) -> i, in a cache of capacity 1,000,000 (peak RSS growth per entry, each cache in its own process)",
         &["cache", "bytes per entry"],
     );
-    for name in [OURS, OURS_TTL, OURS_LFU, QUICK, MOKA, "Mutex<lru>"] {
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--memory", name])
-            .output()
-            .expect("memory child");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let default_build = |row: &str| {
+        let mut run = std::process::Command::new(&cargo);
+        run.args(["run", "--release", "--quiet", "-p", "bench-memory", "--", row]);
+        run
+    };
+    let this_build = |name: &str| {
+        let mut run = std::process::Command::new(std::env::current_exe().expect("this binary"));
+        run.args(["--memory", name]);
+        run
+    };
+    let rows = [
+        (OURS.to_string(), default_build("lru")),
+        (OURS_TTL.to_string(), default_build("lru-ttl")),
+        (OURS_LFU.to_string(), default_build("tinylfu")),
+        (format!("{OURS}, `file` feature"), this_build(OURS)),
+        (format!("{OURS_TTL}, `file` feature"), this_build(OURS_TTL)),
+        (QUICK.to_string(), this_build(QUICK)),
+        (MOKA.to_string(), this_build(MOKA)),
+        ("Mutex<lru>".to_string(), this_build("Mutex<lru>")),
+    ];
+    for (name, mut run) in rows {
+        let out = run.output().expect("a memory child");
         let text = String::from_utf8_lossy(&out.stdout);
-        let bytes: f64 = text.trim().parse().unwrap_or_else(|_| panic!("memory child for {name} said {text:?}"));
-        table.row(vec![name.to_string(), format!("{bytes:.1}")]);
+        let bytes: f64 = text.trim().parse().unwrap_or_else(|_| {
+            panic!("memory child for {name} said {text:?}: {}", String::from_utf8_lossy(&out.stderr))
+        });
+        table.row(vec![name, format!("{bytes:.1}")]);
     }
     report.table(table);
     report.note(MEMORY_NOTE.to_string());
 }
 
 /// What the memory rows include that not every build has.
-const MEMORY_NOTE: &str = "This benchmark builds async-cache with the `file` feature, as the benches crate does to save snapshots: with any persistence feature, each entry's recency link carries a 4-byte stamp that snapshots sort by, so a build without one takes 4 bytes an entry less (41.7 for the first row, 53.7 with the TTL, measured by the same loop in a crate that depends on async-cache without features). Where async-cache's bytes go, at this size: the slot 24 (key, value, state and generation, 4 bytes of the hash), the recency link 12 (8 without persistence: two indices; whether an entry is linked is its slot's state, not a copy of its meta in the link), the table 8.4 (a 4-byte word per entry at under half full: a power-of-two table of 32,768 words for a shard's 15,625 entries); a TTL adds the deadline (8) and the timer-wheel record (4: the slab index alone; whether a record is its slot's current entry's is told by the entry's deadline lying in the record's wheel bucket).";
+const MEMORY_NOTE: &str = "The first three rows are async-cache with its default features, as a user's `async-cache = \"0.1\"` builds it; the two `file` rows are this bench's own build, which turns the feature on to save snapshots: with any persistence feature, each entry's recency link carries a 4-byte stamp that snapshots sort by. Where async-cache's bytes go, at this size: the slot 24 (key, value, state and generation, 4 bytes of the hash), the recency link 8 (two indices; whether an entry is linked is its slot's state, not a copy of its meta in the link), 12 with a persistence feature, the table 8.4 (a 4-byte word per entry at under half full: a power-of-two table of 32,768 words for a shard's 15,625 entries); a TTL adds the deadline (8) and the timer-wheel record (4: the slab index alone; whether a record is its slot's current entry's is told by the entry's deadline lying in the record's wheel bucket).";
 
-fn rss_kb(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
+/// A cache of this build on the memory workload, in a process of its own.
 fn memory_child(name: &str) {
-    const N: u64 = 1_000_000;
-    let before = rss_kb("VmRSS:");
-    let held: Box<dyn std::any::Any> = match name {
-        OURS | OURS_TTL | OURS_LFU => {
-            let mut builder = async_cache::Cache::<u64, u64>::builder().max_size(N as usize);
-            if name == OURS_TTL {
-                builder = builder.default_ttl(Duration::from_secs(3_600));
+    let fill = || -> Box<dyn std::any::Any> {
+        const N: u64 = memory::ENTRIES;
+        match name {
+            OURS | OURS_TTL => memory::ours(name == OURS_TTL, Policy::Lru),
+            QUICK => {
+                let cache = quick_cache::sync::Cache::<u64, u64>::new(N as usize);
+                for k in 0..N {
+                    cache.insert(workloads::key_of(k), k);
+                }
+                Box::new(cache)
             }
-            if name == OURS_LFU {
-                builder = builder.policy(Policy::TinyLfu);
+            MOKA => {
+                let cache = moka::sync::Cache::<u64, u64>::new(N);
+                for k in 0..N {
+                    cache.insert(workloads::key_of(k), k);
+                }
+                cache.run_pending_tasks();
+                Box::new(cache)
             }
-            let cache = builder.build();
-            for k in 0..N {
-                cache.insert(workloads::key_of(k), k);
+            _ => {
+                let mut cache = lru::LruCache::<u64, u64>::new(std::num::NonZeroUsize::new(N as usize).unwrap());
+                for k in 0..N {
+                    cache.put(workloads::key_of(k), k);
+                }
+                Box::new(std::sync::Mutex::new(cache))
             }
-            assert_eq!(cache.len(), N as usize);
-            Box::new(cache)
-        }
-        QUICK => {
-            let cache = quick_cache::sync::Cache::<u64, u64>::new(N as usize);
-            for k in 0..N {
-                cache.insert(workloads::key_of(k), k);
-            }
-            Box::new(cache)
-        }
-        MOKA => {
-            let cache = moka::sync::Cache::<u64, u64>::new(N);
-            for k in 0..N {
-                cache.insert(workloads::key_of(k), k);
-            }
-            cache.run_pending_tasks();
-            Box::new(cache)
-        }
-        _ => {
-            let mut cache = lru::LruCache::<u64, u64>::new(std::num::NonZeroUsize::new(N as usize).unwrap());
-            for k in 0..N {
-                cache.put(workloads::key_of(k), k);
-            }
-            Box::new(std::sync::Mutex::new(cache))
         }
     };
-    let peak = rss_kb("VmHWM:");
-    black_box(&held);
-    println!("{:.1}", (peak - before) as f64 * 1024.0 / N as f64);
+    println!("{:.1}", memory::bytes_per_entry(fill));
 }
 
 /// Cache-aside over each workload: every contender, Che's approximation
