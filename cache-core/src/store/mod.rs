@@ -63,8 +63,9 @@ use crate::time::{Clock, NEVER};
 /// the read path.
 const IDLE_ONLY: u64 = NEVER - 1;
 
-/// Retired slots handed to the epoch in one batch.
-const LIMBO_BATCH: usize = 128;
+/// Retired slots handed to the epoch in one batch: an eighth of the
+/// bound, from 128 to 1,024 (see [`limbo_batch`]).
+const LIMBO_BATCH: std::ops::RangeInclusive<usize> = 128..=1024;
 /// Finished flights kept for the next misses to lead with.
 const SPARE_FLIGHTS: usize = 8;
 /// The most table shards (a resize copies one shard).
@@ -114,6 +115,8 @@ struct State<V> {
     format: Format,
     /// Retired slots not yet handed to the epoch.
     limbo: Vec<u32>,
+    /// How many gather in `limbo` before a write hands them over.
+    limbo_batch: usize,
     /// The sum of live entries' weights (with a weigher; else unused).
     weight: u64,
     /// Each slot's weight, by index (with a weigher; else empty).
@@ -142,10 +145,25 @@ fn bitset_words(slots: u32, timers: usize) -> Option<usize> {
     (words <= timers.saturating_mul(4)).then_some(words)
 }
 
+/// How many retired slots a store of `max_size` entries gathers before
+/// handing them to the epoch. Each hand-off flushes the epoch, which costs
+/// a `membarrier(2)` call (~430 ns alone on a core, more with other
+/// threads running, as it interrupts them) and a few allocations and
+/// locks, none of which an instruction count shows: at 128 a batch, an
+/// insert with eviction took 1.08 times as long as at 1,024 (BENCHMARKS.md,
+/// "Where an insert's instructions go"). The slots wait
+/// out readers in the slab, beside the bound's, so a batch stays within an
+/// eighth of the bound (the table's words hold twice the bound's slots):
+/// at least 128, which small caches pay in slots, at most 1,024.
+fn limbo_batch(max_size: usize) -> usize {
+    (max_size / 8).clamp(*LIMBO_BATCH.start(), *LIMBO_BATCH.end())
+}
+
 /// When a write hands the slots it retired to the epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Handoff {
-    /// Once [`LIMBO_BATCH`] have gathered: one epoch call per batch.
+    /// Once a batch has gathered (see [`limbo_batch`]): one epoch call
+    /// per batch.
     Batched,
     /// At once: removals, whose memory a caller expects back soon.
     Now,
@@ -335,6 +353,7 @@ impl<K, V, S> Store<K, V, S> {
                 usage: vec![Usage::default(); shards],
                 format: Format::new(config.max_size),
                 limbo: Vec::new(),
+                limbo_batch: limbo_batch(config.max_size),
                 weight: 0,
                 weights: Vec::new(),
                 departed: Vec::new(),
@@ -456,8 +475,9 @@ impl<K, V, S> Store<K, V, S> {
             self.maintain(&mut p, now);
             let out = f(&mut p);
             let flush = handoff == Handoff::Now && !p.limbo.is_empty();
-            let retired = (p.limbo.len() >= LIMBO_BATCH || flush)
-                .then(|| std::mem::replace(&mut p.limbo, Vec::with_capacity(LIMBO_BATCH)));
+            let batch = p.limbo_batch;
+            let retired =
+                (p.limbo.len() >= batch || flush).then(|| std::mem::replace(&mut p.limbo, Vec::with_capacity(batch)));
             // Pinned before unlocking, so no grace period that could free
             // these slots (any hand-off happens after the unlock) ends
             // before the listener is done with them.
@@ -2058,6 +2078,23 @@ mod tests {
         }
         assert_eq!(cache.len(), 4);
         assert_eq!(slot.meta.load(Ordering::Relaxed), retired, "slot 0 was used again");
+    }
+
+    /// Slots retired by evictions wait out readers in batches of an eighth
+    /// of the bound (128 at least): under churn with nobody pinned, the
+    /// slab holds the bound's slots, one batch gathering and one being
+    /// used up, and never outgrows the table words' format.
+    #[test]
+    fn churn_keeps_the_slab_within_a_quarter_over_the_bound() {
+        for max_size in [1_024, 10_000, 100_000] {
+            let cache = crate::Cache::<u64, u64>::new(max_size);
+            for key in 0..3 * max_size as u64 {
+                cache.insert(key, key);
+            }
+            let p = cache.store.lock();
+            assert!(p.high as usize <= max_size + max_size / 4, "{} slots for a bound of {max_size}", p.high);
+            assert_eq!(p.format, Format::new(max_size), "widened for a bound of {max_size}");
+        }
     }
 
     /// A table word holds a slab index only up to a bound (2^24 at first):
