@@ -150,11 +150,11 @@ fn bitset_words(slots: u32, timers: usize) -> Option<usize> {
 /// a `membarrier(2)` call (~430 ns alone on a core, more with other
 /// threads running, as it interrupts them) and a few allocations and
 /// locks, none of which an instruction count shows: at 128 a batch, an
-/// insert with eviction took 1.08 times as long as at 1,024 (BENCHMARKS.md,
-/// "Where an insert's instructions go"). The slots wait
-/// out readers in the slab, beside the bound's, so a batch stays within an
-/// eighth of the bound (the table's words hold twice the bound's slots):
-/// at least 128, which small caches pay in slots, at most 1,024.
+/// insert with eviction took 1.06 times as long as at 1,024 (BENCHMARKS.md,
+/// "Where an insert's instructions go"). The slots wait out readers in the
+/// slab, beside the bound's, so a batch stays within an eighth of the
+/// bound (the table's words hold twice the bound's slots): at least 128,
+/// which small caches pay in slots, at most 1,024.
 fn limbo_batch(max_size: usize) -> usize {
     (max_size / 8).clamp(*LIMBO_BATCH.start(), *LIMBO_BATCH.end())
 }
