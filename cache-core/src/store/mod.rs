@@ -63,8 +63,8 @@ use crate::time::{Clock, NEVER};
 /// the read path.
 const IDLE_ONLY: u64 = NEVER - 1;
 
-/// Retired slots handed to the epoch in one batch: an eighth of the
-/// bound, from 128 to 1,024 (see [`limbo_batch`]).
+/// Retired slots handed to the epoch in one batch: an eighth of the live
+/// entries, from 128 to 1,024 (see [`limbo_batch`]).
 const LIMBO_BATCH: std::ops::RangeInclusive<usize> = 128..=1024;
 /// Finished flights kept for the next misses to lead with.
 const SPARE_FLIGHTS: usize = 8;
@@ -115,7 +115,8 @@ struct State<V> {
     format: Format,
     /// Retired slots not yet handed to the epoch.
     limbo: Vec<u32>,
-    /// How many gather in `limbo` before a write hands them over.
+    /// How many gather in `limbo` before a write hands them over (see
+    /// [`limbo_batch`]), sized at the last hand-off.
     limbo_batch: usize,
     /// The sum of live entries' weights (with a weigher; else unused).
     weight: u64,
@@ -145,18 +146,19 @@ fn bitset_words(slots: u32, timers: usize) -> Option<usize> {
     (words <= timers.saturating_mul(4)).then_some(words)
 }
 
-/// How many retired slots a store of `max_size` entries gathers before
+/// How many retired slots a store holding `live` entries gathers before
 /// handing them to the epoch. Each hand-off flushes the epoch, which costs
 /// a `membarrier(2)` call (~430 ns alone on a core, more with other
 /// threads running, as it interrupts them) and a few allocations and
 /// locks, none of which an instruction count shows: at 128 a batch, an
 /// insert with eviction took 1.06 times as long as at 1,024 (BENCHMARKS.md,
-/// "Where an insert's instructions go"). The slots wait out readers in the
-/// slab, beside the bound's, so a batch stays within an eighth of the
-/// bound (the table's words hold twice the bound's slots): at least 128,
-/// which small caches pay in slots, at most 1,024.
-fn limbo_batch(max_size: usize) -> usize {
-    (max_size / 8).clamp(*LIMBO_BATCH.start(), *LIMBO_BATCH.end())
+/// "Where an insert's instructions go"). What waits keeps its slot, and
+/// its key and value until the slot is taken back (a value may be large:
+/// a weigher's cache can hold few), so a batch is at most an eighth of
+/// the live entries, which also keeps the slab within the table words'
+/// first format (twice the bound): at least 128, as before, at most 1,024.
+fn limbo_batch(live: usize) -> usize {
+    (live / 8).clamp(*LIMBO_BATCH.start(), *LIMBO_BATCH.end())
 }
 
 /// When a write hands the slots it retired to the epoch.
@@ -353,7 +355,7 @@ impl<K, V, S> Store<K, V, S> {
                 usage: vec![Usage::default(); shards],
                 format: Format::new(config.max_size),
                 limbo: Vec::new(),
-                limbo_batch: limbo_batch(config.max_size),
+                limbo_batch: *LIMBO_BATCH.start(),
                 weight: 0,
                 weights: Vec::new(),
                 departed: Vec::new(),
@@ -475,9 +477,13 @@ impl<K, V, S> Store<K, V, S> {
             self.maintain(&mut p, now);
             let out = f(&mut p);
             let flush = handoff == Handoff::Now && !p.limbo.is_empty();
-            let batch = p.limbo_batch;
-            let retired =
-                (p.limbo.len() >= batch || flush).then(|| std::mem::replace(&mut p.limbo, Vec::with_capacity(batch)));
+            let retired = (p.limbo.len() >= p.limbo_batch || flush).then(|| {
+                // The next batch's size, from the entries live now: once a
+                // batch, not on every write.
+                let batch = limbo_batch(p.len);
+                p.limbo_batch = batch;
+                std::mem::replace(&mut p.limbo, Vec::with_capacity(batch))
+            });
             // Pinned before unlocking, so no grace period that could free
             // these slots (any hand-off happens after the unlock) ends
             // before the listener is done with them.
@@ -2081,8 +2087,8 @@ mod tests {
     }
 
     /// Slots retired by evictions wait out readers in batches of an eighth
-    /// of the bound (128 at least): under churn with nobody pinned, the
-    /// slab holds the bound's slots, one batch gathering and one being
+    /// of the live entries (128 at least): under churn with nobody pinned,
+    /// the slab holds the bound's slots, one batch gathering and one being
     /// used up, and never outgrows the table words' format.
     #[test]
     fn churn_keeps_the_slab_within_a_quarter_over_the_bound() {
@@ -2095,6 +2101,24 @@ mod tests {
             assert!(p.high as usize <= max_size + max_size / 4, "{} slots for a bound of {max_size}", p.high);
             assert_eq!(p.format, Format::new(max_size), "widened for a bound of {max_size}");
         }
+    }
+
+    /// A cache bounded by weight alone (no entry bound) holds few entries
+    /// when they are heavy: the values its evictions retired are dropped
+    /// after a batch of 128, not one sized for an unbounded cache, which
+    /// would keep many times the live values alive.
+    #[test]
+    fn a_weighted_cache_keeps_few_retired_values_alive() {
+        let value = Arc::new(());
+        let cache = crate::Cache::<u64, Arc<()>>::builder().max_weight(100).weigher(|_, _: &Arc<()>| 1).build();
+        for key in 0..1_000 {
+            cache.insert(key, Arc::clone(&value));
+        }
+        assert_eq!(cache.len(), 100);
+        // The live values, the one above, and those retired but not yet
+        // dropped: a batch gathering, one waiting to be taken back.
+        let retired = Arc::strong_count(&value) - 100 - 1;
+        assert!(retired <= 2 * 128, "{retired} retired values alive for 100 live ones");
     }
 
     /// A table word holds a slab index only up to a bound (2^24 at first):
