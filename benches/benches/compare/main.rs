@@ -30,6 +30,7 @@ const OURS_LFU: &str = "async-cache TinyLfu";
 const OURS_TTL: &str = "async-cache, default_ttl 1 h";
 const QUICK: &str = "quick_cache";
 const MOKA: &str = "moka";
+const LRU: &str = "Mutex<lru>";
 
 struct Settings {
     rounds: usize,
@@ -268,7 +269,7 @@ fn mixed(settings: &Settings, report: &mut Report) {
 fn insert_with_eviction(settings: &Settings, report: &mut Report) {
     const CAPACITY: usize = 10_000;
     const INSERTS: u64 = 1_000_000;
-    let names = [OURS, OURS_LFU, QUICK, MOKA, "Mutex<lru>"];
+    let names = [OURS, OURS_LFU, QUICK, MOKA, LRU];
     let keys: Vec<u64> = (0..INSERTS).map(workloads::key_of).collect();
     let mut ns = vec![Vec::new(); names.len()];
     for round in 0..settings.rounds {
@@ -524,7 +525,7 @@ fn memory(report: &mut Report) {
         (format!("{OURS_TTL}, `file` feature"), this_build(OURS_TTL)),
         (QUICK.to_string(), this_build(QUICK)),
         (MOKA.to_string(), this_build(MOKA)),
-        ("Mutex<lru>".to_string(), this_build("Mutex<lru>")),
+        (LRU.to_string(), this_build(LRU)),
     ];
     for (name, mut run) in rows {
         let out = run.output().expect("a memory child");
@@ -562,13 +563,14 @@ fn memory_child(name: &str) {
                 cache.run_pending_tasks();
                 Box::new(cache)
             }
-            _ => {
+            LRU => {
                 let mut cache = lru::LruCache::<u64, u64>::new(std::num::NonZeroUsize::new(N as usize).unwrap());
                 for k in 0..N {
                     cache.put(workloads::key_of(k), k);
                 }
                 Box::new(std::sync::Mutex::new(cache))
             }
+            other => panic!("no memory row named {other:?}"),
         }
     };
     println!("{:.1}", memory::bytes_per_entry(fill));
