@@ -9,6 +9,15 @@
 
 /// Words per block: 64 bytes.
 const BLOCK: usize = 8;
+
+/// One cache line of counters. Aligned: a plain `u64` allocation starts 16
+/// or 32 bytes into a line here (glibc), so every block straddled two lines,
+/// and half of all counts and estimates or more touched both.
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(align(64))]
+struct Block([u64; BLOCK]);
+
+const _: () = assert!(size_of::<Block>() == 64 && align_of::<Block>() == 64);
 /// The low bit of every counter.
 const LOW_BITS: u64 = 0x1111_1111_1111_1111;
 /// Every counter's low bit cleared by a halving.
@@ -26,7 +35,7 @@ const MAX_WORDS: usize = 1 << 24;
 
 #[derive(Debug)]
 pub(super) struct Sketch {
-    words: Box<[u64]>,
+    blocks: Box<[Block]>,
     /// Blocks - 1 (a power of two less one).
     block_mask: usize,
     /// Increments since the last halving.
@@ -45,41 +54,44 @@ impl Sketch {
     pub(super) fn new(capacity: usize) -> Self {
         let words = capacity.saturating_mul(2).clamp(4_096, MAX_WORDS).next_power_of_two();
         Sketch {
-            words: vec![0; words].into_boxed_slice(),
+            blocks: vec![Block::default(); words / BLOCK].into_boxed_slice(),
             block_mask: words / BLOCK - 1,
             additions: 0,
             period: capacity.clamp(1, MAX_WORDS).saturating_mul(PERIOD),
         }
     }
 
-    /// `hash`'s two words (one in each half of its block) and, for each,
-    /// the shifts of the two counters it has there: rows 0 and 1 in the
-    /// low and high half of the first word, rows 2 and 3 in the second,
-    /// each a counter of eight picked by the hash. Per row that is as many
-    /// counters to choose from as two whole words, while a count touches
-    /// two words, each with one read-modify-write.
+    /// `hash`'s block, its two words there (one in each half) and, for
+    /// each, the shifts of the two counters it has there: rows 0 and 1 in
+    /// the low and high half of the first word, rows 2 and 3 in the
+    /// second, each a counter of eight picked by the hash. Per row that is
+    /// as many counters to choose from as two whole words, while a count
+    /// touches two words, each with one read-modify-write.
     #[inline]
-    fn place(&self, hash: u32) -> [(usize, [u32; 2]); 2] {
+    fn place(&self, hash: u32) -> (usize, [(usize, [u32; 2]); 2]) {
         // Spread the 32-bit hash over 64 bits: the block index and the
         // counters' choices come from different bits.
         let spread = u64::from(hash).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let block = ((spread >> 40) as usize & self.block_mask) * BLOCK;
+        let block = (spread >> 40) as usize & self.block_mask;
         let choice = spread as u32 ^ (spread >> 32) as u32;
-        std::array::from_fn(|half| {
+        let words = std::array::from_fn(|half| {
             let bits = choice >> (half * 8);
-            let word = block + half * (BLOCK / 2) + (bits & 3) as usize;
+            let word = half * (BLOCK / 2) + (bits & 3) as usize;
             let low = ((bits >> 2) & 7) * 4;
             let high = (8 + ((bits >> 5) & 7)) * 4;
             (word, [low, high])
-        })
+        });
+        (block, words)
     }
 
     /// How often `hash` was counted lately: 0 to 15.
     #[inline]
     pub(super) fn frequency(&self, hash: u32) -> u8 {
-        self.place(hash)
+        let (block, words) = self.place(hash);
+        let block = &self.blocks[block].0;
+        words
             .iter()
-            .flat_map(|&(word, shifts)| shifts.map(|shift| ((self.words[word] >> shift) & 15) as u8))
+            .flat_map(|&(word, shifts)| shifts.map(|shift| ((block[word] >> shift) & 15) as u8))
             .min()
             .unwrap_or(0)
     }
@@ -88,8 +100,10 @@ impl Sketch {
     #[inline]
     pub(super) fn increment(&mut self, hash: u32) {
         let mut added = 0;
-        for (word, [low, high]) in self.place(hash) {
-            let w = &mut self.words[word];
+        let (block, words) = self.place(hash);
+        let block = &mut self.blocks[block].0;
+        for (word, [low, high]) in words {
+            let w = &mut block[word];
             // The low bit of every counter at 15: those stay. No carry: a
             // counter gets 1 only below 15.
             let full = *w & (*w >> 1) & (*w >> 2) & (*w >> 3) & LOW_BITS;
@@ -110,7 +124,7 @@ impl Sketch {
     #[cold]
     fn halve(&mut self) {
         let mut odd = 0;
-        for w in self.words.iter_mut() {
+        for w in self.blocks.iter_mut().flat_map(|block| &mut block.0) {
             odd += (*w & LOW_BITS).count_ones() as usize;
             *w = (*w >> 1) & HALVE;
         }
