@@ -18,6 +18,7 @@ const BLOCK: usize = 8;
 struct Block([u64; BLOCK]);
 
 const _: () = assert!(size_of::<Block>() == 64 && align_of::<Block>() == 64);
+
 /// The low bit of every counter.
 const LOW_BITS: u64 = 0x1111_1111_1111_1111;
 /// Every counter's low bit cleared by a halving.
